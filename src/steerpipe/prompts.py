@@ -1,0 +1,76 @@
+"""Prompt reconstruction and the seeded choice of one labelled step per problem and kind.
+
+As in the original: the prompt for step ``k`` is the chat template applied to the problem
+(with the generation prompt), then ``"\\n\\n".join(steps[:k]) + "\\n\\n"``, tokenised without
+extra special tokens (the template already has its own). The labelled step's tokens follow.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.steps import chat_prompt
+
+KINDS = ("conclusion", "verification", "other")
+
+
+def reconstruct_prompt(tokenizer: Tokenizer, problem: str, steps: list[str], k: int) -> str:
+    return chat_prompt(tokenizer, problem) + "\n\n".join(steps[:k]) + "\n\n"
+
+
+def steps_of_kind(row: dict[str, Any], kind: str) -> list[int]:
+    """Indices of a row's steps of a kind; ``other`` is every step with neither label."""
+    if kind == "conclusion":
+        return list(row["conclusion_steps"])
+    if kind == "verification":
+        return list(row["verification_steps"])
+    if kind == "other":
+        labelled = set(row["conclusion_steps"]) | set(row["verification_steps"])
+        return [k for k in range(len(row["steps"])) if k not in labelled]
+    raise ValueError(f"unknown step kind {kind!r}; expected one of {KINDS}")
+
+
+def select_examples(
+    rows: list[dict[str, Any]],
+    tokenizer: Tokenizer,
+    kind: str,
+    *,
+    seed: int,
+    min_step_tokens: int,
+    max_prompt_tokens: int,
+) -> list[dict[str, Any]]:
+    """One step of ``kind`` per problem, drawn with a seeded generator, then filtered.
+
+    Problems are visited in a seeded shuffled order (the original shuffled with seed 42 and
+    drew the step unseeded). Each example keeps the token ids of its prompt and of its step.
+    """
+    rng = random.Random(f"{seed}/{kind}")
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    examples = []
+    for r in order:
+        row = rows[r]
+        candidates = steps_of_kind(row, kind)
+        if not candidates:
+            continue
+        k = rng.choice(candidates)
+        prompt = reconstruct_prompt(tokenizer, row["problem"], row["steps"], k)
+        prompt_ids = list(tokenizer.encode(prompt, add_special_tokens=False))
+        step_ids = list(tokenizer.encode(row["steps"][k], add_special_tokens=False))
+        if len(step_ids) < min_step_tokens or len(prompt_ids) > max_prompt_tokens:
+            continue
+        examples.append(
+            {"kind": kind, "row": r, "step": k, "prompt_ids": prompt_ids, "step_ids": step_ids}
+        )
+    return examples
+
+
+def test_examples(
+    examples: list[dict[str, Any]], kind: str, n: int | None = None
+) -> list[dict[str, Any]]:
+    """The first ``n`` (or all) test examples of ``kind``, in the prepared order."""
+    chosen = [e for e in examples if e["split"] == "test" and e["kind"] == kind]
+    return chosen if n is None else chosen[:n]

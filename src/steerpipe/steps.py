@@ -1,0 +1,157 @@
+"""The reasoning-step data set: schema, loading, and building it from the model's own traces.
+
+Schema of ``immindich/reasoning-steps-labeled`` (the paper's data set): ``problem: str``,
+``steps: list[str]``, ``verification_steps: list[int]``, ``conclusion_steps: list[int]``.
+
+- ``load_rows(source)``: the hub data set by id (through ``datasets``), or a local Parquet file
+  with the same schema.
+- ``build_rows(...)``: the offline default. Problems come from a packaged ``reasoning-gym``
+  task; the model writes its reasoning under its chat template; the text is split into steps
+  on blank lines and labelled by the rule-based labeller in ``labels``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from transformers import PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.config import StageError
+from steerpipe.generation import generate
+from steerpipe.labels import label_steps
+
+SCHEMA = pa.schema(
+    [
+        ("problem", pa.string()),
+        ("steps", pa.list_(pa.string())),
+        ("verification_steps", pa.list_(pa.int64())),
+        ("conclusion_steps", pa.list_(pa.int64())),
+    ]
+)
+FIELDS = tuple(SCHEMA.names)
+HUB_ID = "immindich/reasoning-steps-labeled"
+
+
+def split_steps(text: str) -> list[str]:
+    """Steps of a trace: the text before ``</think>`` split on blank lines, empty ones dropped."""
+    text = text.split("</think>")[0]
+    return [s.strip() for s in text.split("\n\n") if s.strip()]
+
+
+def validate_rows(rows: list[dict[str, Any]]) -> None:
+    """Every row has the four fields with the right types and step indices in range."""
+    for r, row in enumerate(rows):
+        missing = [f for f in FIELDS if row.get(f) is None]
+        if missing:
+            raise StageError(f"data set row {r}: missing field(s) {', '.join(missing)}")
+        steps = row["steps"]
+        if not isinstance(row["problem"], str) or not all(isinstance(s, str) for s in steps):
+            raise StageError(f"data set row {r}: 'problem' and 'steps' must be strings")
+        for field in ("verification_steps", "conclusion_steps"):
+            for k in row[field]:
+                if not isinstance(k, int) or not 0 <= k < len(steps):
+                    raise StageError(
+                        f"data set row {r}: {field} has index {k!r}, "
+                        f"but the row has {len(steps)} steps"
+                    )
+
+
+def load_rows(source: str) -> list[dict[str, Any]]:
+    """Rows from a local Parquet file, or from the hub data set ``source`` (split ``train``)."""
+    import datasets
+
+    try:
+        if Path(source).suffix == ".parquet" or Path(source).exists():
+            if not Path(source).exists():
+                raise StageError(f"steps.source: no such file {source}")
+            ds = datasets.load_dataset("parquet", data_files=str(source), split="train")
+        else:
+            ds = datasets.load_dataset(source, split="train")
+    except (FileNotFoundError, ConnectionError, OSError) as e:
+        raise StageError(
+            f"steps.source {source!r}: could not load it ({type(e).__name__}: {e}). "
+            "Give a local Parquet file, or run where the hub is reachable."
+        ) from e
+    missing = [f for f in FIELDS if f not in ds.column_names]
+    if missing:
+        raise StageError(f"steps.source {source!r}: missing column(s) {', '.join(missing)}")
+    rows = [{f: row[f] for f in FIELDS} for row in ds]
+    validate_rows(rows)
+    return rows
+
+
+def gym_problems(task: str, n: int, seed: int) -> list[str]:
+    """``n`` questions from a packaged reasoning-gym task, seeded."""
+    import reasoning_gym
+
+    try:
+        ds = reasoning_gym.create_dataset(task, size=n, seed=seed)
+    except Exception as e:  # reasoning-gym raises plain errors for unknown task names
+        raise StageError(f"steps.task {task!r}: reasoning-gym cannot build it ({e})") from e
+    return [str(ds[i]["question"]) for i in range(n)]
+
+
+def build_rows(
+    model: PreTrainedModel,
+    tokenizer: Tokenizer,
+    problems: list[str],
+    *,
+    instruction: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Let the model reason on each problem and label its steps.
+
+    The ``problem`` column holds the whole user message the model saw (instruction and
+    problem), so that ``prompts.reconstruct_prompt`` rebuilds exactly the context of each step.
+    A trace cut off by ``max_new_tokens`` loses its last, unfinished step.
+    """
+    messages = [instruction + p for p in problems]
+    prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
+    outs = generate(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    eos = set(tokenizer.all_special_ids)
+    rows = []
+    for message, out in zip(messages, outs, strict=True):
+        finished = bool(out) and out[-1] in eos
+        steps = split_steps(tokenizer.decode(out, skip_special_tokens=True))
+        if not finished:
+            steps = steps[:-1]
+        verification, conclusion = label_steps(steps)
+        rows.append(
+            {
+                "problem": message,
+                "steps": steps,
+                "verification_steps": verification,
+                "conclusion_steps": conclusion,
+            }
+        )
+    return rows
+
+
+def chat_prompt(tokenizer: Tokenizer, user_message: str) -> str:
+    """The chat template applied to one user message, with the generation prompt."""
+    return str(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+    )
+
+
+def chat_prompt_ids(tokenizer: Tokenizer, user_message: str) -> list[int]:
+    return list(tokenizer.encode(chat_prompt(tokenizer, user_message), add_special_tokens=False))

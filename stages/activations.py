@@ -1,0 +1,68 @@
+"""Stage activations: resid_pre at the first positions of each training step, per kind.
+
+    python stages/activations.py          (reads `model` and `activations`)
+
+For every training example, ``blocks.{L}.hook_resid_pre`` at the first ``n_positions`` tokens of
+the labelled step, for ``activations.layers`` (``all`` or a list), batched with padding.
+Outputs: data/activations/<kind>.safetensors, tensor ``resid_pre`` of shape
+``[n_examples, n_layers, n_positions, d_model]`` with model, layers, positions, dtype in metadata.
+"""
+
+from __future__ import annotations
+
+from steerpipe.activations import capture_resid_pre
+from steerpipe.config import StageError, load_params, run_stage
+from steerpipe.models import load_from_params, n_layers
+from steerpipe.storage import read_parquet, write_tensors
+
+
+def resolve_layers(spec: object, total: int, key: str) -> list[int]:
+    layers = list(range(total)) if spec == "all" else [int(x) for x in spec]  # type: ignore[union-attr]
+    bad = [x for x in layers if not 0 <= x < total]
+    if bad or not layers:
+        raise StageError(f"{key}: layers {bad or layers} are outside the model's 0..{total - 1}")
+    return layers
+
+
+def main() -> None:
+    p = load_params("activations")
+    model_params = load_params("model")
+    model, tok = load_from_params(model_params)
+    layers = resolve_layers(p["layers"], n_layers(model), "activations.layers")
+    k = int(p["n_positions"])
+    examples = [e for e in read_parquet("data/prepare/examples.parquet") if e["split"] == "train"]
+    short = [e for e in examples if len(e["step_ids"]) < k]
+    if short:
+        raise StageError(
+            f"activations.n_positions={k} but the step of example (row {short[0]['row']}, "
+            f"step {short[0]['step']}) has {len(short[0]['step_ids'])} tokens; "
+            "raise prepare.min_step_tokens"
+        )
+    kinds = sorted({e["kind"] for e in examples})
+    outputs = {}
+    for kind in kinds:
+        rows = [e for e in examples if e["kind"] == kind]
+        acts = capture_resid_pre(
+            model,
+            [e["prompt_ids"] + e["step_ids"] for e in rows],
+            [len(e["prompt_ids"]) for e in rows],
+            layers=layers,
+            n_positions=k,
+            token_budget=int(p["token_budget"]),
+            pad_id=int(tok.pad_token_id),
+        )
+        outputs[kind] = acts
+    meta = {
+        "model": model_params["name"],
+        "layers": layers,
+        "positions": list(range(k)),
+        "dtype": model_params.get("dtype", "float32"),
+        "hook": "blocks.{L}.hook_resid_pre",
+    }
+    for kind, acts in outputs.items():
+        write_tensors({"resid_pre": acts}, f"data/activations/{kind}.safetensors", meta)
+        print(kind, tuple(acts.shape))
+
+
+if __name__ == "__main__":
+    run_stage(main)

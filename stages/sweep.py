@@ -1,0 +1,69 @@
+"""Stage sweep: steered samples for every (layer, position) cell of a grid.
+
+    python stages/sweep.py                (reads `model`, `sampling`, `prepare.kinds`, `sweep`)
+
+Vector ``[layer, pos]`` times ``sweep.coefficient`` is added at ``blocks.{layer}.hook_resid_pre``
+on every position, prompt and generated tokens, for ``n_samples`` samples on each of the first
+``n_prompts`` test prompts of the negative kind. All cells share batches (one vector per row).
+Output: data/sweep/generations.parquet (one row per sample; the judge stage scores it).
+"""
+
+from __future__ import annotations
+
+from steerpipe.cells import check_cell
+from steerpipe.config import load_params, run_stage
+from steerpipe.generation import Steer, generate
+from steerpipe.models import load_from_params
+from steerpipe.prompts import test_examples
+from steerpipe.storage import read_parquet, read_tensors, write_parquet
+
+
+def main() -> None:
+    p = load_params("sweep")
+    s = load_params("sampling")
+    negative = load_params("prepare")["kinds"][1]
+    tensors, meta = read_tensors("data/vectors/vectors.safetensors")
+    vectors = tensors["vectors"]
+    cells = [(int(layer), int(pos)) for layer in p["layers"] for pos in p["positions"]]
+    for layer, pos in cells:
+        check_cell(layer, pos, meta["layers"], meta["positions"], "sweep.layers/positions")
+    examples = read_parquet("data/prepare/examples.parquet")
+    prompts = test_examples(examples, negative, int(p["n_prompts"]))
+    model, tok = load_from_params(load_params("model"))
+    coef = float(p["coefficient"])
+    records, inputs, steers = [], [], []
+    for layer, pos in cells:
+        vec = coef * vectors[meta["layers"].index(layer), pos]
+        for ex in prompts:
+            for sample in range(int(p["n_samples"])):
+                records.append(
+                    {
+                        "layer": layer,
+                        "position": pos,
+                        "row": ex["row"],
+                        "step": ex["step"],
+                        "sample": sample,
+                    }
+                )
+                inputs.append(ex["prompt_ids"])
+                steers.append(Steer(layer, vec))
+    outs = generate(
+        model,
+        inputs,
+        steers=steers,
+        max_new_tokens=int(s["max_new_tokens"]),
+        temperature=float(s["temperature"]),
+        top_p=float(s["top_p"]),
+        seed=int(p["seed"]),
+        batch_size=int(s["batch_size"]),
+        pad_id=int(tok.pad_token_id),
+    )
+    for rec, out in zip(records, outs, strict=True):
+        rec["text"] = tok.decode(out, skip_special_tokens=True)
+        rec["coefficient"] = coef
+    write_parquet(records, "data/sweep/generations.parquet")
+    print(f"{len(records)} samples over {len(cells)} cells")
+
+
+if __name__ == "__main__":
+    run_stage(main)
