@@ -17,7 +17,12 @@ from steerpipe.storage import read_parquet, write_tensors
 
 
 def resolve_layers(spec: object, total: int, key: str) -> list[int]:
-    layers = list(range(total)) if spec == "all" else [int(x) for x in spec]  # type: ignore[union-attr]
+    if spec == "all":
+        layers = list(range(total))
+    elif isinstance(spec, list):
+        layers = [int(x) for x in spec]
+    else:
+        raise StageError(f"{key} must be 'all' or a list of layer indices, got {spec!r}")
     bad = [x for x in layers if not 0 <= x < total]
     if bad or not layers:
         raise StageError(f"{key}: layers {bad or layers} are outside the model's 0..{total - 1}")

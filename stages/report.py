@@ -26,7 +26,7 @@ from steerpipe.storage import atomic_path, read_parquet, write_json  # noqa: E40
 
 def condition_summary(rows: list[dict]) -> dict:
     counts = Counter(r["category"] for r in rows)
-    summary = rate_summary(counts[CONCLUDING], len(rows))
+    summary: dict[str, object] = dict(rate_summary(counts[CONCLUDING], len(rows)))
     summary["categories"] = {name: counts[c] for c, name in CATEGORIES.items()}
     summary["unjudged"] = counts[None]
     return summary

@@ -13,7 +13,7 @@ from steerpipe.cells import best_cell, check_cell
 from steerpipe.config import load_params, run_stage
 from steerpipe.generation import Steer, generate
 from steerpipe.models import load_from_params
-from steerpipe.prompts import test_examples
+from steerpipe.prompts import held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 
@@ -29,7 +29,7 @@ def main() -> None:
     coef = float(p["coefficient"])
     vec = coef * tensors["vectors"][meta["layers"].index(layer), pos]
     n = None if p["n_prompts"] == "all" else int(p["n_prompts"])
-    prompts = test_examples(read_parquet("data/prepare/examples.parquet"), negative, n)
+    prompts = held_out(read_parquet("data/prepare/examples.parquet"), negative, n)
     model, tok = load_from_params(load_params("model"))
     records, inputs, steers = [], [], []
     for condition in ("control", "steered"):

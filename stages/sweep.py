@@ -14,7 +14,7 @@ from steerpipe.cells import check_cell
 from steerpipe.config import load_params, run_stage
 from steerpipe.generation import Steer, generate
 from steerpipe.models import load_from_params
-from steerpipe.prompts import test_examples
+from steerpipe.prompts import held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     for layer, pos in cells:
         check_cell(layer, pos, meta["layers"], meta["positions"], "sweep.layers/positions")
     examples = read_parquet("data/prepare/examples.parquet")
-    prompts = test_examples(examples, negative, int(p["n_prompts"]))
+    prompts = held_out(examples, negative, int(p["n_prompts"]))
     model, tok = load_from_params(load_params("model"))
     coef = float(p["coefficient"])
     records, inputs, steers = [], [], []

@@ -3,7 +3,8 @@
     python stages/vectors.py              (reads `prepare.kinds`)
 
 Output: data/vectors/vectors.safetensors, tensor ``vectors`` ``[n_layers, n_positions, d_model]``,
-with the counts behind each mean in its metadata; data/vectors/metrics.json (counts, norms).
+with the counts behind each mean and the vector norms in its metadata;
+data/vectors/metrics.json (the counts).
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ def main() -> None:
     neg, _ = read_tensors(f"data/activations/{negative}.safetensors")
     vectors = pos["resid_pre"].mean(0) - neg["resid_pre"].mean(0)
     counts = {positive: pos["resid_pre"].shape[0], negative: neg["resid_pre"].shape[0]}
-    meta = {**meta, "positive": positive, "negative": negative, "counts": counts}
+    norms = vectors.norm(dim=-1)  # [n_layers, n_positions]: how far each vector moves
+    meta = {
+        **meta,
+        "positive": positive,
+        "negative": negative,
+        "counts": counts,
+        "norms": [[round(float(x), 4) for x in row] for row in norms],
+    }
     write_tensors({"vectors": vectors}, "data/vectors/vectors.safetensors", meta)
-    norms = vectors.norm(dim=-1).mean(-1)  # mean over positions, per layer
-    by_layer = {str(layer): float(norms[i]) for i, layer in enumerate(meta["layers"])}
-    write_json({"counts": counts, "norm_by_layer": by_layer}, "data/vectors/metrics.json")
+    write_json({"counts": counts}, "data/vectors/metrics.json")
     print(counts)
 
 

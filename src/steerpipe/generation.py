@@ -9,6 +9,7 @@ Rows of different layers, or steered and control rows, share a batch: each layer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,7 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def _batch_deltas(steers: list[Steer | None], d_model: int) -> dict[int, torch.Tensor]:
+def _batch_deltas(steers: Sequence[Steer | None], d_model: int) -> dict[int, torch.Tensor]:
     deltas: dict[int, torch.Tensor] = {}
     for i, s in enumerate(steers):
         if s is None:
@@ -53,7 +54,7 @@ def generate(
     model: PreTrainedModel,
     prompts: list[list[int]],
     *,
-    steers: list[Steer | None] | None = None,
+    steers: Sequence[Steer | None] | None = None,
     max_new_tokens: int = 10,
     temperature: float = 0.6,
     top_p: float = 0.95,
@@ -96,7 +97,7 @@ def generate(
         ids, mask = left_pad([prompts[i] for i in idx], pad)
         deltas = _batch_deltas([steers[i] for i in idx], d)
         with torch.no_grad(), add_to_resid_pre(model, deltas):
-            result = model.generate(
+            result = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
                 pad_token_id=pad,

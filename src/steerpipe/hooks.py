@@ -35,7 +35,8 @@ def parse_resid_pre(name: str) -> int:
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The list of decoder blocks of an HF causal LM (Llama, Qwen2, Mistral, ... layouts)."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else model
     layers = getattr(decoder, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise ValueError(f"cannot find decoder layers on {type(model).__name__}")

@@ -25,7 +25,7 @@ VERIFICATION_PATTERNS: tuple[str, ...] = (
     r"(let me|let's|let us|i'll|i will|i should|i need to|we should|we need to|we can) (just )?"
     r"(double[- ]?check|re-?check|check|verify|confirm|make sure|re-?examine|re-?evaluate"
     r"|go over|recap|review)",
-    r"(to |just to )?(double[- ]?check|verify|confirm|make sure|be sure)\b",
+    r"(but |and |so |now )?(just )?(to )?(double[- ]?check|verify|confirm|make sure|be sure)\b",
     r"(double[- ]?check(ing)?|verif(y|ying|ication)|check(ing)?|sanity check)\s*[:,.]",
     r"(is|does) (this|that) (make sense|correct|right)",
 )

@@ -92,7 +92,7 @@ def packaged_smollm2_folder() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are dequantised; save them as plain fp32
+    model.hf_quantizer = None  # type: ignore[assignment]  # the weights are dequantised; save them as plain fp32
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
@@ -108,6 +108,13 @@ def packaged_smollm2_folder() -> Path:
     return target
 
 
+def _hub_offline() -> bool:
+    import huggingface_hub.constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    return env or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
 def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     """Local files first; the hub only for a hub id that is not cached, with a plain error."""
     if Path(name).exists():
@@ -116,13 +123,15 @@ def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
         return loader.from_pretrained(name, local_files_only=True, **kwargs)
     except OSError:
         pass
+    not_here = f"model.name {name!r} is neither a local folder nor in the local Hugging Face cache"
+    if _hub_offline():
+        raise StageError(f"{not_here}, and HF_HUB_OFFLINE is set: give a local path")
     try:
         return loader.from_pretrained(name, **kwargs)
-    except OSError as e:
+    except Exception as e:  # network, auth and missing-repo errors all end here
         raise StageError(
-            f"model.name {name!r} is neither a local folder nor in the local Hugging Face cache, "
-            f"and downloading it from the hub failed ({type(e).__name__}). Give a local path, or "
-            "run once where the hub is reachable to fill the cache."
+            f"{not_here}, and downloading it from the hub failed ({type(e).__name__}). Give a "
+            "local path, or run once where the hub is reachable to fill the cache."
         ) from e
 
 

@@ -68,7 +68,7 @@ def select_examples(
     return examples
 
 
-def test_examples(
+def held_out(
     examples: list[dict[str, Any]], kind: str, n: int | None = None
 ) -> list[dict[str, Any]]:
     """The first ``n`` (or all) test examples of ``kind``, in the prepared order."""

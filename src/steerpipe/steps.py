@@ -129,7 +129,7 @@ def build_rows(
     rows = []
     for message, out in zip(messages, outs, strict=True):
         finished = bool(out) and out[-1] in eos
-        steps = split_steps(tokenizer.decode(out, skip_special_tokens=True))
+        steps = split_steps(str(tokenizer.decode(out, skip_special_tokens=True)))
         if not finished:
             steps = steps[:-1]
         verification, conclusion = label_steps(steps)

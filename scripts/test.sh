@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README command 2: install everything, then lint, type-check and run the tests.
+#   bash scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
+python -m ruff check .
+python -m ruff format --check .
+python -m mypy
+python -m pytest -q "$@"

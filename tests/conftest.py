@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny seeded Llama models built from configs, with the SmolLM2 tokenizer.
+
+The tokenizer is the packaged model's own (chat template included), so prompt building is
+exercised as in the pipeline; the weights are random, so no download is ever needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import tiny_config
+from transformers import LlamaForCausalLM, PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.models import load_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer: Tokenizer) -> PreTrainedModel:
+    torch.manual_seed(0)
+    config = tiny_config(len(tokenizer))
+    config._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(config).eval()
+    model.requires_grad_(False)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+    """A folder with a tiny Llama config and the tokenizer: ``model.name`` for random_init."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_config(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

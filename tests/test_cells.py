@@ -1,0 +1,30 @@
+"""cells: the sweep's best cell by a stated rule, and clear errors for missing cells."""
+
+from __future__ import annotations
+
+import pytest
+
+from steerpipe.cells import best_cell, check_cell, concluding_by_cell
+from steerpipe.config import StageError
+
+
+def rows(layer: int, pos: int, cats: list[int]) -> list[dict]:
+    return [{"layer": layer, "position": pos, "category": c} for c in cats]
+
+
+def test_best_cell_highest_rate_then_lowest_cell() -> None:
+    judged = rows(5, 1, [1, 3]) + rows(3, 2, [1, 1]) + rows(4, 0, [1, 1]) + rows(2, 0, [3])
+    assert concluding_by_cell(judged)[(3, 2)] == (2, 2)
+    assert best_cell(judged) == (3, 2)
+
+
+def test_best_cell_needs_samples() -> None:
+    with pytest.raises(StageError):
+        best_cell([])
+
+
+def test_check_cell_names_the_parameter() -> None:
+    with pytest.raises(StageError, match="steer.layer: layer 40 has no vector"):
+        check_cell(40, 0, [0, 1], [0, 1, 2], "steer.layer")
+    with pytest.raises(StageError, match="position 5 is outside"):
+        check_cell(1, 5, [0, 1], [0, 1, 2], "steer.position")

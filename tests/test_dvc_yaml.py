@@ -1,0 +1,81 @@
+"""dvc.yaml: every stage lists exactly the code it runs and the params sections it reads.
+
+The code a stage runs is its script plus every steerpipe module it imports, transitively;
+a module missing from deps would let an edit to it go unnoticed by ``dvc repro``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def steerpipe_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("steerpipe"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("steerpipe")}
+    return found
+
+
+def code_closure(script: Path) -> set[str]:
+    """Repository paths of the script and the steerpipe modules it reaches."""
+    seen: set[str] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        rel = str(path.relative_to(ROOT))
+        if rel in seen:
+            continue
+        seen.add(rel)
+        for mod in steerpipe_imports(path):
+            todo.append(ROOT / "src" / (mod.replace(".", "/") + ".py"))
+    return seen
+
+
+def stages() -> dict[str, dict]:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for name, stage in spec.items():
+        if "foreach" in stage:
+            for item in stage["foreach"]:
+                text = yaml.safe_dump(stage["do"]).replace("${item}", item)
+                out[f"{name}@{item}"] = yaml.safe_load(text)
+        else:
+            out[name] = stage
+    return out
+
+
+# modules every stage imports but which only move bytes or read params (config, storage)
+# are listed too: an edit to them can change any output
+def test_code_deps_are_exact() -> None:
+    for name, stage in stages().items():
+        script = ROOT / stage["cmd"].split()[1]
+        code_deps = {d for d in stage["deps"] if d.endswith(".py")}
+        assert code_deps == code_closure(script), name
+
+
+def test_params_deps_cover_what_the_script_reads() -> None:
+    for name, stage in stages().items():
+        script = (ROOT / stage["cmd"].split()[1]).read_text()
+        read = set(re.findall(r'load_params\("(\w+)"\)', script))
+        listed = {p.split(".")[0] for p in stage.get("params", [])}
+        assert read == listed, name
+
+
+def test_every_dep_exists_or_is_produced() -> None:
+    produced = set()
+    for stage in stages().values():
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            produced.add(out if isinstance(out, str) else next(iter(out)))
+    for name, stage in stages().items():
+        for dep in stage["deps"]:
+            assert dep in produced or (ROOT / dep).exists(), (name, dep)

@@ -1,0 +1,47 @@
+"""models: loading by name, random init from a config folder, plain errors, bridge agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerpipe.config import StageError
+from steerpipe.models import load_bridge, load_model, parse_dtype
+
+
+def test_random_init_from_config_folder(tiny_model_dir) -> None:
+    a, tok = load_model(str(tiny_model_dir), random_init=True, seed=1)
+    b, _ = load_model(str(tiny_model_dir), random_init=True, seed=1)
+    assert a.config.num_hidden_layers == 4 and a.config._attn_implementation == "sdpa"
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.equal(a(ids).logits, b(ids).logits)
+    assert tok.pad_token_id is not None
+
+
+def test_bfloat16(tiny_model_dir) -> None:
+    model, _ = load_model(str(tiny_model_dir), random_init=True, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+
+
+def test_bad_dtype() -> None:
+    with pytest.raises(StageError, match="model.dtype"):
+        parse_dtype("int8")
+
+
+def test_uncached_hub_id_says_so(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test touches the network
+    with pytest.raises(StageError, match="nor in the local Hugging Face cache.*HF_HUB_OFFLINE"):
+        load_model("no-such-org/no-such-model-xyz")
+
+
+@pytest.mark.slow
+def test_packaged_model_agrees_with_bridge() -> None:
+    model, tok = load_model()
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    bridge = load_bridge(model, tok)
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = bridge(ids)
+        got = model(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert model.config._attn_implementation == "sdpa"  # the bridge wrapped a copy

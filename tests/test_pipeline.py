@@ -1,0 +1,211 @@
+"""The DVC pipeline end to end, with real ``dvc`` in a temporary git repository.
+
+A tiny random Llama (from a config folder) and a local Parquet data set stand in for the
+packaged model and the hub data set, so a full ``dvc repro`` takes about a minute. The tests
+run in file order on one repository: caching, sweeps, the queue, and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from tiny import synthetic_rows
+
+from steerpipe.steps import SCHEMA
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+ALL = {
+    "steps_dataset",
+    "prepare",
+    "activations",
+    "vectors",
+    "sweep",
+    "judge@sweep",
+    "steer",
+    "judge@steer",
+    "report",
+}
+
+
+def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess[str]) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+
+
+def set_params(repo: Path, **changes: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in changes.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, repo / name)
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc-plots")
+    pq.write_table(pa.Table.from_pylist(synthetic_rows(24), schema=SCHEMA), repo / "steps.parquet")
+    set_params(
+        repo,
+        model__name=str(tiny_model_dir),
+        model__random_init=True,
+        steps__source="steps.parquet",
+        prepare__kinds=["conclusion", "verification"],
+        prepare__test_size=3,
+        sampling__max_new_tokens=4,
+        sampling__batch_size=8,
+        sweep__layers=[1, 2],
+        sweep__positions=[0, 1],
+        sweep__n_prompts=1,
+        sweep__n_samples=2,
+        steer__n_samples=2,
+    )
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.email", "test@example.com")
+    run(repo, "git", "config", "user.name", "test")
+    run(repo, "dvc", "init", "-q")
+    shutil.move(repo / ".dvc-plots", repo / ".dvc" / "plots")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "init")
+    first = run(repo, "dvc", "repro")
+    assert ran(first) == ALL
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "first run")
+    return repo
+
+
+def test_outputs_and_metrics(repo: Path) -> None:
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    assert metrics["control"]["n"] == metrics["steered"]["n"] == 3 * 2
+    assert 0 <= metrics["fisher_p"] <= 1
+    assert (repo / "data/report/sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 3
+
+
+def test_second_repro_does_nothing(repo: Path) -> None:
+    assert ran(run(repo, "dvc", "repro")) == set()
+
+
+def test_steer_layer_reruns_only_after_the_sweep(repo: Path) -> None:
+    set_params(repo, steer__layer=1, steer__position=0)
+    assert ran(run(repo, "dvc", "repro")) == {"steer", "judge@steer", "report"}
+    run(repo, "git", "checkout", "params.yaml")
+    run(repo, "dvc", "checkout", "-q")
+
+
+def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
+    path = repo / "stages/vectors.py"
+    original = path.read_text()
+    path.write_text(original + "\n# an edit\n")
+    try:
+        assert ran(run(repo, "dvc", "repro")) == {
+            "vectors",
+            "sweep",
+            "judge@sweep",
+            "steer",
+            "judge@steer",
+            "report",
+        }
+    finally:
+        path.write_text(original)
+        run(repo, "dvc", "repro")
+
+
+def test_exp_run_with_set_param(repo: Path) -> None:
+    proc = run(repo, "dvc", "exp", "run", "-S", "steer.layer=2", "-S", "steer.position=1")
+    assert ran(proc) == {"steer", "judge@steer", "report"}
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "data/report/metrics.json" in text and "fisher_p" in text
+
+
+def test_queued_sweep(repo: Path) -> None:
+    run(repo, "git", "checkout", "-q", "--", ".")
+    run(repo, "dvc", "checkout", "-q")
+    for layer in (1, 2):
+        run(
+            repo,
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            f"steer.layer={layer}",
+            "-S",
+            "steer.position=0",
+            "-n",
+            f"q-layer-{layer}",
+        )
+    run(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 600
+    while True:
+        status = run(repo, "dvc", "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, status
+    shown = run(repo, "dvc", "exp", "show", "--json").stdout
+    for layer in (1, 2):
+        assert f"q-layer-{layer}" in shown
+
+
+def test_bad_layer_fails_cleanly(repo: Path) -> None:
+    run(repo, "git", "checkout", "-q", "--", ".")
+    run(repo, "dvc", "checkout", "-q")
+    set_params(repo, steer__layer=99, steer__position=0)
+    proc = run(repo, "dvc", "repro", check=False)
+    assert proc.returncode != 0
+    assert "layer 99 has no vector" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (repo / "data/steer/generations.parquet").exists()
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_empty_after_filtering_fails_cleanly(repo: Path) -> None:
+    set_params(repo, prepare__min_step_tokens=500)
+    proc = run(repo, sys.executable, "stages/prepare.py", check=False)
+    assert proc.returncode == 1
+    assert "only 0 'conclusion' examples are left after filtering" in proc.stderr
+    assert "prepare.min_step_tokens=500" in proc.stderr
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_row_missing_a_field_fails_cleanly(repo: Path) -> None:
+    rows = synthetic_rows(4)
+    rows[2]["steps"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), repo / "bad.parquet")
+    set_params(repo, steps__source="bad.parquet")
+    proc = run(repo, sys.executable, "stages/steps_dataset.py", check=False)
+    assert proc.returncode == 1
+    assert "row 2: missing field(s) steps" in proc.stderr
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")

@@ -1,0 +1,65 @@
+"""steps: splitting, validation, the local-Parquet path of the hub loader, building from a model."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tiny import synthetic_rows
+
+from steerpipe.config import StageError
+from steerpipe.steps import SCHEMA, build_rows, load_rows, split_steps, validate_rows
+
+
+def test_split_steps() -> None:
+    text = "First step.\n\nSecond step.\n\n\n\nThird.\n\n</think>The answer."
+    assert split_steps(text) == ["First step.", "Second step.", "Third."]
+
+
+def test_load_rows_from_local_parquet(tmp_path) -> None:
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(synthetic_rows(5), schema=SCHEMA), path)
+    rows = load_rows(str(path))
+    assert rows == synthetic_rows(5)
+
+
+def test_load_rows_missing_column(tmp_path) -> None:
+    path = tmp_path / "bad.parquet"
+    rows = [{k: v for k, v in r.items() if k != "conclusion_steps"} for r in synthetic_rows(2)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(StageError, match="missing column.*conclusion_steps"):
+        load_rows(str(path))
+
+
+def test_load_rows_missing_file() -> None:
+    with pytest.raises(StageError, match="no such file"):
+        load_rows("does/not/exist.parquet")
+
+
+def test_validate_rows_names_the_row() -> None:
+    rows = synthetic_rows(3)
+    rows[1]["verification_steps"] = [7]
+    with pytest.raises(StageError, match="row 1: verification_steps has index 7"):
+        validate_rows(rows)
+    rows = synthetic_rows(3)
+    rows[2]["problem"] = None
+    with pytest.raises(StageError, match="row 2: missing field"):
+        validate_rows(rows)
+
+
+def test_build_rows_schema_and_own_text(tiny_model, tokenizer) -> None:
+    rows = build_rows(
+        tiny_model,
+        tokenizer,
+        ["What is 2 + 2?", "What is 3 + 5?"],
+        instruction="Solve: ",
+        max_new_tokens=12,
+        temperature=1.0,
+        top_p=0.95,
+        seed=0,
+        batch_size=2,
+        progress=False,
+    )
+    assert [r["problem"] for r in rows] == ["Solve: What is 2 + 2?", "Solve: What is 3 + 5?"]
+    pa.Table.from_pylist(rows, schema=SCHEMA)  # fits the paper's schema
+    validate_rows(rows)

@@ -1,0 +1,47 @@
+"""storage: outputs are written whole or not at all; metadata round-trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steerpipe.storage import (
+    atomic_path,
+    read_json,
+    read_parquet,
+    read_tensors,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
+
+
+def test_failed_write_leaves_nothing(tmp_path) -> None:
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_old_file(tmp_path) -> None:
+    target = tmp_path / "m.json"
+    write_json({"a": 1}, target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("{broken")
+        raise RuntimeError
+    assert read_json(target) == {"a": 1}
+
+
+def test_tensors_and_metadata_round_trip(tmp_path) -> None:
+    t = torch.arange(6.0).reshape(2, 3)
+    write_tensors({"x": t}, tmp_path / "t.safetensors", {"model": "m", "layers": [1, 2]})
+    tensors, meta = read_tensors(tmp_path / "t.safetensors")
+    assert torch.equal(tensors["x"], t)
+    assert meta == {"model": "m", "layers": [1, 2]}
+
+
+def test_parquet_round_trip(tmp_path) -> None:
+    rows = [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}]
+    write_parquet(rows, tmp_path / "r.parquet")
+    assert read_parquet(tmp_path / "r.parquet") == rows
