@@ -116,29 +116,32 @@ def test_second_repro_does_nothing(repo: Path) -> None:
     assert ran(run(repo, "dvc", "repro")) == set()
 
 
-def test_steer_layer_reruns_only_after_the_sweep(repo: Path) -> None:
-    set_params(repo, steer__layer=1, steer__position=0)
-    assert ran(run(repo, "dvc", "repro")) == {"steer", "judge@steer", "report"}
-    run(repo, "git", "checkout", "params.yaml")
+def restore(repo: Path) -> None:
+    """Back to the committed params, code and lock file, and their outputs."""
+    run(repo, "git", "checkout", "-q", "--", ".")
     run(repo, "dvc", "checkout", "-q")
+
+
+def test_steer_layer_reruns_only_after_the_sweep(repo: Path) -> None:
+    chosen = json.loads((repo / "data/report/metrics.json").read_text())["cell"]["layer"]
+    set_params(repo, steer__layer=3 - chosen)  # the other layer of the sweep grid [1, 2]
+    proc = run(repo, "dvc", "repro")
+    # judge@steer and report re-run when the new samples differ; nothing before steer does
+    assert "steer" in ran(proc) and ran(proc) <= {"steer", "judge@steer", "report"}
+    restore(repo)
 
 
 def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
     path = repo / "stages/vectors.py"
-    original = path.read_text()
-    path.write_text(original + "\n# an edit\n")
-    try:
-        assert ran(run(repo, "dvc", "repro")) == {
-            "vectors",
-            "sweep",
-            "judge@sweep",
-            "steer",
-            "judge@steer",
-            "report",
-        }
-    finally:
-        path.write_text(original)
-        run(repo, "dvc", "repro")
+    source = path.read_text()
+    assert "vectors = pos" in source
+    path.write_text(source.replace("vectors = pos", "vectors = 2 * pos", 1))
+    proc = run(repo, "dvc", "repro")
+    # the stages reading the (now different) vectors re-run; nothing upstream does
+    assert {"vectors", "sweep", "steer"} <= ran(proc)
+    assert ran(proc) <= ALL - {"steps_dataset", "prepare", "activations"}
+    restore(repo)
+    assert ran(run(repo, "dvc", "repro")) == set()
 
 
 def test_exp_run_with_set_param(repo: Path) -> None:
@@ -150,8 +153,7 @@ def test_exp_run_with_set_param(repo: Path) -> None:
 
 
 def test_queued_sweep(repo: Path) -> None:
-    run(repo, "git", "checkout", "-q", "--", ".")
-    run(repo, "dvc", "checkout", "-q")
+    restore(repo)
     for layer in (1, 2):
         run(
             repo,
@@ -180,8 +182,7 @@ def test_queued_sweep(repo: Path) -> None:
 
 
 def test_bad_layer_fails_cleanly(repo: Path) -> None:
-    run(repo, "git", "checkout", "-q", "--", ".")
-    run(repo, "dvc", "checkout", "-q")
+    restore(repo)
     set_params(repo, steer__layer=99, steer__position=0)
     proc = run(repo, "dvc", "repro", check=False)
     assert proc.returncode != 0
