@@ -80,7 +80,8 @@ def main() -> None:
     ax.set_yticks(range(len(layers)), [str(lay) for lay in layers])
     ax.set_xlabel("step position of the vector")
     ax.set_ylabel("layer (hook_resid_pre)")
-    ax.set_title(f"concluding rate, control {control['rate']:.2f}")
+    per_cell = max(n for _, n in cells.values())
+    ax.set_title(f"concluding rate ({per_cell} samples a cell); control {control['rate']:.2f}")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with atomic_path("data/report/sweep.png") as tmp:

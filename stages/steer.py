@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from steerpipe.cells import best_cell, check_cell
 from steerpipe.config import load_params, run_stage
-from steerpipe.generation import Steer, generate
+from steerpipe.generation import Steer, sample_texts
 from steerpipe.models import load_from_params
 from steerpipe.prompts import held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
@@ -48,19 +48,9 @@ def main() -> None:
                 )
                 inputs.append(ex["prompt_ids"])
                 steers.append(Steer(layer, vec) if condition == "steered" else None)
-    outs = generate(
-        model,
-        inputs,
-        steers=steers,
-        max_new_tokens=int(s["max_new_tokens"]),
-        temperature=float(s["temperature"]),
-        top_p=float(s["top_p"]),
-        seed=int(p["seed"]),
-        batch_size=int(s["batch_size"]),
-        pad_id=int(tok.pad_token_id),
-    )
-    for rec, out in zip(records, outs, strict=True):
-        rec["text"] = tok.decode(out, skip_special_tokens=True)
+    texts = sample_texts(model, tok, inputs, steers=steers, sampling=s, seed=int(p["seed"]))
+    for rec, text in zip(records, texts, strict=True):
+        rec["text"] = text
     write_parquet(records, "data/steer/generations.parquet")
     print(f"cell (layer {layer}, position {pos}, coefficient {coef}): {len(records)} samples")
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.hooks import add_to_resid_pre
 
@@ -115,3 +117,27 @@ def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
         if t in eos_ids:
             return tokens[: j + 1]
     return tokens
+
+
+def sample_texts(
+    model: PreTrainedModel,
+    tokenizer: Tokenizer,
+    prompts: list[list[int]],
+    *,
+    steers: Sequence[Steer | None],
+    sampling: dict[str, Any],
+    seed: int,
+) -> list[str]:
+    """``generate`` with the ``sampling`` section of params.yaml, decoded without special tokens."""
+    outs = generate(
+        model,
+        prompts,
+        steers=steers,
+        max_new_tokens=int(sampling["max_new_tokens"]),
+        temperature=float(sampling["temperature"]),
+        top_p=float(sampling["top_p"]),
+        seed=seed,
+        batch_size=int(sampling["batch_size"]),
+        pad_id=int(tokenizer.pad_token_id),
+    )
+    return [str(tokenizer.decode(out, skip_special_tokens=True)) for out in outs]
