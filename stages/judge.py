@@ -4,7 +4,9 @@
     python stages/judge.py steer
 
 Reads data/<item>/generations.parquet and writes data/<item>/judged.parquet: the same rows
-with ``category`` (null where the judge gave no usable answer) and ``judge``.
+with ``category`` (null where the judge gave no usable answer) and ``judge``; and
+data/<item>/judge.json: what the judge did (requests sent, cache hits, tokens, unjudged).
+With ``judge.backend: anthropic`` this needs ANTHROPIC_API_KEY; see the README.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.judge import make_judge
-from steerpipe.storage import read_parquet, write_parquet
+from steerpipe.storage import read_parquet, write_json, write_parquet
 
 
 def main() -> None:
@@ -21,13 +23,14 @@ def main() -> None:
         raise StageError("usage: python stages/judge.py sweep|steer")
     item = sys.argv[1]
     p = load_params("judge")
-    judge = make_judge(p["backend"])
+    judge = make_judge(p)
     rows = read_parquet(f"data/{item}/generations.parquet")
     categories = judge.classify([r["text"] for r in rows])
     for row, category in zip(rows, categories, strict=True):
         row["category"] = category
         row["judge"] = judge.name
     write_parquet(rows, f"data/{item}/judged.parquet")
+    write_json({"backend": judge.name, **judge.stats}, f"data/{item}/judge.json")
     print(f"judged {len(rows)} {item} samples with {judge.name}")
 
 

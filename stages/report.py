@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 
 from steerpipe.cells import concluding_by_cell  # noqa: E402
 from steerpipe.config import run_stage  # noqa: E402
-from steerpipe.judge import CATEGORIES, CONCLUDING  # noqa: E402
+from steerpipe.labels import CATEGORIES, CONCLUDING  # noqa: E402
 from steerpipe.stats import fisher_p, rate_summary  # noqa: E402
 from steerpipe.storage import atomic_path, read_parquet, write_json  # noqa: E402
 

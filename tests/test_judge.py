@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from steerpipe.config import StageError
-from steerpipe.judge import ORIGINAL_USER_PROMPT, RuleJudge, make_judge
+from steerpipe.judge import ORIGINAL_USER_PROMPT, ClaudeJudge, RuleJudge, make_judge
 
 
 def test_rule_judge_categories() -> None:
@@ -13,12 +13,22 @@ def test_rule_judge_categories() -> None:
     assert RuleJudge().classify(texts) == [1, 2, 3]
 
 
-def test_make_judge() -> None:
-    assert make_judge("rule").name == "rule"
-    with pytest.raises(StageError, match="not available yet"):
-        make_judge("anthropic")
+def test_make_judge(tmp_path) -> None:
+    assert make_judge({"backend": "rule"}).name == "rule"
+    claude = make_judge({"backend": "anthropic", "model": "m", "store": str(tmp_path)})
+    assert isinstance(claude, ClaudeJudge) and claude.params("x")["model"] == "m"
     with pytest.raises(StageError, match="judge.backend"):
-        make_judge("gpt")
+        make_judge({"backend": "gpt"})
+
+
+def test_user_prompt_file(tmp_path) -> None:
+    (tmp_path / "p.txt").write_text("Classify: {completion}")
+    claude = make_judge({"backend": "anthropic", "user_prompt_file": str(tmp_path / "p.txt")})
+    assert isinstance(claude, ClaudeJudge)
+    assert claude.params("abc")["messages"][0]["content"][0]["text"] == "Classify: abc"
+    (tmp_path / "bad.txt").write_text("no placeholder")
+    with pytest.raises(StageError, match="completion"):
+        make_judge({"backend": "anthropic", "user_prompt_file": str(tmp_path / "bad.txt")})
 
 
 def test_original_prompt_is_verbatim() -> None:

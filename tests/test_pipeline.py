@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from fake_batches import FakeServer, FakeState, rule_answer
 from tiny import synthetic_rows
 
 from steerpipe.steps import SCHEMA
@@ -39,14 +40,17 @@ ALL = {
 }
 
 
-def run(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
+def run(
+    repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "HF_HUB_OFFLINE": "1",
         "DVC_NO_ANALYTICS": "1",
+        **(env or {}),
     }
-    proc = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=repo, env=full_env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -179,6 +183,35 @@ def test_queued_sweep(repo: Path) -> None:
     shown = run(repo, "dvc", "exp", "show", "--json").stdout
     for layer in (1, 2):
         assert f"q-layer-{layer}" in shown
+
+
+def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) -> None:
+    restore(repo)
+    want = (repo / "data/report/metrics.json").read_text()
+    server = FakeServer(FakeState(answer=rule_answer))
+    env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+    try:
+        set_params(
+            repo,
+            judge__backend="anthropic",
+            judge__store=str(tmp_path / "store"),
+            judge__poll_seconds=0.05,
+            judge__max_poll_seconds=0.2,
+        )
+        proc = run(repo, "dvc", "repro", env=env)
+        assert {"judge@sweep", "judge@steer"} <= ran(proc)
+        assert (repo / "data/report/metrics.json").read_text() == want
+        stats = json.loads((repo / "data/sweep/judge.json").read_text())
+        assert stats["backend"] == "anthropic" and stats["unjudged"] == 0
+        assert stats["requests_sent"] == stats["unique_requests"] > 0
+        sent = server.state.requests_received
+        set_params(repo, judge__max_wait_seconds=100)  # re-runs both judges: all cached
+        assert {"judge@sweep", "judge@steer"} <= ran(run(repo, "dvc", "repro", env=env))
+        assert server.state.requests_received == sent
+        assert json.loads((repo / "data/sweep/judge.json").read_text())["requests_sent"] == 0
+    finally:
+        server.stop()
+        restore(repo)
 
 
 def test_bad_layer_fails_cleanly(repo: Path) -> None:

@@ -5,19 +5,22 @@ backends chosen by ``make_judge(backend, ...)``:
 
 - ``rule`` (default): the offline rule-based judge; deterministic, reads the opening of the
   text with the patterns in ``labels``.
-- ``anthropic``: Claude through the Message Batches API, as in the original notebook. The
-  prompt below is the original's, verbatim; the backend itself is issue 3.
+- ``anthropic``: Claude through the Message Batches API, as in the original notebook, with
+  the original's prompts and settings by default (``batches`` does the resumable, cached
+  sending). Each request's ``custom_id`` is a hash of everything that decides its answer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from steerpipe.config import StageError
-from steerpipe.labels import CONCLUDING, OTHER, VERIFYING, classify_opening
-
-CATEGORIES = {CONCLUDING: "concluding", VERIFYING: "verifying", OTHER: "other"}
+from steerpipe.labels import classify_opening
 
 # The original notebook's judge prompts, kept verbatim (indentation included) so that the
 # Claude backend reproduces the paper's numbers. {completion} is the 10-token continuation.
@@ -28,6 +31,7 @@ PROMPT_VERSION = "seed-a-v1"
 
 class Judge(Protocol):
     name: str
+    stats: dict[str, Any]
 
     def classify(self, texts: Sequence[str]) -> list[int | None]: ...
 
@@ -37,15 +41,119 @@ class RuleJudge:
 
     name = "rule"
 
+    def __init__(self) -> None:
+        self.stats: dict[str, Any] = {}
+
     def classify(self, texts: Sequence[str]) -> list[int | None]:
+        self.stats = {"samples": len(texts), "unjudged": 0}
         return [classify_opening(t) for t in texts]
 
 
-def make_judge(backend: str = "rule") -> Judge:
+_CATEGORY = re.compile(r"^\W*(?:category\W*)?([123])(?![0-9])", re.IGNORECASE)
+
+
+def parse_category(answer: str) -> int | None:
+    """The category in a judge's answer ("1", " 2\n", "Category 3", "1.", "**2**"), or None."""
+    match = _CATEGORY.match(answer.strip())
+    return int(match.group(1)) if match else None
+
+
+def request_id(params: dict[str, Any], prompt_version: str, prefix: str = "sj-") -> str:
+    """A custom_id (at most 64 characters) that changes with anything that decides the answer."""
+    key = json.dumps({"prompt_version": prompt_version, **params}, sort_keys=True)
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[: 64 - len(prefix)]
+
+
+class ClaudeJudge:
+    """Claude through the Message Batches API; answers cached in ``store`` across runs."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        model: str = "claude-3-7-sonnet-20250219",
+        system_prompt: str = ORIGINAL_SYSTEM_PROMPT,
+        user_prompt: str = ORIGINAL_USER_PROMPT,
+        prompt_version: str = PROMPT_VERSION,
+        temperature: float = 1.0,
+        max_tokens: int = 100,
+        store: str | Path = "~/.cache/steerpipe/judge",
+        runner_options: dict[str, Any] | None = None,
+    ) -> None:
+        if "{completion}" not in user_prompt:
+            raise StageError("judge: the user prompt must contain '{completion}'")
+        self.model, self.system_prompt, self.user_prompt = model, system_prompt, user_prompt
+        self.prompt_version = prompt_version
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self.store = Path(store).expanduser()
+        self.runner_options = runner_options or {}
+        self.stats: dict[str, Any] = {}
+
+    def params(self, text: str) -> dict[str, Any]:
+        prompt = self.user_prompt.replace("{completion}", text)
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "system": self.system_prompt,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+        }
+
+    def answers(self, texts: Sequence[str]) -> list[str | None]:
+        """The raw answer text for each input (None where none could be had)."""
+        from steerpipe.batches import run_batches
+
+        requests = {}
+        ids = []
+        for text in texts:
+            params = self.params(text)
+            ids.append(request_id(params, self.prompt_version))
+            requests[ids[-1]] = params
+        store, stats = run_batches(requests, self.store, **self.runner_options)
+        self.stats = {"samples": len(texts), "unique_requests": len(requests), **stats}
+        out: list[str | None] = []
+        for i in ids:
+            record = store.get(i)
+            out.append(record["text"] if record and record["status"] == "succeeded" else None)
+        return out
+
+    def classify(self, texts: Sequence[str]) -> list[int | None]:
+        answers = self.answers(texts)
+        categories = [None if a is None else parse_category(a) for a in answers]
+        self.stats["unparsed"] = sum(
+            a is not None and c is None for a, c in zip(answers, categories, strict=True)
+        )
+        self.stats["unjudged"] = sum(c is None for c in categories)
+        return categories
+
+
+def make_judge(params: dict[str, Any]) -> Judge:
+    """The judge that the ``judge`` section of params.yaml asks for."""
+    backend = params.get("backend", "rule")
     if backend == "rule":
         return RuleJudge()
     if backend == "anthropic":
-        raise StageError(
-            "judge.backend 'anthropic' (Message Batches) is not available yet; use 'rule'"
+        prompt_file = params.get("user_prompt_file")
+        return ClaudeJudge(
+            model=params.get("model", "claude-3-7-sonnet-20250219"),
+            system_prompt=params.get("system_prompt", ORIGINAL_SYSTEM_PROMPT),
+            user_prompt=Path(prompt_file).read_text() if prompt_file else ORIGINAL_USER_PROMPT,
+            prompt_version=params.get("prompt_version", PROMPT_VERSION),
+            temperature=float(params.get("temperature", 1.0)),
+            max_tokens=int(params.get("max_tokens", 100)),
+            store=params.get("store", "~/.cache/steerpipe/judge"),
+            runner_options=runner_options(params),
         )
     raise StageError(f"judge.backend must be 'rule' or 'anthropic', got {backend!r}")
+
+
+def runner_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The polling and retry settings of the batch runner, from a params section."""
+    keys = ("poll_seconds", "max_poll_seconds", "max_wait_seconds", "max_rounds")
+    names = ("poll_s", "max_poll_s", "max_wait_s", "max_rounds")
+    return {
+        n: (int if n == "max_rounds" else float)(params[k])
+        for k, n in zip(keys, names, strict=True)
+        if k in params
+    }

@@ -14,7 +14,7 @@ CONCLUDING = 1
 VERIFYING = 2
 OTHER = 3
 
-KIND_OF_CATEGORY = {CONCLUDING: "conclusion", VERIFYING: "verification", OTHER: "other"}
+CATEGORIES = {CONCLUDING: "concluding", VERIFYING: "verifying", OTHER: "other"}
 
 # Openings of a verification: the model checks work it has already done.
 VERIFICATION_PATTERNS: tuple[str, ...] = (
