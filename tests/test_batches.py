@@ -11,9 +11,9 @@ import pytest
 from fake_batches import FakeServer, FakeState, completion
 
 from steerpipe.batch_store import BatchJournal
-from steerpipe.batches import split_requests
+from steerpipe.batches import request_id, split_requests
 from steerpipe.config import StageError
-from steerpipe.judge import ClaudeJudge, parse_category, request_id
+from steerpipe.judge import ClaudeJudge, parse_category
 from steerpipe.labels import classify_opening
 
 SECRET = "sk-ant-test-SECRET-0123456789"

@@ -22,6 +22,7 @@ run resumes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -63,6 +64,23 @@ def split_requests(
         chunks[-1].append(req)
         size += n
     return chunks
+
+
+def request_id(params: dict[str, Any], prompt_version: str, prefix: str = "sj-") -> str:
+    """A custom_id (at most 64 characters) that changes with anything that decides the answer."""
+    key = json.dumps({"prompt_version": prompt_version, **params}, sort_keys=True)
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[: 64 - len(prefix)]
+
+
+def runner_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The polling and retry settings of the batch runner, from a params section."""
+    keys = ("poll_seconds", "max_poll_seconds", "max_wait_seconds", "max_rounds")
+    names = ("poll_s", "max_poll_s", "max_wait_s", "max_rounds")
+    return {
+        n: (int if n == "max_rounds" else float)(params[k])
+        for k, n in zip(keys, names, strict=True)
+        if k in params
+    }
 
 
 class BatchRunner:

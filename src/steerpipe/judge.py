@@ -12,13 +12,12 @@ backends chosen by ``make_judge(backend, ...)``:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from steerpipe.batches import request_id, run_batches, runner_options
 from steerpipe.config import StageError
 from steerpipe.labels import classify_opening
 
@@ -56,12 +55,6 @@ def parse_category(answer: str) -> int | None:
     """The category in a judge's answer ("1", " 2\n", "Category 3", "1.", "**2**"), or None."""
     match = _CATEGORY.match(answer.strip())
     return int(match.group(1)) if match else None
-
-
-def request_id(params: dict[str, Any], prompt_version: str, prefix: str = "sj-") -> str:
-    """A custom_id (at most 64 characters) that changes with anything that decides the answer."""
-    key = json.dumps({"prompt_version": prompt_version, **params}, sort_keys=True)
-    return prefix + hashlib.sha256(key.encode()).hexdigest()[: 64 - len(prefix)]
 
 
 class ClaudeJudge:
@@ -102,8 +95,6 @@ class ClaudeJudge:
 
     def answers(self, texts: Sequence[str]) -> list[str | None]:
         """The raw answer text for each input (None where none could be had)."""
-        from steerpipe.batches import run_batches
-
         requests = {}
         ids = []
         for text in texts:
@@ -146,14 +137,3 @@ def make_judge(params: dict[str, Any]) -> Judge:
             runner_options=runner_options(params),
         )
     raise StageError(f"judge.backend must be 'rule' or 'anthropic', got {backend!r}")
-
-
-def runner_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The polling and retry settings of the batch runner, from a params section."""
-    keys = ("poll_seconds", "max_poll_seconds", "max_wait_seconds", "max_rounds")
-    names = ("poll_s", "max_poll_s", "max_wait_s", "max_rounds")
-    return {
-        n: (int if n == "max_rounds" else float)(params[k])
-        for k, n in zip(keys, names, strict=True)
-        if k in params
-    }
