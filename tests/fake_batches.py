@@ -2,9 +2,9 @@
 
 It speaks the HTTP API the SDK uses (create, retrieve, list newest first, results as JSONL,
 cancel) and misbehaves on purpose: results come back shuffled; a batch stays ``in_progress``
-for a few polls; the answer function can make a request succeed, error, expire or be
-canceled; the first create can fail with a 500 *after* making the batch; and the server can
-be stopped mid-run and started again on the same state.
+for a few polls, then ``canceling`` for one, before it ends; the answer function can make a
+request succeed, error, expire or be canceled; the first create can fail with a 500 *after*
+making the batch; and the server can be stopped mid-run and started again on the same state.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class FakeState:
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     requests_received: int = 0
+    statuses: dict[str, list[str]] = field(default_factory=dict)  # what each poll answered
+    results_read_at: dict[str, str] = field(default_factory=dict)  # status when results read
     seen_keys: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,10 +77,13 @@ def batch_json(b: dict[str, Any], base: str) -> dict[str, Any]:
     counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
     for _, _, kind, _ in b["results"]:
         counts[kind if ended else "processing"] += 1
+    # the last poll before the end says "canceling", which is not final either
+    canceling = not ended and b["polls"] == b.get("polls_before_end", 0) and b["polls"] > 1
+    status = "ended" if ended else "canceling" if canceling else "in_progress"
     return {
         "id": b["id"],
         "type": "message_batch",
-        "processing_status": "ended" if ended else "in_progress",
+        "processing_status": status,
         "request_counts": counts,
         "created_at": _iso(b["created"]),
         "expires_at": _iso(b["created"] + timedelta(days=1)),
@@ -179,9 +184,12 @@ class FakeServer:
                 elif len(parts) == 4 and parts[3] in state.batches:
                     b = state.batches[parts[3]]
                     b["polls"] += 1
-                    self._send(200, batch_json(b, server.url))
+                    body = batch_json(b, server.url)
+                    state.statuses.setdefault(b["id"], []).append(body["processing_status"])
+                    self._send(200, body)
                 elif len(parts) == 5 and parts[4] == "results":
                     b = state.batches[parts[3]]
+                    state.results_read_at[b["id"]] = state.statuses[b["id"]][-1]
                     rows = [result_json(*r) for r in b["results"]]
                     random.Random(b["id"]).shuffle(rows)
                     text = "".join(json.dumps(r) + "\n" for r in rows).encode()

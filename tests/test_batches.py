@@ -126,6 +126,14 @@ def test_every_result_type_and_rounds(fake, tmp_path) -> None:
     assert s["input_tokens"] > 0 and s["output_tokens"] == 2 * 9
 
 
+def test_only_ended_is_final(fake, tmp_path) -> None:
+    fake.state.polls_before_end = 3
+    assert judge(tmp_path).classify(TEXTS) == expected()
+    for batch_id, seen in fake.state.statuses.items():
+        assert "in_progress" in seen and "canceling" in seen, seen
+        assert fake.state.results_read_at[batch_id] == "ended"
+
+
 def test_second_run_sends_nothing(fake, tmp_path) -> None:
     judge(tmp_path).classify(TEXTS)
     received, batches = fake.state.requests_received, len(fake.state.batches)
