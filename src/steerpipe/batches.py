@@ -116,6 +116,7 @@ class BatchRunner:
             if adopted:
                 self.journal.created(intent["nonce"], adopted)
                 open_ids.append(adopted)
+                known.add(adopted)  # two intents of one size must not adopt the same batch
             else:
                 self.journal.resolved(intent["nonce"])
         self._collect(open_ids)
