@@ -37,6 +37,7 @@ ALL = {
     "steer",
     "judge@steer",
     "report",
+    "transcoder",
 }
 
 
@@ -93,6 +94,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path
         sweep__n_prompts=1,
         sweep__n_samples=2,
         steer__n_samples=2,
+        transcoder__layers=[1],
+        transcoder__tasks=["gsm_symbolic"],
+        transcoder__texts_per_task=6,
+        transcoder__d_sae=32,
+        transcoder__steps=20,
+        transcoder__batch_size=64,
     )
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.com")
