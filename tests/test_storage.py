@@ -41,6 +41,14 @@ def test_tensors_and_metadata_round_trip(tmp_path) -> None:
     assert meta == {"model": "m", "layers": [1, 2]}
 
 
+def test_tensor_files_are_byte_identical(tmp_path) -> None:
+    t = {"b": torch.ones(3), "a": torch.zeros(2, 2)}
+    meta = {"model": "m", "layers": [1, 2], "positions": [0, 1], "dtype": "float32", "k": 5}
+    write_tensors(t, tmp_path / "1.safetensors", meta)
+    write_tensors(t, tmp_path / "2.safetensors", dict(reversed(list(meta.items()))))
+    assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
+
+
 def test_parquet_round_trip(tmp_path) -> None:
     rows = [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}]
     write_parquet(rows, tmp_path / "r.parquet")

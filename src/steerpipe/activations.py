@@ -17,8 +17,8 @@ from transformers import PreTrainedModel
 from steerpipe.hooks import HiddenFn, on_resid_pre
 
 
-class _StopForward(Exception):
-    pass
+class StopForward(Exception):
+    """Raised by a hook after the last layer a caller needs: the rest of the forward is skipped."""
 
 
 def capture_resid_pre(
@@ -48,26 +48,38 @@ def capture_resid_pre(
     out = torch.zeros(len(sequences), len(layers), n_positions, d, dtype=torch.float32)
     if not sequences:
         return out
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * len(sequences[batches[-1][0]]) <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
     offsets = torch.arange(n_positions)
+    batches = token_batches([len(s) for s in sequences], token_budget)
     for batch in tqdm(batches, desc="activations", unit="batch", disable=not progress):
-        width = len(sequences[batch[0]])
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, i in enumerate(batch):
-            ids[j, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[j, : len(sequences[i])] = 1
+        ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         where = torch.tensor([starts[i] for i in batch])[:, None] + offsets  # [b, k]
         got = _read_batch(model, ids, mask, where, layers)
         for li, layer in enumerate(layers):
             out[batch, li] = got[layer]
     return out
+
+
+def token_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices grouped longest first, each group's padded size (rows x longest) in budget."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
 
 
 def _read_batch(
@@ -86,14 +98,14 @@ def _read_batch(
         def read(hidden: torch.Tensor) -> None:
             got[layer] = hidden[rows, where.to(hidden.device)].float().cpu()
             if layer == last:
-                raise _StopForward  # nothing after the last requested layer is needed
+                raise StopForward  # nothing after the last requested layer is needed
 
         return read
 
     with (
         torch.no_grad(),
         on_resid_pre(model, {layer: reader(layer) for layer in layers}),
-        contextlib.suppress(_StopForward),
+        contextlib.suppress(StopForward),
     ):
         model.get_decoder()(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
     return got

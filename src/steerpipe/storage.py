@@ -20,6 +20,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+_META_KEY = "steerpipe"
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -49,8 +51,13 @@ def read_parquet(path: str | Path) -> list[dict[str, Any]]:
 def write_tensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]
 ) -> None:
-    """safetensors with metadata; non-string metadata values are stored as JSON."""
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    """safetensors with metadata, byte for byte the same for the same inputs.
+
+    safetensors keeps metadata in a hash map whose order changes from one write to the next,
+    which would make DVC see a changed output (and re-run everything downstream) after every
+    re-run. So the metadata goes in as one JSON string with sorted keys, under ``steerpipe``.
+    """
+    meta = {_META_KEY: json.dumps(metadata, sort_keys=True)}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=meta)
@@ -60,7 +67,9 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
         raw = f.metadata() or {}
-    meta: dict[str, Any] = {}
+    if _META_KEY in raw:
+        return tensors, json.loads(raw[_META_KEY])
+    meta: dict[str, Any] = {}  # files written by other tools: one JSON value per key
     for k, v in raw.items():
         try:
             meta[k] = json.loads(v)

@@ -18,34 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from steerpipe.activations import StopForward, right_pad, token_batches
 from steerpipe.hooks import decoder_layers
 from steerpipe.transcoders import Transcoder, steer_features
-
-
-class _StopForward(Exception):
-    pass
-
-
-def batches_of(sequences: list[list[int]], token_budget: int) -> list[list[list[int]]]:
-    """Sequences grouped so that each group (padded to its longest) fits the budget."""
-    ordered = sorted(sequences, key=len, reverse=True)
-    groups: list[list[list[int]]] = []
-    for seq in ordered:
-        if groups and (len(groups[-1]) + 1) * len(groups[-1][0]) <= token_budget:
-            groups[-1].append(seq)
-        else:
-            groups.append([seq])
-    return groups
-
-
-def _padded(group: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = len(group[0])
-    ids = torch.full((len(group), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(group), width), dtype=torch.long)
-    for i, seq in enumerate(group):
-        ids[i, : len(seq)] = torch.tensor(seq)
-        mask[i, : len(seq)] = 1
-    return ids, mask
 
 
 def collect_mlp_io(
@@ -64,15 +39,14 @@ def collect_mlp_io(
 
     def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         keep["x"], keep["y"] = args[0], output
-        raise _StopForward  # the layers after this one are not needed
+        raise StopForward  # the layers after this one are not needed
 
     handle = mlp.register_forward_hook(hook)
     try:
-        for group in tqdm(
-            batches_of(sequences, token_budget), desc=f"mlp io {layer}", disable=not progress
-        ):
-            ids, mask = _padded(group, pad_id)
-            with torch.no_grad(), contextlib.suppress(_StopForward):
+        batches = token_batches([len(s) for s in sequences], token_budget)
+        for batch in tqdm(batches, desc=f"mlp io {layer}", disable=not progress):
+            ids, mask = right_pad([sequences[i] for i in batch], pad_id)
+            with torch.no_grad(), contextlib.suppress(StopForward):
                 model.get_decoder()(
                     input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
                 )
@@ -155,8 +129,8 @@ def next_token_loss(
 ) -> float:
     """Mean next-token cross-entropy over real tokens; with ``transcoder``, it replaces the MLP."""
     total, count = 0.0, 0
-    for group in batches_of(sequences, token_budget):
-        ids, mask = _padded(group, pad_id)
+    for batch in token_batches([len(s) for s in sequences], token_budget):
+        ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
         with torch.no_grad():
             if transcoder is None:
