@@ -12,21 +12,8 @@ from __future__ import annotations
 
 from steerpipe.activations import capture_resid_pre
 from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.models import load_from_params, n_layers
+from steerpipe.models import load_from_params, n_layers, resolve_layers
 from steerpipe.storage import read_parquet, write_tensors
-
-
-def resolve_layers(spec: object, total: int, key: str) -> list[int]:
-    if spec == "all":
-        layers = list(range(total))
-    elif isinstance(spec, list):
-        layers = [int(x) for x in spec]
-    else:
-        raise StageError(f"{key} must be 'all' or a list of layer indices, got {spec!r}")
-    bad = [x for x in layers if not 0 <= x < total]
-    if bad or not layers:
-        raise StageError(f"{key}: layers {bad or layers} are outside the model's 0..{total - 1}")
-    return layers
 
 
 def main() -> None:

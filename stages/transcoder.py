@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import random
 
-from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.models import load_from_params, n_layers
+from steerpipe.config import load_params, run_stage
+from steerpipe.models import load_from_params, n_layers, resolve_layers
 from steerpipe.steps import chat_prompt_ids, gym_problems
 from steerpipe.storage import write_json
 from steerpipe.transcoder_training import (
@@ -32,12 +32,7 @@ def main() -> None:
     p = load_params("transcoder")
     model_params = load_params("model")
     model, tok = load_from_params(model_params)
-    layers = [int(x) for x in p["layers"]]
-    bad = [x for x in layers if not 0 <= x < n_layers(model)]
-    if bad:
-        raise StageError(
-            f"transcoder.layers {bad} are outside the model's 0..{n_layers(model) - 1}"
-        )
+    layers = resolve_layers(p["layers"], n_layers(model), "transcoder.layers")
     texts = [q for task in p["tasks"] for q in gym_problems(task, int(p["texts_per_task"]), 7)]
     random.Random(int(p["seed"])).shuffle(texts)
     seqs = [chat_prompt_ids(tok, t)[: int(p["max_tokens"])] for t in texts]

@@ -36,6 +36,8 @@ import anthropic
 from steerpipe.batch_store import AnswerStore, BatchJournal
 from steerpipe.config import StageError
 
+DEFAULT_MODEL = "claude-3-7-sonnet-20250219"  # the original notebook's judge
+DEFAULT_STORE = "~/.cache/steerpipe/judge"  # answers and journal, outside DVC's outputs
 MAX_REQUESTS = 100_000  # per batch, the API's limit
 MAX_BYTES = 256_000_000  # per batch, under the API's 256 MB
 RETRYABLE = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}

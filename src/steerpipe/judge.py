@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from steerpipe.batches import request_id, run_batches, runner_options
+from steerpipe.batches import (
+    DEFAULT_MODEL,
+    DEFAULT_STORE,
+    request_id,
+    run_batches,
+    runner_options,
+)
 from steerpipe.config import StageError
 from steerpipe.labels import classify_opening
 
@@ -65,13 +71,13 @@ class ClaudeJudge:
     def __init__(
         self,
         *,
-        model: str = "claude-3-7-sonnet-20250219",
+        model: str = DEFAULT_MODEL,
         system_prompt: str = ORIGINAL_SYSTEM_PROMPT,
         user_prompt: str = ORIGINAL_USER_PROMPT,
         prompt_version: str = PROMPT_VERSION,
         temperature: float = 1.0,
         max_tokens: int = 100,
-        store: str | Path = "~/.cache/steerpipe/judge",
+        store: str | Path = DEFAULT_STORE,
         runner_options: dict[str, Any] | None = None,
     ) -> None:
         if "{completion}" not in user_prompt:
@@ -127,13 +133,13 @@ def make_judge(params: dict[str, Any]) -> Judge:
     if backend == "anthropic":
         prompt_file = params.get("user_prompt_file")
         return ClaudeJudge(
-            model=params.get("model", "claude-3-7-sonnet-20250219"),
+            model=params.get("model", DEFAULT_MODEL),
             system_prompt=params.get("system_prompt", ORIGINAL_SYSTEM_PROMPT),
             user_prompt=Path(prompt_file).read_text() if prompt_file else ORIGINAL_USER_PROMPT,
             prompt_version=params.get("prompt_version", PROMPT_VERSION),
             temperature=float(params.get("temperature", 1.0)),
             max_tokens=int(params.get("max_tokens", 100)),
-            store=params.get("store", "~/.cache/steerpipe/judge"),
+            store=params.get("store", DEFAULT_STORE),
             runner_options=runner_options(params),
         )
     raise StageError(f"judge.backend must be 'rule' or 'anthropic', got {backend!r}")

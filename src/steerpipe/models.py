@@ -205,3 +205,17 @@ def n_layers(model: PreTrainedModel) -> int:
 
 def d_model(model: PreTrainedModel) -> int:
     return int(model.config.hidden_size)
+
+
+def resolve_layers(spec: object, total: int, key: str) -> list[int]:
+    """``all`` or a list of layer indices, checked against the model's ``total`` layers."""
+    if spec == "all":
+        layers = list(range(total))
+    elif isinstance(spec, list):
+        layers = [int(x) for x in spec]
+    else:
+        raise StageError(f"{key} must be 'all' or a list of layer indices, got {spec!r}")
+    bad = [x for x in layers if not 0 <= x < total]
+    if bad or not layers:
+        raise StageError(f"{key}: layers {bad or layers} are outside the model's 0..{total - 1}")
+    return layers

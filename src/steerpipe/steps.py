@@ -181,10 +181,12 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def label_request(problem: str, steps: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+    from steerpipe.batches import DEFAULT_MODEL
+
     numbered = "\n\n".join(f"[{i}] {s}" for i, s in enumerate(steps))
     prompt = LABEL_PROMPT.replace("{problem}", problem).replace("{steps}", numbered)
     return {
-        "model": settings.get("model", "claude-3-7-sonnet-20250219"),
+        "model": settings.get("model", DEFAULT_MODEL),
         "max_tokens": int(settings.get("max_tokens", 1000)),
         "temperature": float(settings.get("temperature", 0.0)),
         "messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
@@ -213,14 +215,14 @@ def label_rows_with_claude(rows: list[dict[str, Any]], settings: dict[str, Any])
 
     Rows whose answer cannot be had or parsed keep no labels; the returned stats count them.
     """
-    from steerpipe.batches import request_id, run_batches, runner_options
+    from steerpipe.batches import DEFAULT_STORE, request_id, run_batches, runner_options
 
     version = str(settings.get("prompt_version", LABEL_PROMPT_VERSION))
     params = [label_request(r["problem"], r["steps"], settings) for r in rows]
     ids = [request_id(p, version, prefix="sl-") for p in params]
     store, stats = run_batches(
         dict(zip(ids, params, strict=True)),
-        settings.get("store", "~/.cache/steerpipe/judge"),
+        settings.get("store", DEFAULT_STORE),
         **runner_options(settings),
     )
     unparsed = unanswered = 0
