@@ -16,7 +16,8 @@ import random
 
 from steerpipe.config import load_params, run_stage
 from steerpipe.models import load_from_params, n_layers, resolve_layers
-from steerpipe.steps import chat_prompt_ids, gym_problems
+from steerpipe.prompts import chat_prompt_ids
+from steerpipe.steps import gym_problems
 from steerpipe.storage import write_json
 from steerpipe.transcoder_training import (
     collect_mlp_io,

@@ -41,8 +41,21 @@ def code_closure(script: Path) -> set[str]:
     return seen
 
 
+def interpolate(text: str) -> str:
+    """dvc.yaml's ``${section.key}`` references, filled in from params.yaml as DVC does."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def value(match: re.Match[str]) -> str:
+        node = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{(\w+(?:\.\w+)+)\}", value, text)
+
+
 def stages() -> dict[str, dict]:
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    spec = yaml.safe_load(interpolate((ROOT / "dvc.yaml").read_text()))["stages"]
     out = {}
     for name, stage in spec.items():
         if "foreach" in stage:
@@ -69,6 +82,14 @@ def test_params_deps_cover_what_the_script_reads() -> None:
         read = set(re.findall(r'load_params\("(\w+)"\)', script))
         listed = {p.split(".")[0] for p in stage.get("params", [])}
         assert read == listed, name
+        # a stage listing only some keys of a section must not read the others
+        for section in read:
+            keys = {p.split(".", 1)[1] for p in stage["params"] if p.startswith(section + ".")}
+            direct = set(re.findall(rf'load_params\("{section}"\)\["(\w+)"\]', script))
+            var = re.search(rf'(\w+) = load_params\("{section}"\)', script)
+            via_var = set(re.findall(rf'\b{var.group(1)}\["(\w+)"\]', script)) if var else set()
+            if keys:
+                assert direct | via_var <= keys, (name, section, (direct | via_var) - keys)
 
 
 def test_every_dep_exists_or_is_produced() -> None:

@@ -73,3 +73,18 @@ def test_sampling_is_reproducible(tiny_model) -> None:
     c = generate(tiny_model, PROMPTS * 2, seed=6, **kwargs)
     assert a == b
     assert a != c
+
+
+def test_batch_hook_is_told_the_rows(tiny_model) -> None:
+    from contextlib import contextmanager
+
+    seen: list[list[int]] = []
+
+    @contextmanager
+    def hook(rows):
+        seen.append(rows)
+        yield
+
+    generate(tiny_model, PROMPTS, batch_size=2, batch_hook=hook, **GREEDY)
+    # sorted by length: rows 1 (3 tokens) and 0 (5), then row 2 (8)
+    assert seen == [[1, 0], [2]]

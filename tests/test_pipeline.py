@@ -38,7 +38,13 @@ ALL = {
     "judge@steer",
     "report",
     "transcoder",
+    "questions",
+    "traces",
+    "neurons",
+    "neuron_eval",
+    "neuron_report",
 }
+EXPERIMENT_B = {"questions", "traces", "neurons", "neuron_eval", "neuron_report"}
 
 
 def run(
@@ -100,6 +106,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path
         transcoder__d_sae=32,
         transcoder__steps=20,
         transcoder__batch_size=64,
+        questions__n_trace=4,
+        questions__n_eval=6,
+        traces__layers=[1],
+        traces__n_steps=3,
+        traces__batch_size=4,
+        neuron_eval__max_new_tokens=3,
+        neuron_eval__batch_size=8,
     )
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.com")
@@ -121,6 +134,26 @@ def test_outputs_and_metrics(repo: Path) -> None:
     assert 0 <= metrics["fisher_p"] <= 1
     assert (repo / "data/report/sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 3
+
+
+def test_experiment_b_outputs(repo: Path) -> None:
+    counts = json.loads((repo / "data/neurons/metrics.json").read_text())["layer_1"]
+    assert counts["features"] == 32
+    assert counts["reasoning"] + counts["memory"] == counts["alive"] <= 32
+    report = json.loads((repo / "data/neuron_report/metrics.json").read_text())
+    conditions = report["conditions"]
+    names = {f"{s}@1x{x}" for s in ("reasoning", "memory") for x in ("0.5", "1", "2")}
+    assert set(conditions) == {"base"} | names
+    assert all(c["accuracy"]["n"] == 6 for c in conditions.values())
+    # strength 1.0 adds exactly nothing: the same text as the unhooked model, in the pipeline
+    assert conditions["reasoning@1x1"]["text_changed_rate"] == 0
+    assert conditions["memory@1x1"]["text_changed_rate"] == 0
+    assert conditions["memory@1x2"]["n_features"] == conditions["reasoning@1x2"]["n_features"]
+    assert (repo / "data/neuron_report/accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
+    assert len(rows) == 7 * 6 and not any(r["generation"].startswith("Question") for r in rows)
+    traced = {r["id"] for r in pq.read_table(repo / "data/questions/trace.parquet").to_pylist()}
+    assert traced and not traced & {r["id"] for r in rows}
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
@@ -153,6 +186,29 @@ def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
     assert ran(proc) <= ALL - {"steps_dataset", "prepare", "activations"}
     restore(repo)
     assert ran(run(repo, "dvc", "repro")) == set()
+
+
+def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
+    rows = [
+        {"question": f"is {i} even", "answer": i % 2 == 0, "passage": f"{i} is a number."}
+        for i in range(12)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), repo / "boolq.parquet")
+    set_params(repo, questions__source="boolq.parquet")
+    assert ran(run(repo, "dvc", "repro")) == EXPERIMENT_B
+    traces = pq.read_table(repo / "data/traces/traces.parquet").to_pylist()
+    assert len(traces) == 3 * 4 and all(" even\nPassage: " in t["prompt"] for t in traces)
+    set_params(repo, questions__n_eval=7)  # more evaluation questions: the traces stay cached
+    assert ran(run(repo, "dvc", "repro")) == {"questions", "neuron_eval", "neuron_report"}
+    restore(repo)
+
+
+def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:
+    set_params(repo, traces__layers=[2])
+    proc = run(repo, sys.executable, "stages/traces.py", check=False)
+    assert proc.returncode == 1
+    assert "no transcoder for layer 2: data/transcoder/weights/layer_2.safetensors" in proc.stderr
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
 
 
 def test_exp_run_with_set_param(repo: Path) -> None:

@@ -16,8 +16,11 @@ from steerpipe.hooks import decoder_layers
 from steerpipe.models import load_bridge
 from steerpipe.transcoders import (
     Transcoder,
+    feature_scale,
+    load_layers,
     load_transcoder,
     save_transcoder,
+    scale_features,
     steer_features,
 )
 
@@ -87,6 +90,42 @@ def test_per_row_strength(tiny_model) -> None:
     with steer_features(tiny_model, tc, torch.arange(64), torch.tensor([1.0, 0.5])):
         out = tiny_model(IDS).logits
     assert torch.equal(out[0], ref[0]) and not torch.allclose(out[1], ref[1])
+
+
+def test_feature_scale() -> None:
+    assert feature_scale(4, torch.tensor([1, 3]), 2.0).tolist() == [1, 2, 1, 2]
+    rows = feature_scale(3, torch.tensor([0]), torch.tensor([0.5, 1.0]))
+    assert rows.tolist() == [[0.5, 1, 1], [1, 1, 1]]
+
+
+def test_per_row_scales_equal_each_row_alone(tiny_model) -> None:
+    tc = random_transcoder()
+    scale = torch.ones(2, 128)
+    scale[0, :40] = 3.0
+    scale[1, 60:] = 0.0
+    with scale_features(tiny_model, tc, scale):
+        both = tiny_model(IDS).logits
+    for i in range(2):
+        with scale_features(tiny_model, tc, scale[i]):
+            alone = tiny_model(IDS[i : i + 1]).logits
+        torch.testing.assert_close(both[i : i + 1], alone)
+    with (
+        pytest.raises(ValueError, match="scale has 7 features"),
+        scale_features(tiny_model, tc, torch.ones(7)),
+    ):
+        pass
+
+
+def test_load_layers(tmp_path) -> None:
+    for layer in (1, 3):
+        save_transcoder(random_transcoder(layer=layer), tmp_path / f"tc_{layer:02d}.safetensors")
+    loaded = load_layers(tmp_path, "tc_{layer:02d}.safetensors", [3, 1])
+    assert {k: v.layer for k, v in loaded.items()} == {3: 3, 1: 1}
+    with pytest.raises(StageError, match="no transcoder for layer 2: .*tc_02.safetensors"):
+        load_layers(tmp_path, "tc_{layer:02d}.safetensors", [2])
+    (tmp_path / "tc_02.safetensors").write_bytes((tmp_path / "tc_01.safetensors").read_bytes())
+    with pytest.raises(StageError, match="for layer 1, not 2"):
+        load_layers(tmp_path, "tc_{layer:02d}.safetensors", [2])
 
 
 def test_mlp_hook_points_match_the_bridge(tiny_model, tokenizer) -> None:

@@ -4,12 +4,15 @@ Rows are sorted by prompt length, left-padded with an attention mask (so a padde
 what it would see alone) and generated with HF ``generate`` and its KV cache. Steering is an
 ``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
 Rows of different layers, or steered and control rows, share a batch: each layer gets a
-``[batch, d_model]`` delta that is zero on the rows it does not steer.
+``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
+(transcoder features, recording) come in through ``batch_hook``, which is told which input
+rows each batch holds, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +67,13 @@ def generate(
     batch_size: int = 16,
     pad_id: int | None = None,
     eos_ids: list[int] | None = None,
+    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None = None,
     progress: bool = True,
 ) -> list[list[int]]:
     """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
+
+    ``batch_hook(rows)``, if given, is entered around each batch's generation; ``rows`` are the
+    indices of the prompts in the batch, in batch order.
 
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original.
     The same inputs, seed and batch size give the same tokens.
@@ -98,7 +105,8 @@ def generate(
         idx = order[start : start + batch_size]
         ids, mask = left_pad([prompts[i] for i in idx], pad)
         deltas = _batch_deltas([steers[i] for i in idx], d)
-        with torch.no_grad(), add_to_resid_pre(model, deltas):
+        extra = batch_hook(idx) if batch_hook is not None else nullcontext()
+        with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
             result = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),

@@ -1,4 +1,4 @@
-"""Prompt reconstruction and the seeded choice of one labelled step per problem and kind.
+"""Chat prompts, prompt reconstruction and the seeded choice of one labelled step per problem.
 
 As in the original: the prompt for step ``k`` is the chat template applied to the problem
 (with the generation prompt), then ``"\\n\\n".join(steps[:k]) + "\\n\\n"``, tokenised without
@@ -12,9 +12,20 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.steps import chat_prompt
-
 KINDS = ("conclusion", "verification", "other")
+
+
+def chat_prompt(tokenizer: Tokenizer, user_message: str) -> str:
+    """The chat template applied to one user message, with the generation prompt."""
+    return str(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
+        )
+    )
+
+
+def chat_prompt_ids(tokenizer: Tokenizer, user_message: str) -> list[int]:
+    return list(tokenizer.encode(chat_prompt(tokenizer, user_message), add_special_tokens=False))
 
 
 def reconstruct_prompt(tokenizer: Tokenizer, problem: str, steps: list[str], k: int) -> str:

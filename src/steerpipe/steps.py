@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +23,8 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 from steerpipe.config import StageError
 from steerpipe.generation import generate
 from steerpipe.labels import label_steps
+from steerpipe.prompts import chat_prompt_ids
+from steerpipe.storage import load_table
 
 SCHEMA = pa.schema(
     [
@@ -63,24 +64,7 @@ def validate_rows(rows: list[dict[str, Any]]) -> None:
 
 def load_rows(source: str) -> list[dict[str, Any]]:
     """Rows from a local Parquet file, or from the hub data set ``source`` (split ``train``)."""
-    import datasets
-
-    try:
-        if Path(source).suffix == ".parquet" or Path(source).exists():
-            if not Path(source).exists():
-                raise StageError(f"steps.source: no such file {source}")
-            ds = datasets.load_dataset("parquet", data_files=str(source), split="train")
-        else:
-            ds = datasets.load_dataset(source, split="train")
-    except (FileNotFoundError, ConnectionError, OSError) as e:
-        raise StageError(
-            f"steps.source {source!r}: could not load it ({type(e).__name__}: {e}). "
-            "Give a local Parquet file, or run where the hub is reachable."
-        ) from e
-    missing = [f for f in FIELDS if f not in ds.column_names]
-    if missing:
-        raise StageError(f"steps.source {source!r}: missing column(s) {', '.join(missing)}")
-    rows = [{f: row[f] for f in FIELDS} for row in ds]
+    rows = load_table(source, "train", FIELDS, "steps.source")
     validate_rows(rows)
     return rows
 
@@ -144,19 +128,6 @@ def build_rows(
             }
         )
     return rows
-
-
-def chat_prompt(tokenizer: Tokenizer, user_message: str) -> str:
-    """The chat template applied to one user message, with the generation prompt."""
-    return str(
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], tokenize=False, add_generation_prompt=True
-        )
-    )
-
-
-def chat_prompt_ids(tokenizer: Tokenizer, user_message: str) -> list[int]:
-    return list(tokenizer.encode(chat_prompt(tokenizer, user_message), add_special_tokens=False))
 
 
 # The original labelled steps with Claude; its labelling prompt is not in the notebook, so

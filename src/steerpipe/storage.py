@@ -2,6 +2,7 @@
 
 Tables are Parquet (pyarrow), tensors safetensors with string metadata, metrics JSON.
 A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file.
+``load_table`` reads the input data sets: a hub id through ``datasets``, or a local Parquet file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,32 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from steerpipe.config import StageError
+
 _META_KEY = "steerpipe"
+
+
+def load_table(source: str, split: str, columns: tuple[str, ...], key: str) -> list[dict[str, Any]]:
+    """Rows (only ``columns``) of a local Parquet file, or of split ``split`` of hub data set
+    ``source``. ``key`` names the parameter in error messages."""
+    import datasets
+
+    try:
+        if Path(source).suffix == ".parquet" or Path(source).exists():
+            if not Path(source).exists():
+                raise StageError(f"{key}: no such file {source}")
+            ds = datasets.load_dataset("parquet", data_files=str(source), split="train")
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except (FileNotFoundError, ConnectionError, OSError) as e:
+        raise StageError(
+            f"{key} {source!r}: could not load it ({type(e).__name__}: {e}). "
+            "Give a local Parquet file, or run where the hub is reachable."
+        ) from e
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise StageError(f"{key} {source!r}: missing column(s) {', '.join(missing)}")
+    return [{c: row[c] for c in columns} for row in ds]
 
 
 @contextmanager

@@ -90,33 +90,42 @@ class Transcoder:
         )
 
 
-@contextmanager
-def steer_features(
-    model: nn.Module,
-    transcoder: Transcoder,
-    features: torch.Tensor,
-    strength: float | torch.Tensor,
-    *,
-    mode: str = "delta",
-) -> Iterator[None]:
-    """Scale ``features`` (indices) of the transcoder at its layer's MLP by ``strength``.
+def feature_scale(
+    d_sae: int, features: torch.Tensor, strength: float | torch.Tensor
+) -> torch.Tensor:
+    """Multipliers for every feature: ``strength`` on ``features`` (indices), 1.0 elsewhere.
 
-    ``strength`` may be a ``[batch]`` tensor: one strength per row (1.0 leaves a row alone).
+    ``strength`` may be a ``[batch]`` tensor, giving a ``[batch, d_sae]`` scale (one per row).
     """
+    s = torch.as_tensor(strength, dtype=torch.float32)
+    if s.dim() == 0:
+        scale = torch.ones(d_sae)
+        scale[features.long()] = s
+        return scale
+    scale = torch.ones(len(s), d_sae)
+    scale[:, features.long()] = s[:, None]
+    return scale
+
+
+@contextmanager
+def scale_features(
+    model: nn.Module, transcoder: Transcoder, scale: torch.Tensor, *, mode: str = "delta"
+) -> Iterator[None]:
+    """Multiply the transcoder's features at its layer's MLP by ``scale`` ([d_sae], or
+    [batch, d_sae] for one scale per row). ``delta`` adds ``(f * scale - f) @ W_dec`` to the
+    MLP output, which is exactly zero where the scale is 1; ``replace`` returns the
+    reconstruction of the scaled features instead of the MLP output."""
     if mode not in ("delta", "replace"):
         raise ValueError(f"mode must be 'delta' or 'replace', got {mode!r}")
     transcoder.check_model(model)
+    if scale.shape[-1] != transcoder.d_sae:
+        raise ValueError(f"scale has {scale.shape[-1]} features, the transcoder {transcoder.d_sae}")
     mlp = decoder_layers(model)[transcoder.layer].get_submodule("mlp")
-    idx = features.long()
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        x = args[0]
-        f = transcoder.encode(x)
-        scale = torch.as_tensor(strength, dtype=f.dtype, device=f.device)
-        if scale.dim() == 1:
-            scale = scale[:, None, None]
-        scaled = f.clone()
-        scaled[..., idx] = f[..., idx] * scale
+        f = transcoder.encode(args[0])
+        s = scale.to(f)
+        scaled = f * (s[:, None, :] if s.dim() == 2 else s)
         if mode == "replace":
             return transcoder.decode(scaled)
         return output + (scaled - f) @ transcoder.W_dec.to(f)
@@ -126,6 +135,21 @@ def steer_features(
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def steer_features(
+    model: nn.Module,
+    transcoder: Transcoder,
+    features: torch.Tensor,
+    strength: float | torch.Tensor,
+    *,
+    mode: str = "delta",
+) -> Iterator[None]:
+    """Scale ``features`` (indices) by ``strength`` (a float, or ``[batch]``: one per row)."""
+    scale = feature_scale(transcoder.d_sae, features, strength)
+    with scale_features(model, transcoder, scale, mode=mode):
+        yield
 
 
 def save_transcoder(transcoder: Transcoder, path: str | Path) -> None:
@@ -159,6 +183,20 @@ def load_transcoder(path: str | Path) -> Transcoder:
         log_frequency=tensors.get("log_frequency"),
         meta=meta,
     )
+
+
+def load_layers(folder: str | Path, file: str, layers: list[int]) -> dict[int, Transcoder]:
+    """One transcoder per layer: ``folder / file.format(layer=L)`` in any supported format."""
+    out = {}
+    for layer in layers:
+        path = Path(folder) / file.format(layer=layer)
+        if not path.exists():
+            raise StageError(f"no transcoder for layer {layer}: {path} does not exist")
+        tc = load_transcoder(path)
+        if tc.layer != layer:
+            raise StageError(f"{path} is a transcoder for layer {tc.layer}, not {layer}")
+        out[layer] = tc
+    return out
 
 
 def _layer_of(hook_name: str, source: Path) -> int:

@@ -1,0 +1,101 @@
+"""Stage neuron_eval: answers to held-out Yes/No questions with the neurons scaled.
+
+    python stages/neuron_eval.py          (reads `model`, `traces`, `neuron_eval`)
+
+On the evaluation questions (disjoint from the trace questions), greedy generation under
+`base` (no hook) and, at each traced layer and each strength in `neuron_eval.strengths`, with
+the reasoning neurons scaled and, as a control, an equal number of memory neurons drawn at
+random (seeded). All conditions share the batches, each row with its own hook.
+Output: data/neuron_eval/generations.parquet: the text generated after the prompt, the parsed
+Yes/No answer (null when there is none) and whether it is right.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from steerpipe.config import StageError, load_params, run_stage
+from steerpipe.models import load_from_params
+from steerpipe.neurons import FeatureSteer, generate_steered
+from steerpipe.storage import read_parquet, read_tensors, write_parquet
+from steerpipe.transcoders import load_layers
+from steerpipe.yesno import parse_answer, prompt_ids, render
+
+
+def conditions(layers: list[int], strengths: list[float], seed: int) -> list[dict]:
+    """base, then per layer, neuron set and strength: the features each scales."""
+    out: list[dict] = [{"condition": "base", "layer": None, "neurons": None, "strength": None}]
+    for layer in layers:
+        masks, _ = read_tensors(f"data/neurons/layers/layer_{layer}.safetensors")
+        reasoning = torch.nonzero(masks["reasoning"]).flatten()
+        memory = torch.nonzero(masks["memory"]).flatten()
+        gen = torch.Generator().manual_seed(seed + layer)
+        control = memory[torch.randperm(len(memory), generator=gen)[: len(reasoning)]]
+        if len(control) < len(reasoning):
+            print(f"layer {layer}: only {len(control)} memory neurons for {len(reasoning)}")
+        for name, features in (("reasoning", reasoning), ("memory", control.sort().values)):
+            for s in strengths:
+                out.append(
+                    {
+                        "condition": f"{name}@{layer}x{s:g}",
+                        "layer": layer,
+                        "neurons": name,
+                        "strength": s,
+                        "features": features,
+                    }
+                )
+    return out
+
+
+def main() -> None:
+    p = load_params("neuron_eval")
+    t = load_params("traces")
+    if p["style"] not in t["templates"]:
+        raise StageError(f"neuron_eval.style {p['style']!r} is not in traces.templates")
+    questions = read_parquet("data/questions/eval.parquet")
+    model, tok = load_from_params(load_params("model"))
+    layers = [int(x) for x in t["layers"]]
+    transcoders = load_layers(t["transcoders"], t["file"], layers)
+    conds = conditions(layers, [float(s) for s in p["strengths"]], int(p["seed"]))
+    texts = [render(t["templates"][p["style"]], q) for q in questions]
+    ids = [prompt_ids(tok, x, chat_template=bool(t["chat_template"])) for x in texts]
+    records, prompts, steers = [], [], []
+    for c in conds:
+        steer = (
+            None if c["layer"] is None else FeatureSteer(c["layer"], c["features"], c["strength"])
+        )
+        for q, prompt in zip(questions, ids, strict=True):
+            records.append(
+                {
+                    "id": q["id"],
+                    "condition": c["condition"],
+                    "layer": c["layer"],
+                    "neurons": c["neurons"],
+                    "strength": c["strength"],
+                    "n_features": 0 if steer is None else len(steer.features),
+                    "answer": q["answer"],
+                }
+            )
+            prompts.append(prompt)
+            steers.append(steer)
+    print(f"{len(conds)} conditions x {len(questions)} questions")
+    outs = generate_steered(
+        model,
+        prompts,
+        steers,
+        transcoders,
+        mode=str(p["mode"]),
+        max_new_tokens=int(p["max_new_tokens"]),
+        temperature=0.0,
+        batch_size=int(p["batch_size"]),
+        pad_id=int(tok.pad_token_id),
+    )
+    for rec, out in zip(records, outs, strict=True):
+        rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
+        rec["parsed"] = parse_answer(rec["generation"])
+        rec["correct"] = rec["parsed"] == rec["answer"]
+    write_parquet(records, "data/neuron_eval/generations.parquet")
+
+
+if __name__ == "__main__":
+    run_stage(main)
