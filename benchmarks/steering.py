@@ -1,0 +1,217 @@
+"""Benchmark: the seed notebook's loop against the pipeline's batched path, on the same inputs.
+
+    python benchmarks/steering.py                       # CPU, the packaged SmolLM2, small sizes
+    python benchmarks/steering.py --shape r1-distill --device cuda --dtype bfloat16 \\
+        --prompts 50 --samples 5 --prompt-tokens 1000 --sweep-cells 75 --capture-prompts 300
+
+Three kinds of work, each run both ways in one process:
+
+- steered evaluation: ``--prompts`` prompts x ``--samples`` samples with one steering vector;
+- sweep: one prompt, ``--sweep-cells`` (layer, vector) cells x ``--samples`` samples;
+- capture: ``hook_resid_pre`` of every layer at 5 positions of ``--capture-prompts`` prompts.
+
+The seed-style loop is what the notebooks did: TransformerLens (here its ``TransformerBridge``),
+one prompt and one sample per ``generate`` call, or one prompt per forward. The pipeline's path
+is ``steerpipe.generation.generate`` and ``steerpipe.activations.capture_resid_pre``.
+Prompts are random token ids of the given length; generation never stops early (EOS is off),
+so both sides produce the same number of tokens. The table gives seconds, tokens per second
+(prompt and new tokens of every sample, padding excluded), the ratio to the seed loop and, for
+capture, the fraction of ``--peak-tflops`` reached, counting 2 x non-embedding parameters per
+token. ``--shape r1-distill`` is a random-initialised model of DeepSeek-R1-Distill-Qwen-1.5B's
+shape, so no weights are needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
+
+from steerpipe.activations import capture_resid_pre
+from steerpipe.generation import Steer, generate
+from steerpipe.models import load_bridge, load_from_params, load_tokenizer, parse_dtype
+
+R1_DISTILL = Qwen2Config(
+    vocab_size=151936,
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    max_position_embeddings=131072,
+    tie_word_embeddings=False,
+)
+
+
+def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
+    if shape == "packaged":
+        params = {"name": "packaged:smollm2", "dtype": dtype, "device": device}
+        return load_from_params({**params, "random_init": False, "seed": 0})
+    torch.manual_seed(0)
+    config = R1_DISTILL
+    config._attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=parse_dtype(dtype))
+    return model.to(device).eval().requires_grad_(False), load_tokenizer()
+
+
+def non_embedding_params(model: PreTrainedModel) -> int:
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def seed_generate(bridge: Any, prompts: list[list[int]], steers: list[Steer], args: Any) -> None:
+    """The notebook's loop: one prompt, one sample, one ``generate`` under a hook per call."""
+    for prompt, steer in zip(prompts, steers, strict=True):
+
+        def add(resid: torch.Tensor, hook: Any, vec: torch.Tensor = steer.vector) -> torch.Tensor:
+            return resid + vec.to(resid)
+
+        name = f"blocks.{steer.layer}.hook_resid_pre"
+        with bridge.hooks(fwd_hooks=[(name, add)]):
+            bridge.generate(
+                torch.tensor([prompt], device=args.device),
+                max_new_tokens=args.new_tokens,
+                do_sample=True,
+                temperature=0.6,
+                top_p=0.95,
+                stop_at_eos=False,
+                verbose=False,
+            )
+
+
+def seed_capture(bridge: Any, prompts: list[list[int]], layers: list[int]) -> None:
+    """One prompt per forward, every layer's hook copying its 5 positions to the CPU."""
+    kept: list[torch.Tensor] = []
+
+    def keep(resid: torch.Tensor, hook: Any) -> None:
+        kept.append(resid[0, :5].float().cpu())
+
+    hooks = [(f"blocks.{layer}.hook_resid_pre", keep) for layer in layers]
+    for prompt in prompts:
+        with torch.no_grad():
+            bridge.run_with_hooks(torch.tensor([prompt], device=bridge.cfg.device), fwd_hooks=hooks)
+        kept.clear()
+
+
+def print_table(rows: list[tuple[str, str, float, int]], flops_per_token: int, args: Any) -> None:
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"\n{args.shape} on {device}, {args.dtype}, {time.strftime('%Y-%m-%d')}; ", end="")
+    print(f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens")
+    peak = f"fraction of {args.peak_tflops:g} TFLOP/s"
+    print(f"| work | path | seconds | tokens/s | x seed loop | {peak} |\n|---|---|---|---|---|---|")
+    seed_time: dict[str, float] = {}
+    for work, path, seconds, n in rows:
+        seed_time.setdefault(work, seconds)
+        mfu = ""
+        if work.startswith("capture"):
+            mfu = f"{n * flops_per_token / seconds / (args.peak_tflops * 1e12):.1%}"
+        ratio = seed_time[work] / seconds
+        print(f"| {work} | {path} | {seconds:.2f} | {n / seconds:,.0f} | {ratio:.1f} | {mfu} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=["packaged", "r1-distill"], default="packaged")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--prompt-tokens", type=int, default=100)
+    ap.add_argument("--new-tokens", type=int, default=10)
+    ap.add_argument("--sweep-cells", type=int, default=8)
+    ap.add_argument("--capture-prompts", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--token-budget", type=int, default=16384)
+    ap.add_argument("--peak-tflops", type=float, default=989.0)  # H100 dense bf16
+    args = ap.parse_args()
+
+    model, tok = load(args.shape, args.device, args.dtype)
+    model.generation_config.eos_token_id = None  # every sample gets exactly new_tokens
+    name = None if args.shape == "packaged" else "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+    bridge = load_bridge(model, tok, name)
+    n_layers, d = int(model.config.num_hidden_layers), int(model.config.hidden_size)
+    g = torch.Generator().manual_seed(0)
+    vocab = min(int(model.config.vocab_size), len(tok))
+    pad = int(tok.pad_token_id)
+    gen = {"max_new_tokens": args.new_tokens, "batch_size": args.batch_size, "pad_id": pad}
+    rows: list[tuple[str, str, float, int]] = []
+
+    def random_prompt(n: int) -> list[int]:
+        return torch.randint(100, vocab, (n,), generator=g).tolist()
+
+    def compare(work: str, tokens: int, seed: Callable[[], None], ours: Callable[[], None]) -> None:
+        rows.append((work, "seed loop", timed(seed, args.device), tokens))
+        rows.append((work, "pipeline", timed(ours, args.device), tokens))
+
+    def generation(prompts: list[list[int]], steers: list[Steer]) -> tuple[Callable[[], None], ...]:
+        def seed() -> None:
+            seed_generate(bridge, prompts, steers, args)
+
+        def ours() -> None:
+            generate(model, prompts, steers=steers, progress=False, **gen)
+
+        return seed, ours
+
+    # steered evaluation: several prompts, several samples each, one vector
+    prompts = [random_prompt(args.prompt_tokens) for _ in range(args.prompts)]
+    rows_in = [p for p in prompts for _ in range(args.samples)]
+    steers = [Steer(n_layers // 2, torch.randn(d, generator=g).to(model.dtype))] * len(rows_in)
+    seed, ours = generation(rows_in[:2], steers[:2])
+    seed(), ours()  # warm-up
+    tokens = len(rows_in) * (args.prompt_tokens + args.new_tokens)
+    work = f"steered eval: {args.prompts} prompts x {args.samples} samples"
+    compare(work, tokens, *generation(rows_in, steers))
+
+    # sweep: one prompt, a vector per cell at its own layer
+    cells = [
+        Steer(1 + i % (n_layers - 1), torch.randn(d, generator=g).to(model.dtype))
+        for i in range(args.sweep_cells)
+    ]
+    sweep_steers = [c for c in cells for _ in range(args.samples)]
+    sweep_in = [random_prompt(args.prompt_tokens)] * len(sweep_steers)
+    tokens = len(sweep_in) * (args.prompt_tokens + args.new_tokens)
+    work = f"sweep: {args.sweep_cells} cells x {args.samples} samples, 1 prompt"
+    compare(work, tokens, *generation(sweep_in, sweep_steers))
+
+    # capture: prompts of mixed lengths, every layer at 5 positions
+    low, high = args.prompt_tokens // 2, args.prompt_tokens * 3 // 2 + 1
+    lengths = torch.randint(low, high, (args.capture_prompts,), generator=g).tolist()
+    cap = [random_prompt(n) for n in lengths]
+    layers = list(range(n_layers))
+
+    def seed_cap() -> None:
+        seed_capture(bridge, cap, layers)
+
+    def our_cap() -> None:
+        capture_resid_pre(
+            model,
+            cap,
+            [0] * len(cap),
+            layers=layers,
+            n_positions=5,
+            token_budget=args.token_budget,
+            pad_id=pad,
+            progress=False,
+        )
+
+    work = f"capture: {args.capture_prompts} prompts, {n_layers} layers x 5 positions"
+    compare(work, sum(lengths), seed_cap, our_cap)
+    print_table(rows, 2 * non_embedding_params(model), args)
+
+
+if __name__ == "__main__":
+    main()
