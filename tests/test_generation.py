@@ -88,3 +88,61 @@ def test_batch_hook_is_told_the_rows(tiny_model) -> None:
     generate(tiny_model, PROMPTS, batch_size=2, batch_hook=hook, **GREEDY)
     # sorted by length: rows 1 (3 tokens) and 0 (5), then row 2 (8)
     assert seen == [[1, 0], [2]]
+
+
+def test_shared_prefill_gives_the_same_greedy_tokens(tiny_model) -> None:
+    vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(5))
+    prompts = [p for p in PROMPTS for _ in range(3)] * 2
+    steers = [None] * 9 + [Steer(2, vec)] * 9
+    shared = generate(tiny_model, prompts, steers=steers, batch_size=8, **GREEDY)
+    plain = generate(
+        tiny_model, prompts, steers=steers, batch_size=8, share_prefill=False, **GREEDY
+    )
+    assert shared == plain
+    assert shared[0] != shared[9]  # the steered samples differ from the control ones
+
+
+def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> None:
+    """The same distribution at the first new token: the expanded prefill cache plus the last
+    prompt token gives the logits of a full forward over each prompt, steered or not."""
+    from steerpipe.generation import _batch_deltas, _prefill
+
+    vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(6))
+    steers = [None, Steer(1, vec), Steer(1, vec)]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2]]
+    ids, mask = left_pad(prompts, pad_id=2)
+    first = [0, 1, 2]
+    cache = _prefill(tiny_model, ids[:, :-1], mask[:, :-1], _batch_deltas(steers, 64))
+    expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
+    cache.batch_select_indices(expand)
+    positions = (mask.cumsum(-1) - 1)[expand, -1:]
+    with (
+        torch.no_grad(),
+        add_to_resid_pre(tiny_model, _batch_deltas([steers[i] for i in expand], 64)),
+    ):
+        got = tiny_model(
+            input_ids=ids[expand, -1:],
+            attention_mask=mask[expand],
+            position_ids=positions,
+            past_key_values=cache,
+        ).logits[:, -1]
+    for row, i in enumerate(expand.tolist()):
+        deltas = {} if steers[i] is None else {1: steers[i].vector[None]}
+        with torch.no_grad(), add_to_resid_pre(tiny_model, deltas):
+            want = tiny_model(torch.tensor([prompts[first[i]]])).logits[0, -1]
+        torch.testing.assert_close(got[row], want, atol=1e-4, rtol=1e-4)
+
+
+def test_samples_of_a_prompt_share_one_prefill(tiny_model) -> None:
+    lengths: list[int] = []
+    layer = tiny_model.get_decoder().layers[0]
+    handle = layer.register_forward_pre_hook(
+        lambda m, a, k: lengths.append((a[0] if a else k["hidden_states"]).shape[0]),
+        with_kwargs=True,
+    )
+    try:
+        generate(tiny_model, [PROMPTS[0]] * 5, batch_size=8, **GREEDY)
+    finally:
+        handle.remove()
+    assert lengths[0] == 1  # the prefill runs on one row
+    assert set(lengths[1:]) == {5}  # then five samples decode from copies of its cache

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.hooks import add_to_resid_pre
@@ -68,12 +68,16 @@ def generate(
     pad_id: int | None = None,
     eos_ids: list[int] | None = None,
     batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None = None,
+    share_prefill: bool = True,
     progress: bool = True,
 ) -> list[list[int]]:
     """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
 
-    ``batch_hook(rows)``, if given, is entered around each batch's generation; ``rows`` are the
-    indices of the prompts in the batch, in batch order.
+    Rows with the same prompt and the same steering (samples of one prompt) share a prefill:
+    all but the prompt's last token run once, and the KV cache is copied to each row
+    (``share_prefill=False`` prefills every row). ``batch_hook(rows)``, if given, is entered
+    around each batch's generation (``rows``: the prompts' indices in batch order); rows are
+    not shared then, since the hook may act on the prompt.
 
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original.
     The same inputs, seed and batch size give the same tokens.
@@ -96,20 +100,29 @@ def generate(
     kwargs: dict[str, object] = {"do_sample": sample, "max_new_tokens": max_new_tokens}
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     torch.manual_seed(seed)
     d = int(model.config.hidden_size)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="generate", unit="batch", disable=not progress):
-        idx = order[start : start + batch_size]
-        ids, mask = left_pad([prompts[i] for i in idx], pad)
+    groups = _groups(prompts, steers, batch_size, share=share_prefill and batch_hook is None)
+    batches = _pack(groups, batch_size)
+    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+        idx = [i for g in batch for i in g]
+        first = [g[0] for g in batch]  # one row per group: what is prefilled
+        ids, mask = left_pad([prompts[i] for i in first], pad)
+        expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
+        cache = None
+        if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
+            first_deltas = _batch_deltas([steers[i] for i in first], d)
+            cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
+            cache.batch_select_indices(expand.to(model.device))
+        ids, mask = ids[expand], mask[expand]
         deltas = _batch_deltas([steers[i] for i in idx], d)
         extra = batch_hook(idx) if batch_hook is not None else nullcontext()
         with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
             result = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
+                past_key_values=cache,
                 pad_token_id=pad,
                 eos_token_id=eos_ids or None,
                 **kwargs,
@@ -118,6 +131,51 @@ def generate(
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
     return out
+
+
+def _groups(
+    prompts: list[list[int]], steers: Sequence[Steer | None], limit: int, *, share: bool
+) -> list[list[int]]:
+    """Rows with the same prompt and steering (up to ``limit`` a group), shortest prompt first."""
+    by_key: dict[object, list[int]] = {}
+    for i, (prompt, s) in enumerate(zip(prompts, steers, strict=True)):
+        steer = None if s is None else (s.layer, s.vector.detach().cpu().contiguous().view(-1))
+        key = (tuple(prompt), None if steer is None else (steer[0], steer[1].numpy().tobytes()))
+        by_key.setdefault(key if share else i, []).append(i)
+    groups = [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
+    return sorted(groups, key=lambda g: (len(prompts[g[0]]), g[0]))
+
+
+def _pack(groups: list[list[int]], batch_size: int) -> list[list[list[int]]]:
+    """Consecutive groups into batches of at most ``batch_size`` rows."""
+    batches: list[list[list[int]]] = []
+    rows = 0
+    for g in groups:
+        if not batches or rows + len(g) > batch_size:
+            batches.append([])
+            rows = 0
+        batches[-1].append(g)
+        rows += len(g)
+    return batches
+
+
+def _prefill(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, deltas: dict[int, torch.Tensor]
+) -> DynamicCache:
+    """The KV cache of left-padded ``ids`` under the steering ``deltas``, with the positions
+    that ``generate`` gives left-padded rows, so that it can continue from it."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad(), add_to_resid_pre(model, deltas):
+        model(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            position_ids=positions.to(model.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return cache
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
