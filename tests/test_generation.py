@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from steerpipe.generation import Steer, generate, left_pad
@@ -146,3 +147,39 @@ def test_samples_of_a_prompt_share_one_prefill(tiny_model) -> None:
         handle.remove()
     assert lengths[0] == 1  # the prefill runs on one row
     assert set(lengths[1:]) == {5}  # then five samples decode from copies of its cache
+
+
+def test_out_of_memory_splits_the_batch(tiny_model, monkeypatch) -> None:
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    want = generate(tiny_model, prompts, batch_size=8, share_prefill=False, **GREEDY)
+    real = tiny_model.generate
+    sizes: list[int] = []
+
+    def small_memory(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if kwargs["input_ids"].shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "generate", small_memory)
+    got = generate(tiny_model, prompts, batch_size=8, share_prefill=False, **GREEDY)
+    assert got == want
+    assert sizes[0] == 6 and max(sizes[1:]) <= 3 and sizes.count(2) + sizes.count(1) >= 3
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(tiny_model, "generate", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        generate(tiny_model, [PROMPTS[0]], **GREEDY)  # one row cannot be split
+
+
+def test_rows_group_by_prompt_and_vector_content() -> None:
+    from steerpipe.generation import _groups
+
+    vec = torch.randn(8, dtype=torch.bfloat16)
+    steers = [Steer(1, vec), Steer(1, vec.clone()), Steer(2, vec), None, None]
+    prompts = [[1, 2, 3]] * 4 + [[1, 2]]
+    assert _groups(prompts, steers, 8, share=True) == [[4], [0, 1], [2], [3]]
+    assert _groups(prompts, steers, 1, share=True) == [[4], [0], [1], [2], [3]]
+    assert _groups(prompts, steers, 8, share=False) == [[4], [0], [1], [2], [3]]

@@ -75,7 +75,8 @@ def generate(
 
     Rows with the same prompt and the same steering (samples of one prompt) share a prefill:
     all but the prompt's last token run once, and the KV cache is copied to each row
-    (``share_prefill=False`` prefills every row). ``batch_hook(rows)``, if given, is entered
+    (``share_prefill=False`` prefills every row). A batch that runs out of memory is split in
+    two and retried, down to a single row. ``batch_hook(rows)``, if given, is entered
     around each batch's generation (``rows``: the prompts' indices in batch order); rows are
     not shared then, since the hook may act on the prompt.
 
@@ -104,33 +105,74 @@ def generate(
     torch.manual_seed(seed)
     d = int(model.config.hidden_size)
     groups = _groups(prompts, steers, batch_size, share=share_prefill and batch_hook is None)
-    batches = _pack(groups, batch_size)
-    for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+    pending = list(reversed(_pack(groups, batch_size)))
+    bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
+    while pending:
+        batch = pending.pop()
         idx = [i for g in batch for i in g]
-        first = [g[0] for g in batch]  # one row per group: what is prefilled
-        ids, mask = left_pad([prompts[i] for i in first], pad)
-        expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
-        cache = None
-        if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
-            first_deltas = _batch_deltas([steers[i] for i in first], d)
-            cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
-            cache.batch_select_indices(expand.to(model.device))
-        ids, mask = ids[expand], mask[expand]
-        deltas = _batch_deltas([steers[i] for i in idx], d)
-        extra = batch_hook(idx) if batch_hook is not None else nullcontext()
-        with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
-            result = model.generate(  # type: ignore[operator]
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                past_key_values=cache,
-                pad_token_id=pad,
-                eos_token_id=eos_ids or None,
-                **kwargs,
+        try:
+            new = _generate_batch(
+                model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs
             )
-        new = result[:, ids.shape[1] :].tolist()
+        except torch.OutOfMemoryError:
+            halves = _halve(batch)
+            if halves is None:
+                raise
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            pending.extend(reversed(halves))  # the same rows in two smaller batches
+            continue
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
+        bar.update(len(idx))
+    bar.close()
     return out
+
+
+def _generate_batch(
+    model: PreTrainedModel,
+    batch: list[list[int]],
+    prompts: list[list[int]],
+    steers: Sequence[Steer | None],
+    d: int,
+    pad: int,
+    eos_ids: list[int],
+    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None,
+    kwargs: dict[str, object],
+) -> list[list[int]]:
+    """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill."""
+    idx = [i for g in batch for i in g]
+    first = [g[0] for g in batch]  # one row per group: what is prefilled
+    ids, mask = left_pad([prompts[i] for i in first], pad)
+    expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
+    cache = None
+    if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
+        first_deltas = _batch_deltas([steers[i] for i in first], d)
+        cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
+        cache.batch_select_indices(expand.to(model.device))
+    ids, mask = ids[expand], mask[expand]
+    deltas = _batch_deltas([steers[i] for i in idx], d)
+    extra = batch_hook(idx) if batch_hook is not None else nullcontext()
+    with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
+        result = model.generate(  # type: ignore[operator]
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            past_key_values=cache,
+            pad_token_id=pad,
+            eos_token_id=eos_ids or None,
+            **kwargs,
+        )
+    return list(result[:, ids.shape[1] :].tolist())
+
+
+def _halve(batch: list[list[int]]) -> list[list[list[int]]] | None:
+    """Two batches with the rows of ``batch`` (None for a single row): on out-of-memory."""
+    if len(batch) > 1:
+        return [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+    group = batch[0]
+    if len(group) > 1:
+        return [[group[: len(group) // 2]], [group[len(group) // 2 :]]]
+    return None
 
 
 def _groups(
@@ -139,9 +181,14 @@ def _groups(
     """Rows with the same prompt and steering (up to ``limit`` a group), shortest prompt first."""
     by_key: dict[object, list[int]] = {}
     for i, (prompt, s) in enumerate(zip(prompts, steers, strict=True)):
-        steer = None if s is None else (s.layer, s.vector.detach().cpu().contiguous().view(-1))
-        key = (tuple(prompt), None if steer is None else (steer[0], steer[1].numpy().tobytes()))
-        by_key.setdefault(key if share else i, []).append(i)
+        key: object = i
+        if share:  # by content (the bytes, whatever the dtype): equal vectors in distinct tensors
+            steer = None
+            if s is not None:
+                vec = s.vector.detach().cpu().contiguous().view(torch.uint8)
+                steer = (s.layer, bytes(vec.numpy()))
+            key = (tuple(prompt), steer)
+        by_key.setdefault(key, []).append(i)
     groups = [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
     return sorted(groups, key=lambda g: (len(prompts[g[0]]), g[0]))
 
