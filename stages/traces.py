@@ -31,8 +31,6 @@ def main() -> None:
     questions = read_parquet("data/questions/trace.parquet")
     model, tok = load_from_params(model_params)
     transcoders = load_layers(p["transcoders"], p["file"], [int(x) for x in p["layers"]])
-    for tc in transcoders.values():
-        tc.check_model(model)
     tensors: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in transcoders}
     records, metrics = [], {}
     for style, template in templates.items():

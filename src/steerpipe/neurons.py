@@ -139,8 +139,7 @@ def trace_features(
     A prompt's steps end with the step that produced its EOS: later forward calls of the batch
     only feed padding to a finished row, and are dropped.
     """
-    parts: dict[int, list[tuple[int, SparseRows]]] = {tc.layer: [] for tc in transcoders}
-    steps: dict[int, int] = {}
+    parts: dict[int, dict[int, SparseRows]] = {tc.layer: {} for tc in transcoders}
 
     @contextmanager
     def record(rows: list[int]) -> Iterator[None]:
@@ -149,7 +148,7 @@ def trace_features(
         for layer, per_step in records.items():
             stacked = torch.stack(per_step, dim=1)  # [batch, calls, d_sae]
             for j, i in enumerate(rows):
-                parts[layer].append((i, SparseRows.from_dense(stacked[j])))
+                parts[layer][i] = SparseRows.from_dense(stacked[j])
 
     tokens = generate(
         model,
@@ -161,14 +160,14 @@ def trace_features(
         batch_hook=record,
         progress=progress,
     )
-    for i, out in enumerate(tokens):
-        steps[i] = len(out)
-    features = {}
-    for tc in transcoders:
-        ordered = sorted(parts[tc.layer], key=lambda p: p[0])
-        cut = [_first_rows(part, steps[i]) for i, part in ordered]
-        features[tc.layer] = SparseRows.cat(cut, tc.d_sae)
-    return Traces(tokens, features, [steps[i] for i in range(len(prompts))])
+    steps = [len(out) for out in tokens]
+    features = {
+        tc.layer: SparseRows.cat(
+            [_first_rows(parts[tc.layer][i], n) for i, n in enumerate(steps)], tc.d_sae
+        )
+        for tc in transcoders
+    }
+    return Traces(tokens, features, steps)
 
 
 def _first_rows(rows: SparseRows, n: int) -> SparseRows:
