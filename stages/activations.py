@@ -3,7 +3,9 @@
     python stages/activations.py          (reads `model` and `activations`)
 
 For every training example, ``blocks.{L}.hook_resid_pre`` at the first ``n_positions`` tokens of
-the labelled step, for ``activations.layers`` (``all`` or a list), batched with padding.
+the labelled step, for ``activations.layers`` (``all`` or a list), batched with padding under
+``activations.token_budget`` (less on a GPU short of memory). Rows stream into the output file
+as they are captured, so the dump may be larger than memory.
 Outputs: data/activations/<kind>.safetensors, tensor ``resid_pre`` of shape
 ``[n_examples, n_layers, n_positions, d_model]`` with model, layers, positions, dtype in metadata.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 from steerpipe.activations import capture_resid_pre
 from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params, n_layers, resolve_layers
-from steerpipe.storage import read_parquet, write_tensors
+from steerpipe.storage import read_parquet, tensor_file
 
 
 def main() -> None:
@@ -31,19 +33,6 @@ def main() -> None:
             "raise prepare.min_step_tokens"
         )
     kinds = sorted({e["kind"] for e in examples})
-    outputs = {}
-    for kind in kinds:
-        rows = [e for e in examples if e["kind"] == kind]
-        acts = capture_resid_pre(
-            model,
-            [e["prompt_ids"] + e["step_ids"] for e in rows],
-            [len(e["prompt_ids"]) for e in rows],
-            layers=layers,
-            n_positions=k,
-            token_budget=int(p["token_budget"]),
-            pad_id=int(tok.pad_token_id),
-        )
-        outputs[kind] = acts
     meta = {
         "model": model_params["name"],
         "layers": layers,
@@ -51,9 +40,22 @@ def main() -> None:
         "dtype": model_params.get("dtype", "float32"),
         "hook": "blocks.{L}.hook_resid_pre",
     }
-    for kind, acts in outputs.items():
-        write_tensors({"resid_pre": acts}, f"data/activations/{kind}.safetensors", meta)
-        print(kind, tuple(acts.shape))
+    d_model = int(model.config.hidden_size)
+    for kind in kinds:
+        rows = [e for e in examples if e["kind"] == kind]
+        shape = (len(rows), len(layers), k, d_model)
+        with tensor_file(f"data/activations/{kind}.safetensors", "resid_pre", shape, meta) as out:
+            capture_resid_pre(
+                model,
+                [e["prompt_ids"] + e["step_ids"] for e in rows],
+                [len(e["prompt_ids"]) for e in rows],
+                layers=layers,
+                n_positions=k,
+                token_budget=int(p["token_budget"]),
+                pad_id=int(tok.pad_token_id),
+                out=out,
+            )
+        print(kind, shape)
 
 
 if __name__ == "__main__":

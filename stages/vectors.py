@@ -2,6 +2,9 @@
 
     python stages/vectors.py              (reads `prepare.kinds`)
 
+The activation dumps are read a chunk of rows at a time (summed in float64), so they may be
+larger than memory.
+
 Output: data/vectors/vectors.safetensors, tensor ``vectors`` ``[n_layers, n_positions, d_model]``,
 with the counts behind each mean and the vector norms in its metadata;
 data/vectors/metrics.json (the counts).
@@ -9,16 +12,32 @@ data/vectors/metrics.json (the counts).
 
 from __future__ import annotations
 
-from steerpipe.config import load_params, run_stage
-from steerpipe.storage import read_tensors, write_json, write_tensors
+import torch
+
+from steerpipe.config import StageError, load_params, run_stage
+from steerpipe.storage import iter_rows, read_metadata, write_json, write_tensors
+
+
+def mean_rows(path: str) -> tuple[torch.Tensor, int]:
+    """(float64 mean over the first dimension of ``resid_pre``, number of rows)."""
+    total: torch.Tensor | None = None
+    n = 0
+    for chunk in iter_rows(path, "resid_pre"):
+        part = chunk.double().sum(0)
+        total = part if total is None else total + part
+        n += chunk.shape[0]
+    if total is None:
+        raise StageError(f"{path} has no rows: no training example of that kind")
+    return total / n, n
 
 
 def main() -> None:
     positive, negative = load_params("prepare")["kinds"]
-    pos, meta = read_tensors(f"data/activations/{positive}.safetensors")
-    neg, _ = read_tensors(f"data/activations/{negative}.safetensors")
-    vectors = pos["resid_pre"].mean(0) - neg["resid_pre"].mean(0)
-    counts = {positive: pos["resid_pre"].shape[0], negative: neg["resid_pre"].shape[0]}
+    pos, n_pos = mean_rows(f"data/activations/{positive}.safetensors")
+    neg, n_neg = mean_rows(f"data/activations/{negative}.safetensors")
+    meta = read_metadata(f"data/activations/{positive}.safetensors")
+    vectors = (pos - neg).float()
+    counts = {positive: n_pos, negative: n_neg}
     norms = vectors.norm(dim=-1)  # [n_layers, n_positions]: how far each vector moves
     meta = {
         **meta,

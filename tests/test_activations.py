@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerpipe.activations import capture_resid_pre
+from steerpipe.activations import capture_resid_pre, token_batches
 from steerpipe.models import load_bridge
+from steerpipe.storage import read_tensors, tensor_file
 
 SEQS = [
     [1, 5, 9, 300, 20, 41, 8, 77, 600],
@@ -50,3 +51,51 @@ def test_equals_bridge_cache(tiny_model, tokenizer) -> None:
 def test_positions_past_the_end_are_an_error(tiny_model) -> None:
     with pytest.raises(ValueError, match="sequence 1"):
         capture_resid_pre(tiny_model, SEQS, [3, 5, 6], layers=[0], n_positions=2, progress=False)
+
+
+def test_token_batches() -> None:
+    # longest first; a row longer than the budget still gets a batch of its own
+    assert token_batches([3, 9, 4, 4, 2], 12) == [[1], [2, 3, 0], [4]]
+    assert token_batches([3, 9, 4, 4, 2], 8) == [[1], [2, 3], [0, 4]]
+    assert token_batches([], 8) == []
+
+
+def test_streams_into_a_file(tiny_model, tmp_path) -> None:
+    kwargs = {"layers": [0, 2], "n_positions": 2, "token_budget": 20, "progress": False}
+    want = capture_resid_pre(tiny_model, SEQS, STARTS, **kwargs)
+    path = tmp_path / "acts.safetensors"
+    with tensor_file(path, "resid_pre", (3, 2, 2, 64), {"layers": [0, 2]}) as out:
+        got = capture_resid_pre(tiny_model, SEQS, STARTS, out=out, **kwargs)
+        assert got is out
+    tensors, meta = read_tensors(path)
+    assert torch.equal(tensors["resid_pre"], want) and meta == {"layers": [0, 2]}
+    with pytest.raises(ValueError, match="out has shape"):
+        capture_resid_pre(tiny_model, SEQS, STARTS, out=torch.zeros(3, 2, 2, 8), **kwargs)
+
+
+def test_out_of_memory_halves_the_budget(tiny_model, monkeypatch) -> None:
+    kwargs = {"layers": [1, 3], "n_positions": 2, "progress": False}
+    seqs = SEQS * 3
+    want = capture_resid_pre(tiny_model, seqs, STARTS * 3, token_budget=10_000, **kwargs)
+    decoder = tiny_model.get_decoder()
+    real = decoder.forward
+    sizes: list[int] = []
+
+    def small_memory(*args, **kw):
+        sizes.append(kw["input_ids"].numel())
+        if kw["input_ids"].numel() > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(decoder, "forward", small_memory)
+    got = capture_resid_pre(tiny_model, seqs, STARTS * 3, token_budget=10_000, **kwargs)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # 9 rows x 12 tokens fail, then 4 x 12 (48) fails, then batches of at most 24 tokens
+    assert sizes[:2] == [108, 48] and max(sizes[2:]) <= 24
+
+    def no_memory(*args, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(decoder, "forward", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        capture_resid_pre(tiny_model, SEQS[:1], STARTS[:1], **kwargs)

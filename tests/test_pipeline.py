@@ -178,8 +178,8 @@ def test_steer_layer_reruns_only_after_the_sweep(repo: Path) -> None:
 def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
     path = repo / "stages/vectors.py"
     source = path.read_text()
-    assert "vectors = pos" in source
-    path.write_text(source.replace("vectors = pos", "vectors = 2 * pos", 1))
+    assert "vectors = (pos - neg)" in source
+    path.write_text(source.replace("vectors = (pos - neg)", "vectors = (2 * pos - neg)", 1))
     proc = run(repo, "dvc", "repro")
     # the stages reading the (now different) vectors re-run; nothing upstream does
     assert {"vectors", "sweep", "steer"} <= ran(proc)

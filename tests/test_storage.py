@@ -10,6 +10,7 @@ from steerpipe.storage import (
     read_json,
     read_parquet,
     read_tensors,
+    tensor_file,
     write_json,
     write_parquet,
     write_tensors,
@@ -47,6 +48,28 @@ def test_tensor_files_are_byte_identical(tmp_path) -> None:
     write_tensors(t, tmp_path / "1.safetensors", meta)
     write_tensors(t, tmp_path / "2.safetensors", dict(reversed(list(meta.items()))))
     assert (tmp_path / "1.safetensors").read_bytes() == (tmp_path / "2.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("shape", [(5, 2, 3), (1, 7), (0, 4)])
+def test_tensor_file_streams_the_file_write_tensors_writes(tmp_path, shape) -> None:
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    meta = {"model": "m", "note": 'naïve "quoted"', "layers": [3, 1]}
+    write_tensors({"resid_pre": t}, tmp_path / "whole.safetensors", meta)
+    with tensor_file(tmp_path / "streamed.safetensors", "resid_pre", shape, meta) as out:
+        assert not (tmp_path / "streamed.safetensors").exists()  # only once complete
+        for i in reversed(range(shape[0])):  # rows in any order
+            out[i] = t[i]
+    whole = (tmp_path / "whole.safetensors").read_bytes()
+    assert (tmp_path / "streamed.safetensors").read_bytes() == whole
+    tensors, got = read_tensors(tmp_path / "streamed.safetensors")
+    assert torch.equal(tensors["resid_pre"], t) and got == meta
+
+
+def test_interrupted_tensor_file_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(KeyboardInterrupt), tensor_file(tmp_path / "a.st", "x", (4, 2), {}) as out:
+        out[0] = 1.0
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_parquet_round_trip(tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 Sequences are sorted by length and batched under a token budget, right-padded: with causal
 attention the tokens we read never see the padding, so a batched row equals the row alone.
+Rows can be written straight into a tensor mapped onto a file (``storage.tensor_file``).
 Only the requested positions are kept, and the forward stops after the last requested layer
 (the final norm and the unembedding are never run).
 """
@@ -9,12 +10,14 @@ Only the requested positions are kept, and the forward stops after the last requ
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from steerpipe.hooks import HiddenFn, on_resid_pre
+from steerpipe.memory import fit_tokens
 
 
 class StopForward(Exception):
@@ -30,12 +33,21 @@ def capture_resid_pre(
     n_positions: int,
     token_budget: int = 8192,
     pad_id: int = 0,
+    out: torch.Tensor | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """``[n_sequences, len(layers), n_positions, d_model]`` in float32.
 
     Row i holds the residual stream entering each layer at tokens
-    ``starts[i] .. starts[i] + n_positions - 1`` of ``sequences[i]``.
+    ``starts[i] .. starts[i] + n_positions - 1`` of ``sequences[i]``. The rows are written
+    into ``out`` if given (``storage.tensor_file`` maps it onto a file, so that a dump of any
+    size streams to disk), else into a new tensor.
+
+    Memory: a batch holds at most ``token_budget`` padded tokens, fewer on a GPU whose free
+    memory holds fewer (``memory.fit_tokens``); besides the model, the device holds one
+    batch's forward up to the last requested layer, and the host one batch's rows
+    (``rows x len(layers) x n_positions x d_model`` floats). A batch that runs out of memory
+    is retried at half the budget, which later batches keep.
     """
     if len(sequences) != len(starts):
         raise ValueError(f"{len(sequences)} sequences but {len(starts)} starts")
@@ -44,31 +56,55 @@ def capture_resid_pre(
             raise ValueError(
                 f"sequence {i}: positions {s}..{s + n_positions - 1} outside its {len(seq)} tokens"
             )
-    d = int(model.config.hidden_size)
-    out = torch.zeros(len(sequences), len(layers), n_positions, d, dtype=torch.float32)
+    shape = (len(sequences), len(layers), n_positions, int(model.config.hidden_size))
+    if out is None:
+        out = torch.zeros(shape, dtype=torch.float32)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}, the capture needs {shape}")
     if not sequences:
         return out
+    lengths = [len(s) for s in sequences]
+    budget = fit_tokens(model, token_budget, max(lengths))
+    queue = deque(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
     offsets = torch.arange(n_positions)
-    batches = token_batches([len(s) for s in sequences], token_budget)
-    for batch in tqdm(batches, desc="activations", unit="batch", disable=not progress):
+    bar = tqdm(total=len(sequences), desc="activations", unit="row", disable=not progress)
+    while queue:
+        batch = _take_tokens(queue, lengths, budget)
         ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         where = torch.tensor([starts[i] for i in batch])[:, None] + offsets  # [b, k]
-        got = _read_batch(model, ids, mask, where, layers)
+        try:
+            got = _read_batch(model, ids, mask, where, layers)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            budget = ids.numel() // 2  # for this batch's rows and every later batch
+            queue.extendleft(reversed(batch))
+            continue
         for li, layer in enumerate(layers):
             out[batch, li] = got[layer]
+        bar.update(len(batch))
+    bar.close()
     return out
 
 
 def token_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
     """Indices grouped longest first, each group's padded size (rows x longest) in budget."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
+    queue = deque(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
+    batches = []
+    while queue:
+        batches.append(_take_tokens(queue, lengths, token_budget))
     return batches
+
+
+def _take_tokens(queue: deque[int], lengths: list[int], token_budget: int) -> list[int]:
+    """The next batch from a queue sorted longest first: at least one row, then rows while
+    the padded size (rows x the first row's length) stays in budget."""
+    batch = [queue.popleft()]
+    while queue and (len(batch) + 1) * lengths[batch[0]] <= token_budget:
+        batch.append(queue.popleft())
+    return batch
 
 
 def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,10 +7,16 @@ Rows of different layers, or steered and control rows, share a batch: each layer
 ``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
 (transcoder features, recording) come in through ``batch_hook``, which is told which input
 rows each batch holds, in order.
+
+Sampling draws each row's noise from the row's own generator, seeded by ``(seed, row)``: a
+sample does not depend on which rows share its batch, so batch sizes, shared prefills and
+out-of-memory splits never change the tokens (up to the float differences of batched kernels).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,10 +24,18 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel
+from transformers import (
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.hooks import add_to_resid_pre
+from steerpipe.memory import fit_rows
 
 
 @dataclass(frozen=True)
@@ -75,13 +89,15 @@ def generate(
 
     Rows with the same prompt and the same steering (samples of one prompt) share a prefill:
     all but the prompt's last token run once, and the KV cache is copied to each row
-    (``share_prefill=False`` prefills every row). A batch that runs out of memory is split in
-    two and retried, down to a single row. ``batch_hook(rows)``, if given, is entered
+    (``share_prefill=False`` prefills every row). ``batch_size`` caps the rows of a batch; on
+    a GPU batches are smaller where the free memory holds fewer (``memory.fit_rows``). A
+    batch that runs out of memory is retried at half its rows, and later batches keep that
+    size, down to a single row. ``batch_hook(rows)``, if given, is entered
     around each batch's generation (``rows``: the prompts' indices in batch order); rows are
     not shared then, since the hook may act on the prompt.
 
-    ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original.
-    The same inputs, seed and batch size give the same tokens.
+    ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
+    row i's samples depend only on its prompt, steering, ``seed`` and ``i``, not on the batch.
     """
     if not prompts:
         return []
@@ -97,36 +113,58 @@ def generate(
     if eos_ids is None:
         eos = gen_cfg.eos_token_id
         eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    sample = temperature > 0
-    kwargs: dict[str, object] = {"do_sample": sample, "max_new_tokens": max_new_tokens}
-    if sample:
-        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    # sampling as greedy decoding of Gumbel-perturbed logits, the noise drawn per row
+    kwargs: dict[str, object] = {"do_sample": False, "max_new_tokens": max_new_tokens}
     out: list[list[int]] = [[] for _ in prompts]
-    torch.manual_seed(seed)
     d = int(model.config.hidden_size)
-    groups = _groups(prompts, steers, batch_size, share=share_prefill and batch_hook is None)
-    pending = list(reversed(_pack(groups, batch_size)))
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    limit = fit_rows(model, longest, batch_size)
+    queue = deque(_groups(prompts, steers, limit, share=share_prefill and batch_hook is None))
     bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
-    while pending:
-        batch = pending.pop()
+    while queue:
+        batch = _take(queue, limit)
         idx = [i for g in batch for i in g]
+        if temperature > 0:
+            noise = RowNoise([row_seed(seed, i) for i in idx], model.device)
+            warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
+            kwargs["logits_processor"] = LogitsProcessorList(warpers)
         try:
             new = _generate_batch(
                 model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs
             )
         except torch.OutOfMemoryError:
-            halves = _halve(batch)
-            if halves is None:
+            if len(idx) == 1:
                 raise
             if model.device.type == "cuda":
                 torch.cuda.empty_cache()
-            pending.extend(reversed(halves))  # the same rows in two smaller batches
+            limit = len(idx) // 2  # for this batch's rows and every later batch
+            queue.extendleft(reversed(batch))
             continue
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
         bar.update(len(idx))
     bar.close()
     return out
+
+
+def row_seed(seed: int, row: int) -> int:
+    """A 63-bit seed for one row, distinct across (seed, row) pairs."""
+    digest = hashlib.sha256(f"{seed}:{row}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class RowNoise(LogitsProcessor):
+    """Adds Gumbel noise from each row's own generator, so that the argmax of the result is a
+    sample from ``softmax(scores)`` (the Gumbel-max trick) whatever rows share the batch."""
+
+    def __init__(self, seeds: list[int], device: torch.device) -> None:
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        n = scores.shape[-1]
+        u = torch.stack([torch.rand(n, generator=g, device=scores.device) for g in self.generators])
+        tiny = torch.finfo(u.dtype).tiny  # u = 0 would give -log(0)
+        return scores - torch.log(-torch.log(u.clamp_min(tiny))).to(scores.dtype)  # type: ignore[return-value]
 
 
 def _generate_batch(
@@ -165,16 +203,6 @@ def _generate_batch(
     return list(result[:, ids.shape[1] :].tolist())
 
 
-def _halve(batch: list[list[int]]) -> list[list[list[int]]] | None:
-    """Two batches with the rows of ``batch`` (None for a single row): on out-of-memory."""
-    if len(batch) > 1:
-        return [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
-    group = batch[0]
-    if len(group) > 1:
-        return [[group[: len(group) // 2]], [group[len(group) // 2 :]]]
-    return None
-
-
 def _groups(
     prompts: list[list[int]], steers: Sequence[Steer | None], limit: int, *, share: bool
 ) -> list[list[int]]:
@@ -193,17 +221,19 @@ def _groups(
     return sorted(groups, key=lambda g: (len(prompts[g[0]]), g[0]))
 
 
-def _pack(groups: list[list[int]], batch_size: int) -> list[list[list[int]]]:
-    """Consecutive groups into batches of at most ``batch_size`` rows."""
-    batches: list[list[list[int]]] = []
+def _take(queue: deque[list[int]], limit: int) -> list[list[int]]:
+    """The next batch: consecutive groups up to ``limit`` rows, or the first ``limit`` rows of
+    a group that alone is larger (the rest stays queued)."""
+    batch: list[list[int]] = []
     rows = 0
-    for g in groups:
-        if not batches or rows + len(g) > batch_size:
-            batches.append([])
-            rows = 0
-        batches[-1].append(g)
-        rows += len(g)
-    return batches
+    while queue and rows + len(queue[0]) <= limit:
+        batch.append(queue.popleft())
+        rows += len(batch[-1])
+    if not batch:
+        group = queue.popleft()
+        batch, rest = [group[:limit]], group[limit:]
+        queue.appendleft(rest)
+    return batch
 
 
 def _prefill(

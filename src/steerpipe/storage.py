@@ -2,6 +2,7 @@
 
 Tables are Parquet (pyarrow), tensors safetensors with string metadata, metrics JSON.
 A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file.
+``tensor_file`` streams one large tensor to disk row by row (activation dumps).
 ``load_table`` reads the input data sets: a hub id through ``datasets``, or a local Parquet file.
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -89,19 +92,65 @@ def write_tensors(
         save_file(contiguous, str(tmp), metadata=meta)
 
 
+@contextmanager
+def tensor_file(
+    path: str | Path, name: str, shape: tuple[int, ...], metadata: dict[str, Any]
+) -> Iterator[torch.Tensor]:
+    """A zero-filled float32 tensor mapped onto a safetensors file, to be filled in place.
+
+    Rows can arrive in any order and only the pages being written are held in memory, so a
+    dump larger than RAM streams to disk. The file is the one ``write_tensors`` would write
+    for the same tensor (byte for byte: the same header, written as safetensors writes it)
+    and appears at ``path`` only when the block exits without an error.
+    """
+    nbytes = 4 * int(np.prod(shape))
+    header = {
+        "__metadata__": {_META_KEY: json.dumps(metadata, sort_keys=True)},
+        name: {"dtype": "F32", "shape": list(shape), "data_offsets": [0, nbytes]},
+    }
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            f.truncate(8 + len(text) + nbytes)  # a sparse file of zeros
+        if nbytes == 0:  # nothing to map
+            yield torch.zeros(shape)
+            return
+        mapped = np.memmap(tmp, dtype="<f4", mode="r+", offset=8 + len(text), shape=shape)
+        yield torch.from_numpy(mapped)
+        mapped.flush()
+        del mapped
+
+
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    return tensors, read_metadata(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    with safe_open(str(path), framework="pt") as f:
         raw = f.metadata() or {}
     if _META_KEY in raw:
-        return tensors, json.loads(raw[_META_KEY])
+        return dict(json.loads(raw[_META_KEY]))
     meta: dict[str, Any] = {}  # files written by other tools: one JSON value per key
     for k, v in raw.items():
         try:
             meta[k] = json.loads(v)
         except json.JSONDecodeError:
             meta[k] = v
-    return tensors, meta
+    return meta
+
+
+def iter_rows(path: str | Path, name: str, chunk: int = 256) -> Iterator[torch.Tensor]:
+    """Tensor ``name`` of a safetensors file, ``chunk`` rows (first dimension) at a time,
+    so that a file larger than memory can be reduced."""
+    with safe_open(str(path), framework="pt") as f:
+        rows = f.get_slice(name)
+        n = rows.get_shape()[0]
+        for start in range(0, n, chunk):
+            yield rows[start : start + chunk]
 
 
 def write_json(obj: Any, path: str | Path) -> None:
