@@ -23,6 +23,39 @@ def test_bfloat16(tiny_model_dir) -> None:
     assert model.dtype == torch.bfloat16
 
 
+def test_device_map_loads_the_same_model(tiny_model, tmp_path, tokenizer, monkeypatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    tiny_model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    real = AutoModelForCausalLM.from_pretrained
+    seen: list[object] = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("device_map"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    placed, _ = load_model(str(tmp_path), device_map="auto")
+    plain, _ = load_model(str(tmp_path))
+    assert seen == ["auto", None]  # accelerate places it (all on the CPU here: no GPU)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(placed(ids).logits, plain(ids).logits)
+    with pytest.raises(StageError, match="device_map"):
+        load_model(str(tmp_path), random_init=True, device_map="auto")
+
+
+def test_unsupported_architecture_is_named(tmp_path, tokenizer) -> None:
+    from transformers import DiffLlamaConfig
+
+    DiffLlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(StageError, match=r"is a DiffLlamaForCausalLM, which TransformerLens"):
+        load_model(str(tmp_path), random_init=True)
+
+
 def test_bad_dtype() -> None:
     with pytest.raises(StageError, match="model.dtype"):
         parse_dtype("int8")

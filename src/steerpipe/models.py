@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError
@@ -57,6 +63,7 @@ def load_from_params(params: dict[str, Any]) -> tuple[PreTrainedModel, Tokenizer
         device=params.get("device", "cpu"),
         random_init=bool(params.get("random_init", False)),
         seed=int(params.get("seed", 0)),
+        device_map=params.get("device_map"),
     )
 
 
@@ -152,32 +159,67 @@ def load_model(
     random_init: bool = False,
     seed: int = 0,
     attn_implementation: str = "sdpa",
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, Tokenizer]:
     """The HF causal LM in eval mode, without gradients, and its tokenizer (pad token set).
 
     ``random_init`` builds the architecture from the config alone, seeded: models of the real
-    shapes for tests and benchmarks where no weights can be had.
+    shapes for tests and benchmarks where no weights can be had. ``device_map`` (``auto``,
+    ``balanced``, a dict...) spreads the layers over the machine's GPUs through accelerate, for
+    models that do not fit on one; ``device`` is then not used. Models other than the packaged
+    one are checked against what TransformerLens's bridge supports (``check_architecture``).
     """
     torch_dtype = parse_dtype(dtype)
     device = resolve_device(device)
+    if device_map is not None and random_init:
+        raise StageError("model.device_map places loaded weights; with random_init use device")
     tok = load_tokenizer(name)
-    if name == PACKAGED_SMOLLM2:
+    packaged = name == PACKAGED_SMOLLM2
+    if packaged:
         name = str(packaged_smollm2_folder())
-    if random_init:
-        config = _from_pretrained(AutoConfig, name)
-    else:
-        model = _from_pretrained(
-            AutoModelForCausalLM, name, dtype=torch_dtype, attn_implementation=attn_implementation
-        )
+    config = _from_pretrained(AutoConfig, name)
+    if not packaged:  # the packaged SmolLM2 is a Llama, checked against the bridge in tests
+        check_architecture(config, name)
     if random_init:
         config._attn_implementation = attn_implementation
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    model = model.to(device).eval()
+    else:
+        placement = {"device_map": device_map} if device_map is not None else {}
+        model = _from_pretrained(
+            AutoModelForCausalLM,
+            name,
+            dtype=torch_dtype,
+            attn_implementation=attn_implementation,
+            **placement,
+        )
+    if device_map is None:
+        model = model.to(device)
+    model = model.eval()
     model.requires_grad_(False)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def check_architecture(config: PretrainedConfig, name: str) -> None:
+    """A clear error for a model whose architecture TransformerLens's bridge does not know
+    (the pipeline's hooks use the bridge's hook names, and the tests compare against it)."""
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not architectures:  # a config written from code: the causal LM class of its type
+        causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+        if causal is None:
+            raise StageError(f"model.name {name!r}: {config.model_type!r} is not a causal LM")
+        architectures = [causal]
+    if not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
+        raise StageError(
+            f"model.name {name!r} is a {', '.join(architectures)}, which TransformerLens's "
+            f"TransformerBridge does not support ({len(SUPPORTED_ARCHITECTURES)} architectures "
+            "do, e.g. LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM)"
+        )
 
 
 def load_bridge(model: PreTrainedModel, tokenizer: Tokenizer, name: str | None = None) -> Any:
