@@ -18,7 +18,7 @@ from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params
 from steerpipe.neurons import FeatureSteer, generate_steered
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
-from steerpipe.transcoders import load_layers
+from steerpipe.transcoders import load_layers, place
 from steerpipe.yesno import parse_answer, prompt_ids, render
 
 
@@ -55,7 +55,7 @@ def main() -> None:
     questions = read_parquet("data/questions/eval.parquet")
     model, tok = load_from_params(load_params("model"))
     layers = [int(x) for x in t["layers"]]
-    transcoders = load_layers(t["transcoders"], t["file"], layers)
+    transcoders = place(load_layers(t["transcoders"], t["file"], layers), model)
     conds = conditions(layers, [float(s) for s in p["strengths"]], int(p["seed"]))
     texts = [render(t["templates"][p["style"]], q) for q in questions]
     ids = [prompt_ids(tok, x, chat_template=bool(t["chat_template"])) for x in texts]

@@ -18,7 +18,7 @@ from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params
 from steerpipe.neurons import trace_features
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
-from steerpipe.transcoders import load_layers
+from steerpipe.transcoders import load_layers, place
 from steerpipe.yesno import prompt_ids, render
 
 
@@ -30,7 +30,9 @@ def main() -> None:
         raise StageError("traces.templates: no prompt styles")
     questions = read_parquet("data/questions/trace.parquet")
     model, tok = load_from_params(model_params)
-    transcoders = load_layers(p["transcoders"], p["file"], [int(x) for x in p["layers"]])
+    transcoders = place(
+        load_layers(p["transcoders"], p["file"], [int(x) for x in p["layers"]]), model
+    )
     tensors: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in transcoders}
     records, metrics = [], {}
     for style, template in templates.items():

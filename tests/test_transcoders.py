@@ -255,3 +255,20 @@ def test_saelens_wrong_hook_point(tmp_path) -> None:
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(StageError, match="not an MLP input"):
         load_transcoder(tmp_path)
+
+
+def test_place_moves_each_transcoder_to_its_layer() -> None:
+    from tiny import tiny_config
+    from transformers import LlamaForCausalLM
+
+    from steerpipe.transcoders import place
+
+    model = LlamaForCausalLM(tiny_config(vocab_size=100)).eval()  # 4 layers, d_model 64
+    tcs = {1: random_transcoder(layer=1), 3: random_transcoder(layer=3)}
+    same = place(tcs, model)  # already in place: no copy
+    assert same[1].W_enc.data_ptr() == tcs[1].W_enc.data_ptr()
+    placed = place(tcs, model.to(torch.bfloat16))
+    assert all(tc.W_enc.dtype == torch.bfloat16 for tc in placed.values())
+    assert torch.equal(placed[3].W_dec, tcs[3].W_dec.to(torch.bfloat16))
+    with pytest.raises(StageError, match="the model has 4 layers"):
+        place({9: random_transcoder(layer=9)}, model)

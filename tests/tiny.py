@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import LlamaConfig
 
+from steerpipe.standins import steps_rows
+
 
 def tiny_config(vocab_size: int, n_layers: int = 4) -> LlamaConfig:
     return LlamaConfig(
@@ -24,20 +26,4 @@ def tiny_config(vocab_size: int, n_layers: int = 4) -> LlamaConfig:
 
 def synthetic_rows(n: int = 12) -> list[dict]:
     """Rows in the schema of immindich/reasoning-steps-labeled, each with both kinds."""
-    rows = []
-    for i in range(n):
-        steps = [
-            f"We need to add {i} and {i + 3} to find the total number of apples in the basket.",
-            f"Adding them gives {i} + {i + 3} = {2 * i + 3}, which is the number of apples.",
-            f"Wait, let me double-check that sum once more: {i} plus {i + 3} is {2 * i + 3}.",
-            f"Therefore, the answer is {2 * i + 3} apples in the basket at the end of the day.",
-        ]
-        rows.append(
-            {
-                "problem": f"A basket has {i} apples and gets {i + 3} more. How many now?",
-                "steps": steps,
-                "verification_steps": [2],
-                "conclusion_steps": [3],
-            }
-        )
-    return rows
+    return steps_rows(n)

@@ -199,6 +199,18 @@ def load_layers(folder: str | Path, file: str, layers: list[int]) -> dict[int, T
     return out
 
 
+def place(transcoders: dict[int, Transcoder], model: nn.Module) -> dict[int, Transcoder]:
+    """Each transcoder checked against ``model`` and moved, once, to its layer's device and
+    dtype: the hooks would otherwise copy the weights (GBs for 65k features) on every call."""
+    blocks = decoder_layers(model)
+    placed = {}
+    for layer, tc in transcoders.items():
+        tc.check_model(model)
+        weight = next(blocks[layer].parameters())
+        placed[layer] = tc.to(weight.device, weight.dtype)
+    return placed
+
+
 def _layer_of(hook_name: str, source: Path) -> int:
     match = re.match(r"^blocks\.(\d+)\.(ln2\.hook_normalized|mlp\.hook_in)$", hook_name)
     if not match:

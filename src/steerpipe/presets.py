@@ -1,0 +1,196 @@
+"""Presets: the papers' settings as one command each, and a dry run of each on stand-ins.
+
+    python -m steerpipe.presets --list
+    python -m steerpipe.presets paper-a                  # the real run: GPU, hub, API key
+    python -m steerpipe.presets paper-a --dry-run        # tiny stand-ins, offline, CPU
+    python -m steerpipe.presets paper-b -S traces.transcoders=/data/tc   # your overrides last
+    python -m steerpipe.presets paper-a --print          # only show the dvc command
+
+A preset is ``presets/<name>.yaml``: the stage to reach (``target``), the parameters that
+differ from params.yaml (``params``), optionally the original's numbers (``reference``) and
+the parameters that must name an existing path (``must_exist``), and a
+``dry_run`` section: which parameters point at stand-ins (``steerpipe.standins``) and the tiny
+sizes. The command it runs is ``dvc exp run -n <name> <target> -S key=value ...``, so the
+run is an ordinary DVC experiment: cached, and compared with ``dvc exp show``. Run it from
+the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from steerpipe import standins
+from steerpipe.config import StageError
+
+
+def load_preset(name: str, root: Path = Path(".")) -> dict[str, Any]:
+    path = root / "presets" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
+        raise StageError(f"no preset {name!r} in {root / 'presets'}; there are: {known}")
+    preset = yaml.safe_load(path.read_text())
+    for key in ("target", "params"):
+        if key not in preset:
+            raise StageError(f"{path}: no {key!r}")
+    return dict(preset)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def override_value(value: Any) -> str:
+    """A value in the syntax of ``dvc exp run -S`` (Hydra's overrides): strings quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        if "\\" in value or "'" in value:
+            raise StageError(f"preset value {value!r}: quotes and backslashes are not supported")
+        return f"'{value}'"
+    raise StageError(f"preset value {value!r}: not a string, number, boolean or list")
+
+
+def check_keys(params: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Every key a preset sets exists in params.yaml (a typo would otherwise add a key)."""
+    known = flatten(params)
+    prefixes = {k.rsplit(".", i)[0] for k in known for i in range(k.count(".") + 1)}
+    unknown = [k for k in overrides if k not in known and k not in prefixes]
+    if unknown:
+        raise StageError(f"preset sets {unknown}, which params.yaml does not have")
+
+
+def build_standins(preset: dict[str, Any], params: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Writes the dry run's stand-ins into ``folder``; the parameters that point at them."""
+    spec = preset["dry_run"]["standins"]
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {}
+    name = spec["model"]
+    model_dir = standins.write_model(name, folder / "model")
+    out.update({"model.name": str(model_dir.resolve()), "model.random_init": True})
+    if "steps" in spec:
+        from steerpipe.steps import SCHEMA
+
+        table = pa.Table.from_pylist(standins.steps_rows(24), schema=SCHEMA)
+        pq.write_table(table, folder / "steps.parquet")
+        out[spec["steps"]] = str((folder / "steps.parquet").resolve())
+    if "questions" in spec:
+        pq.write_table(pa.Table.from_pylist(standins.boolq_rows(24)), folder / "boolq.parquet")
+        out[spec["questions"]] = str((folder / "boolq.parquet").resolve())
+    if "transcoders" in spec:
+        arch = standins.ARCHITECTURES[name]
+        d_model = int(arch.config["num_attention_heads"]) * arch.head_dim
+        traces = params["traces"]
+        standins.write_transcoders(
+            folder / "transcoders", traces["file"], traces["layers"], d_model
+        )
+        out[spec["transcoders"]] = str((folder / "transcoders").resolve())
+    return out
+
+
+def command(
+    name: str, *, dry_run: bool = False, extra: list[str] | None = None, root: Path = Path(".")
+) -> list[str]:
+    """The ``dvc exp run`` command of a preset (building the stand-ins of a dry run)."""
+    preset = load_preset(name, root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    overrides = flatten(preset["params"])
+    if dry_run:
+        if "dry_run" not in preset:
+            raise StageError(f"preset {name!r} has no dry_run section")
+        overrides.update(flatten(preset["dry_run"].get("params", {})))
+        merged = merge(params, preset["params"])
+        overrides.update(build_standins(preset, merged, root / ".dry-run" / name))
+    check_keys(params, overrides)
+    given = dict(item.split("=", 1) for item in extra or [])
+    for key in preset.get("must_exist", []):  # e.g. the user's transcoder folder
+        path = given.get(key, "").strip("'\"") or str(overrides.get(key, ""))
+        if not Path(path).exists():
+            raise StageError(f"{key}: {path!r} does not exist; pass -S {key}=<path>")
+    args = ["dvc", "exp", "run", "-n", f"{name}-dry-run" if dry_run else name]
+    for key, value in overrides.items():
+        args += ["-S", f"{key}={override_value(value)}"]
+    for item in extra or []:
+        args += ["-S", item]
+    return [*args, str(preset["target"])]
+
+
+def beside_reference(preset: dict[str, Any], root: Path = Path(".")) -> str:
+    """Our concluding rates next to the original's (experiment A presets)."""
+    reference = preset.get("reference")
+    metrics_path = root / "data" / "report" / "metrics.json"
+    if not reference or not metrics_path.exists():
+        return ""
+    ours = json.loads(metrics_path.read_text())
+    lines = ["| condition | ours | original |", "|---|---|---|"]
+    for cond, ref in reference.items():
+        got = ours[cond]
+        k, n = int(got["count"]), int(got["n"])
+        lines.append(
+            f"| {cond} | {k}/{n} = {k / n:.3f} | {ref['concluding']}/{ref['n']} = {ref['rate']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("name", nargs="?", help="a preset in presets/")
+    ap.add_argument("--dry-run", action="store_true", help="tiny stand-ins, offline")
+    ap.add_argument(
+        "-S", "--set", action="append", default=[], help="key=value, after the preset's"
+    )
+    ap.add_argument("--print", action="store_true", help="print the dvc command, do not run it")
+    ap.add_argument("--list", action="store_true", help="list the presets")
+    args = ap.parse_args(argv)
+    if args.list or not args.name:
+        for path in sorted(Path("presets").glob("*.yaml")):
+            print(f"{path.stem}: {yaml.safe_load(path.read_text()).get('description', '')}")
+        return 0
+    try:
+        cmd = command(args.name, dry_run=args.dry_run, extra=args.set)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(" ".join(cmd if args.print else cmd[:6] + ["..."] + cmd[-1:]), flush=True)
+    if args.print:
+        return 0
+    code = subprocess.run(cmd).returncode
+    if code == 0:
+        print(beside_reference(load_preset(args.name)))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
