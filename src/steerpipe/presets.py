@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     code = subprocess.run(cmd).returncode
     if code == 0:
         print(beside_reference(load_preset(args.name)))
+        print(
+            "The workspace now holds this experiment (params.yaml, data/); `dvc exp show` "
+            "compares it with others, `git checkout params.yaml && dvc checkout` goes back."
+        )
     return code
 
 
