@@ -71,6 +71,16 @@ def test_paper_a_command() -> None:
     assert sets[-1] == "steer.layer=auto"  # the user's overrides come last, so they win
 
 
+def test_a_variant_extends_its_preset() -> None:
+    auto = load_preset("paper-a-auto", ROOT)
+    base = load_preset("paper-a", ROOT)
+    assert auto["params"]["steer"]["layer"] == auto["params"]["steer"]["position"] == "auto"
+    assert auto["params"]["sweep"] == base["params"]["sweep"] and auto["target"] == "report"
+    sets = command("paper-a-auto", root=ROOT)
+    assert "steer.layer='auto'" in sets and "model.dtype='bfloat16'" in sets
+    assert sets[4] == "paper-a-auto"
+
+
 def test_paper_b_command(tmp_path: Path) -> None:
     with pytest.raises(StageError, match="traces.transcoders: .* does not exist; pass -S"):
         command("paper-b", root=ROOT)  # the placeholder folder: the user must give theirs

@@ -8,17 +8,18 @@
 
 A preset is ``presets/<name>.yaml``: the stage to reach (``target``), the parameters that
 differ from params.yaml (``params``), optionally the original's numbers (``reference``) and
-the parameters that must name an existing path (``must_exist``), and a
-``dry_run`` section: which parameters point at stand-ins (``steerpipe.standins``) and the tiny
-sizes. The command it runs is ``dvc exp run -n <name> <target> -S key=value ...``, so the
-run is an ordinary DVC experiment: cached, and compared with ``dvc exp show``. Run it from
-the repository root.
+the parameters that must name an existing path (``must_exist``), and a ``dry_run`` section:
+which parameters point at stand-ins (``steerpipe.standins``) and the tiny sizes. A preset
+with ``extends: <other>`` is a variant of another. The command it runs is
+``dvc exp run -n <name> <target> -S key=value ...``, so the run is an ordinary DVC
+experiment: cached, and compared with ``dvc exp show``. Run it from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ def load_preset(name: str, root: Path = Path(".")) -> dict[str, Any]:
         known = sorted(p.stem for p in (root / "presets").glob("*.yaml"))
         raise StageError(f"no preset {name!r} in {root / 'presets'}; there are: {known}")
     preset = yaml.safe_load(path.read_text())
+    if "extends" in preset:  # a variant: another preset with some parameters changed
+        preset = merge(load_preset(preset.pop("extends"), root), preset)
     for key in ("target", "params"):
         if key not in preset:
             raise StageError(f"{path}: no {key!r}")
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(" ".join(cmd if args.print else cmd[:6] + ["..."] + cmd[-1:]), flush=True)
+    print(shlex.join(cmd) if args.print else " ".join([*cmd[:6], "...", cmd[-1]]), flush=True)
     if args.print:
         return 0
     code = subprocess.run(cmd).returncode
