@@ -45,6 +45,8 @@ def test_unknown_keys_and_presets_are_errors() -> None:
         check_keys(params, {"sweep.layer": 1})
     with pytest.raises(StageError, match="there are: .*paper-a"):
         load_preset("paper-z", ROOT)
+    with pytest.raises(StageError, match="key=value"):
+        command("paper-a", extra=["steer.layer"], root=ROOT)
 
 
 def test_paper_a_command() -> None:

@@ -137,6 +137,9 @@ def command(
         merged = merge(params, preset["params"])
         overrides.update(build_standins(preset, merged, root / ".dry-run" / name))
     check_keys(params, overrides)
+    bad = [item for item in extra or [] if "=" not in item]
+    if bad:
+        raise StageError(f"-S takes key=value, got {bad}")
     given = dict(item.split("=", 1) for item in extra or [])
     for key in preset.get("must_exist", []):  # e.g. the user's transcoder folder
         path = given.get(key, "").strip("'\"") or str(overrides.get(key, ""))
