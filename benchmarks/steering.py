@@ -29,22 +29,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from steerpipe.activations import capture_resid_pre
 from steerpipe.generation import Steer, generate
 from steerpipe.models import load_bridge, load_from_params, load_tokenizer, parse_dtype
-
-R1_DISTILL = Qwen2Config(
-    vocab_size=151936,
-    hidden_size=1536,
-    intermediate_size=8960,
-    num_hidden_layers=28,
-    num_attention_heads=12,
-    num_key_value_heads=2,
-    max_position_embeddings=131072,
-    tie_word_embeddings=False,
-)
+from steerpipe.standins import real_config
 
 
 def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
@@ -52,7 +42,7 @@ def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
         params = {"name": "packaged:smollm2", "dtype": dtype, "device": device}
         return load_from_params({**params, "random_init": False, "seed": 0})
     torch.manual_seed(0)
-    config = R1_DISTILL
+    config = real_config("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
     config._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(config, torch_dtype=parse_dtype(dtype))
     return model.to(device).eval().requires_grad_(False), load_tokenizer()
@@ -215,9 +205,11 @@ def main() -> None:
     work = f"capture: {args.capture_prompts} prompts, {n_layers} layers x 5 positions"
     compare(work, sum(lengths), seed_cap, our_cap)
     print_table(rows, 2 * non_embedding_params(model), args)
-    # the bridge runs the model in eager attention, the pipeline in sdpa: equal to the dtype
+    # the bridge runs the model in eager attention, the pipeline in sdpa: equal to the dtype.
+    # bf16 rounding over 28 random layers gave 2.5e-2 on the CPU (r1-distill shape); a wrong
+    # hook point or position differs by order 1
     diff = (captured["seed"] - captured["ours"]).abs().max() / captured["seed"].abs().max()
-    tol = 1e-4 if model.dtype == torch.float32 else 3e-2
+    tol = 1e-4 if model.dtype == torch.float32 else 5e-2
     print(f"\ncapture: pipeline and seed loop differ by {diff:.1e} of the largest value")
     if diff > tol:
         raise SystemExit(f"capture: the pipeline disagrees with the seed loop (> {tol:g})")

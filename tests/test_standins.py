@@ -87,6 +87,19 @@ def test_standin_models_have_the_real_layout(standin) -> None:
     assert tok.convert_tokens_to_ids("<|eot_id|>") in stop and len(stop) == 3
 
 
+def test_real_configs_have_the_real_size() -> None:
+    from transformers import AutoModelForCausalLM
+
+    from steerpipe.standins import real_config
+
+    with torch.device("meta"):  # no memory: only the parameter count
+        model = AutoModelForCausalLM.from_config(real_config(R1))
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    non_embedding = sum(p.numel() for p in model.parameters() if id(p) not in skip)
+    assert round(non_embedding / 1e9, 2) == 1.31  # the 1.31B non-embedding parameters
+    assert real_config(LLAMA).hidden_size == 4096
+
+
 def test_standin_hooks_agree_with_the_bridge(standin) -> None:
     model, tok = standin[R1]
     bridge = load_bridge(model, tok, R1)

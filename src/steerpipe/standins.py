@@ -34,6 +34,7 @@ class Architecture:
 
     config_class: Callable[..., PretrainedConfig]
     config: dict[str, Any]  # the real config's values, less the widths
+    widths: dict[str, int]  # the real widths (hidden_size, intermediate_size)
     head_dim: int  # the stand-in's (tiny) head width
     template: str  # file in steerpipe/templates
     bos: str
@@ -57,6 +58,7 @@ ARCHITECTURES = {
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": False,
         },
+        widths={"hidden_size": 1536, "intermediate_size": 8960},
         head_dim=8,
         template="r1_distill_qwen.jinja",
         bos="<｜begin▁of▁sentence｜>",
@@ -85,6 +87,7 @@ ARCHITECTURES = {
             "rms_norm_eps": 1e-5,
             "tie_word_embeddings": False,
         },
+        widths={"hidden_size": 4096, "intermediate_size": 14336},
         head_dim=4,
         template="llama31_instruct.jinja",
         bos="<|begin_of_text|>",
@@ -101,6 +104,15 @@ _CORPUS = [
     "Answer: Yes. No. True. False. We need to add the apples: 3 + 4 = 7, so there are 7.",
     "All engineers are whales. Does it logically follow that all engineers are teachers?",
 ]
+
+
+def real_config(name: str) -> PretrainedConfig:
+    """The real model's config, full widths included: random models of the real size (the
+    GPU benchmark) without the hub."""
+    arch = ARCHITECTURES[name]
+    config = arch.config_class(**arch.config, **arch.widths)
+    config.architectures = [type(config).__name__.replace("Config", "ForCausalLM")]
+    return config
 
 
 def chat_template(name: str) -> str:
