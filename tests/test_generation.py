@@ -236,7 +236,7 @@ def test_sampling_follows_the_top_p_distribution() -> None:
     tv = 0.5 * (counts / n - want).abs().sum()
     assert tv < 0.04, tv  # sampling error alone is about 0.015 here
     assert row_seed(0, 1) != row_seed(1, 0)
-    noise = RowNoise([row_seed(0, 0)], torch.device("cpu"))
+    noise = RowNoise([row_seed(0, 0)])
     assert torch.isfinite(noise(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 50))).all()
 
 

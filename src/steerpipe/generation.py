@@ -125,7 +125,7 @@ def generate(
         batch = _take(queue, limit)
         idx = [i for g in batch for i in g]
         if temperature > 0:
-            noise = RowNoise([row_seed(seed, i) for i in idx], model.device)
+            noise = RowNoise([row_seed(seed, i) for i in idx])
             warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
         try:
@@ -157,10 +157,13 @@ class RowNoise(LogitsProcessor):
     """Adds Gumbel noise from each row's own generator, so that the argmax of the result is a
     sample from ``softmax(scores)`` (the Gumbel-max trick) whatever rows share the batch."""
 
-    def __init__(self, seeds: list[int], device: torch.device) -> None:
-        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+    def __init__(self, seeds: list[int]) -> None:
+        self.seeds = seeds
+        self.generators: list[torch.Generator] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.generators:  # on the logits' device: the last GPU under a device_map
+            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
         n = scores.shape[-1]
         u = torch.stack([torch.rand(n, generator=g, device=scores.device) for g in self.generators])
         tiny = torch.finfo(u.dtype).tiny  # u = 0 would give -log(0)
