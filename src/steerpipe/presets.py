@@ -113,8 +113,7 @@ def build_standins(preset: dict[str, Any], params: dict[str, Any], folder: Path)
         pq.write_table(pa.Table.from_pylist(standins.boolq_rows(24)), folder / "boolq.parquet")
         out[spec["questions"]] = str((folder / "boolq.parquet").resolve())
     if "transcoders" in spec:
-        arch = standins.ARCHITECTURES[name]
-        d_model = int(arch.config["num_attention_heads"]) * arch.head_dim
+        d_model = standins.ARCHITECTURES[name].standin_hidden_size
         traces = params["traces"]
         standins.write_transcoders(
             folder / "transcoders", traces["file"], traces["layers"], d_model

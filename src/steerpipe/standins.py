@@ -44,6 +44,11 @@ class Architecture:
     special: list[str] = field(default_factory=list)  # further special tokens
     added: list[str] = field(default_factory=list)  # added tokens that are not special
 
+    @property
+    def standin_hidden_size(self) -> int:
+        """The stand-in's d_model: the real head count at the tiny head width."""
+        return int(self.config["num_attention_heads"]) * self.head_dim
+
 
 ARCHITECTURES = {
     "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": Architecture(
@@ -155,8 +160,7 @@ def write_model(name: str, folder: str | Path) -> Path:
     arch = ARCHITECTURES[name]
     folder = Path(folder)
     tok = build_tokenizer(name)
-    heads = int(arch.config["num_attention_heads"])
-    hidden = heads * arch.head_dim
+    hidden = arch.standin_hidden_size
     vocab = tok.get_vocab()
     stop = [vocab[t] for t in arch.stop]
     config = arch.config_class(
@@ -210,13 +214,12 @@ def boolq_rows(n: int = 24) -> list[dict[str, Any]]:
 
 def write_transcoders(
     folder: str | Path, file: str, layers: list[int], d_model: int, d_sae: int = 64, seed: int = 0
-) -> list[Path]:
+) -> None:
     """Random transcoders in transcoder_circuits' layout (``{"cfg", "state_dict"}`` and a
     ``*_log_feature_sparsity.pt`` beside each), at ``folder / file.format(layer=L)``. The cfg
     is a plain dict here; the real checkpoints pickle a config object, which the loader reads
     the same way (tests/test_transcoders.py)."""
     g = torch.Generator().manual_seed(seed)
-    paths = []
     for layer in layers:
         path = Path(folder) / file.format(layer=layer)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,5 +237,3 @@ def write_transcoders(
         torch.save(
             torch.full((d_sae,), -2.0), path.with_name(path.stem + "_log_feature_sparsity.pt")
         )
-        paths.append(path)
-    return paths
