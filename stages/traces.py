@@ -2,15 +2,24 @@
 
     python stages/traces.py               (reads `model` and `traces`)
 
-For every trace question and every style in `traces.templates` (basic, 0shot, fewshot), the
-model generates `traces.n_steps` tokens greedily (KV cache, left padding) and the features of
-the transcoders at `traces.layers` are recorded at the last real token of every step.
-Outputs: data/traces/layers/layer_<L>.safetensors (per style, one sparse row per question and step,
-plus `<style>.steps`: the number of steps of each question), data/traces/traces.parquet (the
-prompts and generations) and data/traces/metrics.json (mean steps and active features).
+`traces.transcoders` is a local folder or a hub repo id (HF cache first); each layer's
+transcoder is read at the hook point its format names (`traces.input_hook` overrides it) and
+placed on the model one layer at a time. A fidelity gate comes first: on the first
+`traces.fidelity_tokens` tokens of the stage's own prompts, each transcoder must explain at
+least `traces.min_fve` of its MLP output's variance (null: measure only), or the stage stops
+naming the file and the hook point it read; a transcoder read at the wrong point fails here.
+Then, for every trace question and style in `traces.templates` (basic, 0shot, fewshot), the
+model generates `traces.n_steps` tokens greedily (KV cache, left padding) and the features are
+recorded at the last real token of every step.
+Outputs: data/traces/layers/layer_<L>.safetensors (per style, one sparse row per question and
+step, plus `<style>.steps`: the number of steps of each question), data/traces/traces.parquet
+(the prompts and generations) and data/traces/metrics.json (the gate's measurements: FVE, L0,
+next-token loss with the MLP replaced; mean steps and active features).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -18,7 +27,9 @@ from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params
 from steerpipe.neurons import trace_features
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
-from steerpipe.transcoders import load_layers, place
+from steerpipe.transcoder_sets import iter_layers, resolve_source
+from steerpipe.transcoder_training import check_fidelity, fidelity, next_token_loss
+from steerpipe.transcoders import Transcoder, place
 from steerpipe.yesno import prompt_ids, render
 
 
@@ -30,22 +41,40 @@ def main() -> None:
         raise StageError("traces.templates: no prompt styles")
     questions = read_parquet("data/questions/trace.parquet")
     model, tok = load_from_params(model_params)
-    transcoders = place(
-        load_layers(p["transcoders"], p["file"], [int(x) for x in p["layers"]]), model
-    )
+    layers = [int(x) for x in p["layers"]]
+    texts = {s: [render(t, q) for q in questions] for s, t in templates.items()}
+    chat = bool(p["chat_template"])
+    prompts = {s: [prompt_ids(tok, x, chat_template=chat) for x in xs] for s, xs in texts.items()}
+    # The gate's tokens: the trace prompts, style by style for each question in turn.
+    sample: list[list[int]] = []
+    for i in range(len(questions)):
+        for style in templates:
+            if sum(map(len, sample)) < int(p["fidelity_tokens"]):
+                sample.append(prompts[style][i])
+    pad = int(tok.pad_token_id)
+    base_loss = next_token_loss(model, sample, pad_id=pad)
+    min_fve = None if p["min_fve"] is None else float(p["min_fve"])
+    folder = resolve_source(str(p["transcoders"]), str(p["file"]), layers)
+    transcoders: dict[int, Transcoder] = {}
+    metrics: dict[str, Any] = {"fidelity": {}}
+    for tc in iter_layers(folder, str(p["file"]), layers, input_hook=p["input_hook"]):
+        tc = place(tc, model)  # one layer's weights on the host at a time
+        stats = fidelity(model, tc, sample, pad_id=pad, base_loss=base_loss)
+        print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
+        check_fidelity(tc, stats, min_fve)
+        metrics["fidelity"][f"layer_{tc.layer}"] = {**stats, "input_hook": tc.input_hook}
+        transcoders[tc.layer] = tc
     tensors: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in transcoders}
-    records, metrics = [], {}
-    for style, template in templates.items():
-        texts = [render(template, q) for q in questions]
-        prompts = [prompt_ids(tok, t, chat_template=bool(p["chat_template"])) for t in texts]
-        print(f"{style}: {len(prompts)} prompts, {int(p['n_steps'])} steps")
+    records = []
+    for style in templates:
+        print(f"{style}: {len(prompts[style])} prompts, {int(p['n_steps'])} steps")
         traces = trace_features(
             model,
-            prompts,
+            prompts[style],
             list(transcoders.values()),
             n_steps=int(p["n_steps"]),
             batch_size=int(p["batch_size"]),
-            pad_id=int(tok.pad_token_id),
+            pad_id=pad,
         )
         steps = torch.tensor(traces.steps)
         metrics[style] = {"mean_steps": float(steps.float().mean())}
@@ -53,22 +82,17 @@ def main() -> None:
             tensors[layer].update(rows.tensors(style))
             tensors[layer][f"{style}.steps"] = steps
             metrics[style][f"layer_{layer}_mean_active"] = len(rows.values) / max(rows.n_rows, 1)
-        for q, text, out, n in zip(questions, texts, traces.tokens, traces.steps, strict=True):
+        done = zip(questions, texts[style], traces.tokens, traces.steps, strict=True)
+        for q, text, out, n in done:
             generation = str(tok.decode(out, skip_special_tokens=True))
-            records.append(
-                {
-                    "style": style,
-                    "id": q["id"],
-                    "prompt": text,
-                    "generation": generation,
-                    "steps": n,
-                }
-            )
+            record = {"style": style, "id": q["id"], "prompt": text, "steps": n}
+            records.append({**record, "generation": generation})
     for layer, tc in transcoders.items():
         meta = {
             "model": model_params["name"],
             "layer": layer,
             "d_sae": tc.d_sae,
+            "input_hook": tc.input_hook,
             "styles": list(templates),
             "question_ids": [q["id"] for q in questions],
             "n_steps": int(p["n_steps"]),

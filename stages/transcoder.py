@@ -4,7 +4,8 @@
 
 No pretrained transcoder exists for the packaged SmolLM2, so this learns one per layer from
 the model's own MLP inputs and outputs over packaged text (questions of several reasoning-gym
-tasks under the chat template), with an L1 penalty. Held-out texts measure it.
+tasks, in each of `transcoder.text_forms`: under the chat template, and as raw text like the
+trace prompts), with an L1 penalty. Held-out texts measure it.
 Outputs: data/transcoder/weights/layer_<L>.safetensors (weights, log10 firing frequency of
 each feature, config in metadata) and data/transcoder/metrics.json (per layer: fraction of
 variance explained, L0, dead fraction, next-token loss with and without the replacement).
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import random
 
-from steerpipe.config import load_params, run_stage
+from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params, n_layers, resolve_layers
 from steerpipe.prompts import chat_prompt_ids
 from steerpipe.steps import gym_problems
 from steerpipe.storage import write_json
+from steerpipe.transcoder_formats import save_transcoder
 from steerpipe.transcoder_training import (
     collect_mlp_io,
     evaluate,
@@ -26,7 +28,6 @@ from steerpipe.transcoder_training import (
     next_token_loss,
     train_transcoder,
 )
-from steerpipe.transcoders import save_transcoder
 
 
 def main() -> None:
@@ -36,9 +37,20 @@ def main() -> None:
     layers = resolve_layers(p["layers"], n_layers(model), "transcoder.layers")
     texts = [q for task in p["tasks"] for q in gym_problems(task, int(p["texts_per_task"]), 7)]
     random.Random(int(p["seed"])).shuffle(texts)
-    seqs = [chat_prompt_ids(tok, t)[: int(p["max_tokens"])] for t in texts]
-    n_held = max(1, int(len(seqs) * float(p["heldout_fraction"])))
-    train, held = seqs[n_held:], seqs[:n_held]
+    forms = list(p["text_forms"])
+    if not forms or set(forms) - {"chat", "raw"}:
+        raise StageError(f"transcoder.text_forms must be a list of chat and raw, got {forms}")
+
+    def encode(text: str) -> list[list[int]]:
+        return [
+            (chat_prompt_ids(tok, text) if form == "chat" else list(tok(text).input_ids))
+            for form in forms
+        ]
+
+    n_held = max(1, int(len(texts) * float(p["heldout_fraction"])))
+    cut = int(p["max_tokens"])
+    train = [s[:cut] for t in texts[n_held:] for s in encode(t)]
+    held = [s[:cut] for t in texts[:n_held] for s in encode(t)]
     pad = int(tok.pad_token_id)
     budget = int(p["token_budget"])
     base_loss = next_token_loss(model, held, token_budget=budget, pad_id=pad)

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny seeded Llama models built from configs, with the SmolLM2 tokenizer.
 
 The tokenizer is the packaged model's own (chat template included), so prompt building is
-exercised as in the pipeline; the weights are random, so no download is ever needed.
+exercised as in the pipeline; the weights are random, so no download is ever needed. The norm
+gains are random too (``randomize_norms``): with all-ones gains the input of a norm's gain and
+its output coincide, and a test of which one a hook reads could not fail.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from tiny import tiny_config
 from transformers import LlamaForCausalLM, PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.models import load_tokenizer
+from steerpipe.models import load_tokenizer, randomize_norms
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,7 @@ def tiny_model(tokenizer: Tokenizer) -> PreTrainedModel:
     config = tiny_config(len(tokenizer))
     config._attn_implementation = "sdpa"
     model = LlamaForCausalLM(config).eval()
+    randomize_norms(model)
     model.requires_grad_(False)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

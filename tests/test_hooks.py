@@ -1,12 +1,34 @@
-"""hooks: the HF-side hooks see and change exactly what the bridge's hook points do."""
+"""hooks: the HF-side hooks see and change exactly what the bridge's hook points do, around
+the residual stream and around each block's MLP (on models with random norm gains)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
-from steerpipe.hooks import add_to_resid_pre, decoder_layers, on_resid_pre, parse_resid_pre
-from steerpipe.models import load_bridge
+from steerpipe.config import StageError
+from steerpipe.hooks import (
+    INPUT_HOOKS,
+    OUTPUT_HOOKS,
+    add_to_resid_pre,
+    decoder_layers,
+    mlp_modules,
+    norm_gain,
+    normalized,
+    on_mlp,
+    on_resid_pre,
+    parse_hook,
+    parse_resid_pre,
+)
+from steerpipe.models import load_bridge, randomize_norms
 
 IDS = torch.tensor([[1, 520, 33, 904, 77, 1500, 12]])
 
@@ -79,3 +101,90 @@ def test_hook_removed_after_exception(tiny_model) -> None:
 def test_layer_out_of_range(tiny_model) -> None:
     with pytest.raises(ValueError, match="outside the model"), on_resid_pre(tiny_model, {9: print}):
         pass
+
+
+def mlp_io(model, layer: int, **hooks: str) -> tuple[torch.Tensor, torch.Tensor]:
+    seen = {}
+
+    def keep(x, out):
+        seen["in"], seen["out"] = x.clone(), out.clone()
+
+    with on_mlp(model, layer, keep, **hooks), torch.no_grad():
+        model(IDS)
+    return seen["in"], seen["out"]
+
+
+def test_parse_hook() -> None:
+    assert parse_hook("blocks.9.ln2.hook_normalized") == (9, "ln2.hook_normalized")
+    assert parse_hook("mlp.hook_in") == (None, "mlp.hook_in")
+    assert parse_hook("blocks.3.ln2.hook_out") == (3, "mlp.hook_in")  # the bridge's other name
+    assert parse_hook("blocks.3.mlp.hook_out", output=True) == (3, "mlp.hook_out")
+    with pytest.raises(StageError, match="'blocks.1.hook_resid_pre' is not an MLP input"):
+        parse_hook("blocks.1.hook_resid_pre")
+    with pytest.raises(StageError, match="is not an MLP output"):
+        parse_hook("blocks.1.mlp.hook_in", output=True)
+
+
+def _tiny(cls, config_cls, vocab: int):
+    config = config_cls(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    randomize_norms(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    "family",
+    ["llama", "qwen2", "gemma", "gemma2"],
+)
+def test_hook_points_match_the_bridge(family, tiny_model, tokenizer) -> None:
+    """Each hook point, derived from the HF modules, is TransformerLens's point of that name,
+    on models whose norm gains are random (Gemma's multiply by 1 + w)."""
+    models = {
+        "llama": (lambda: tiny_model, "HuggingFaceTB/SmolLM2-135M-Instruct"),
+        "qwen2": (lambda: _tiny(Qwen2ForCausalLM, Qwen2Config, len(tokenizer)), "Qwen/Qwen2-0.5B"),
+        "gemma": (lambda: _tiny(GemmaForCausalLM, GemmaConfig, len(tokenizer)), "google/gemma-2b"),
+        "gemma2": (
+            lambda: _tiny(Gemma2ForCausalLM, Gemma2Config, len(tokenizer)),
+            "google/gemma-2-2b",
+        ),
+    }
+    make, name = models[family]
+    model = make()
+    bridge = load_bridge(model, tokenizer, name)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(IDS)
+    for input_hook in INPUT_HOOKS:
+        for output_hook in OUTPUT_HOOKS:
+            x, y = mlp_io(model, 1, input_hook=input_hook, output_hook=output_hook)
+            torch.testing.assert_close(x, cache[f"blocks.1.{input_hook}"], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(y, cache[f"blocks.1.{output_hook}"], atol=1e-5, rtol=1e-4)
+    # the points differ, so the test above can tell them apart
+    assert (cache["blocks.1.mlp.hook_in"] - cache["blocks.1.ln2.hook_normalized"]).abs().max() > 0.1
+    norm, _, post = mlp_modules(model, 1)
+    gain = norm_gain(norm)
+    assert not torch.allclose(gain, torch.ones_like(gain))
+    torch.testing.assert_close(
+        cache["blocks.1.mlp.hook_in"], gain * cache["blocks.1.ln2.hook_normalized"]
+    )
+    if family == "gemma2":  # hook_mlp_out is after the post-MLP norm there
+        assert post is not None
+        assert (cache["blocks.1.hook_mlp_out"] - cache["blocks.1.mlp.hook_out"]).abs().max() > 0.1
+
+
+def test_normalized_refuses_an_unknown_norm() -> None:
+    with pytest.raises(StageError, match="cannot derive ln2.hook_normalized from a Identity"):
+        normalized(torch.nn.Identity(), torch.zeros(2, 4))
+    ln = torch.nn.LayerNorm(4)
+    x = torch.randn(3, 4)
+    want = (x - x.mean(-1, keepdim=True)) / x.std(-1, correction=0, keepdim=True)
+    torch.testing.assert_close(normalized(ln, x), want, atol=1e-4, rtol=1e-4)

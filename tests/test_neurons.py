@@ -19,7 +19,7 @@ from steerpipe.transcoders import steer_features
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
 TC = random_transcoder(layer=1)
-TC2 = random_transcoder(layer=2, seed=1)
+TC2 = random_transcoder(layer=2, seed=1, input_hook="ln2.hook_normalized")  # before the gain
 
 
 def test_sparse_rows_round_trip() -> None:
@@ -32,6 +32,15 @@ def test_sparse_rows_round_trip() -> None:
     back = SparseRows.from_tensors(rows.tensors("basic"), "basic", 9)
     assert torch.equal(back.to_dense(), rows.to_dense())
     assert SparseRows.cat([], 9).to_dense().shape == (0, 9)
+
+
+def test_log_frequency_of_trace_rows() -> None:
+    """The alive mask's fallback for formats without firing frequencies: the share of rows in
+    which a feature is nonzero, in log10, -10 where it never fires."""
+    dense = torch.tensor([[1.0, 0, 0, 0], [2.0, 3.0, 0, 0], [0.5, 0, 0, -1.0], [1.0, 0, 0, 0]])
+    freq = SparseRows.from_dense(dense).log_frequency()
+    want = torch.tensor([0.0, torch.tensor(0.25).log10(), -10.0, torch.tensor(0.25).log10()])
+    torch.testing.assert_close(freq, want)
 
 
 def trace(model, prompts, batch_size, n_steps=5):
@@ -63,6 +72,19 @@ def mlp_input_at_last(model, ids: list[int], layer: int) -> torch.Tensor:
     return seen["x"]
 
 
+def normalized_at_last(model, ids: list[int], layer: int) -> torch.Tensor:
+    """x / rms(x) of the residual entering the MLP's norm, computed here by hand."""
+    seen = {}
+    norm = decoder_layers(model)[layer].post_attention_layernorm
+    handle = norm.register_forward_hook(lambda m, a, o: seen.setdefault("x", a[0][0, -1].clone()))
+    try:
+        model(torch.tensor([ids]), use_cache=False)
+    finally:
+        handle.remove()
+    x = seen["x"]
+    return x / (x.pow(2).mean() + norm.variance_epsilon).sqrt()
+
+
 def test_step_features_are_those_of_the_last_real_token(tiny_model) -> None:
     """Step t: the features at the last token of the prompt plus t generated tokens, as a
     full forward without the cache computes them (the original read pads of right-padding)."""
@@ -70,9 +92,12 @@ def test_step_features_are_those_of_the_last_real_token(tiny_model) -> None:
     start = 0
     for prompt, tokens, n in zip(PROMPTS, traces.tokens, traces.steps, strict=True):
         rows = traces.features[1].to_dense()[start : start + n]
+        rows2 = traces.features[2].to_dense()[start : start + n]
         for t in range(n):
             want = TC.encode(mlp_input_at_last(tiny_model, prompt + tokens[:t], 1))
             assert torch.allclose(rows[t], want, atol=1e-5)
+            want2 = TC2.encode(normalized_at_last(tiny_model, prompt + tokens[:t], 2))
+            assert torch.allclose(rows2[t], want2, atol=1e-5)
         start += n
 
 

@@ -109,6 +109,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path
         questions__n_trace=4,
         questions__n_eval=6,
         traces__layers=[1],
+        traces__min_fve=None,  # 20 steps on a random model learn nothing: measure only
         traces__n_steps=3,
         traces__batch_size=4,
         neuron_eval__max_new_tokens=3,
@@ -154,6 +155,8 @@ def test_experiment_b_outputs(repo: Path) -> None:
     assert len(rows) == 7 * 6 and not any(r["generation"].startswith("Question") for r in rows)
     traced = {r["id"] for r in pq.read_table(repo / "data/questions/trace.parquet").to_pylist()}
     assert traced and not traced & {r["id"] for r in rows}
+    fidelity = json.loads((repo / "data/traces/metrics.json").read_text())["fidelity"]["layer_1"]
+    assert fidelity["input_hook"] == "mlp.hook_in" and fidelity["tokens"] > 100
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
@@ -208,6 +211,21 @@ def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:
     proc = run(repo, sys.executable, "stages/traces.py", check=False)
     assert proc.returncode == 1
     assert "no transcoder for layer 2: data/transcoder/weights/layer_2.safetensors" in proc.stderr
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_fidelity_gate_stops_the_traces_and_writes_nothing(repo: Path) -> None:
+    before = {p: p.read_bytes() for p in (repo / "data/traces").rglob("*") if p.is_file()}
+    set_params(repo, traces__min_fve=0.99)
+    proc = run(repo, sys.executable, "stages/traces.py", check=False)
+    last = proc.stderr.strip().splitlines()[-1]  # one line, after any progress bars
+    assert proc.returncode == 1 and last.startswith(
+        "error: transcoder data/transcoder/weights/layer_1.safetensors (layer 1) read at "
+        "mlp.hook_in (from metadata input_hook) explains"
+    ), proc.stderr[-2000:]
+    assert "below traces.min_fve=0.99" in last
+    after = {p: p.read_bytes() for p in (repo / "data/traces").rglob("*") if p.is_file()}
+    assert after == before
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
 
 

@@ -101,6 +101,30 @@ def test_paper_b_command(tmp_path: Path) -> None:
         assert want in sets, want
 
 
+def test_paper_b_crv_resolves_the_hub_id(tmp_path: Path, monkeypatch) -> None:
+    """The hub id becomes its snapshot folder in the local HF cache (what DVC can track); the
+    hub is not asked when the files are there."""
+    import huggingface_hub.constants
+
+    from steerpipe import standins
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(StageError, match="not in the local HF cache, and HF_HUB_OFFLINE is set"):
+        command("paper-b-crv", root=ROOT)
+    snapshot = standins.hub_snapshot(tmp_path, "facebook/crv-8b-instruct-transcoders")
+    standins.write_circuit_tracer_set(snapshot, [0, 9, 18, 27], 64)
+    cmd = command("paper-b-crv", extra=["neuron_eval.seed=3"], root=ROOT)
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
+    assert f"traces.transcoders='{snapshot}'" in sets
+    assert "traces.file='layer_{layer}.safetensors'" in sets and "traces.layers=[0,9,18,27]" in sets
+    assert "model.name='meta-llama/Llama-3.1-8B-Instruct'" in sets and cmd[4] == "paper-b-crv"
+    assert sets[-1] == "neuron_eval.seed=3"
+    # a layer the cache lacks is fetched (here: refused offline) rather than silently skipped
+    with pytest.raises(StageError, match="not in the local HF cache"):
+        command("paper-b-crv", extra=["traces.layers=[0,31]"], root=ROOT)
+
+
 def _repo(tmp_path: Path) -> Path:
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
@@ -179,3 +203,28 @@ def test_paper_b_dry_run(tmp_path: Path) -> None:
         assert report["conditions"][f"reasoning@{layer}x1"]["text_changed_rate"] == 0
         assert report["conditions"][f"memory@{layer}x1"]["text_changed_rate"] == 0
     assert not (repo / "data/transcoder").exists()  # nothing trained: the folder is given
+    traces = json.loads((repo / "data/traces/metrics.json").read_text())
+    assert all(f["input_hook"] == "ln2.hook_normalized" for f in traces["fidelity"].values())
+    assert {c["frequency_from"] for c in counts.values()} == {"transcoder"}
+
+
+@pytest.mark.slow
+def test_paper_b_crv_dry_run(tmp_path: Path) -> None:
+    """The public circuit-tracer set's path end to end: a hub id resolved from a local HF cache,
+    TopK with circuit-tracer's k for that repo, firing frequencies from the traces."""
+    repo = _repo(tmp_path)
+    _dry_run(repo, "paper-b-crv")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    cache = (repo / ".dry-run/paper-b-crv/hf-cache").resolve()
+    snapshot = cache / "models--facebook--crv-8b-instruct-transcoders/snapshots" / ("0" * 40)
+    assert params["traces"]["transcoders"] == str(snapshot)
+    traces = json.loads((repo / "data/traces/metrics.json").read_text())
+    assert sorted(traces["fidelity"]) == ["layer_0", "layer_18", "layer_27", "layer_9"]
+    assert all(f["input_hook"] == "mlp.hook_in" for f in traces["fidelity"].values())
+    assert all(f["l0"] == 128 for f in traces["fidelity"].values())  # TopK, k = 128
+    counts = json.loads((repo / "data/neurons/metrics.json").read_text())
+    assert {c["frequency_from"] for c in counts.values()} == {"traces"}
+    report = json.loads((repo / "data/neuron_report/metrics.json").read_text())
+    for layer in (0, 9, 18, 27):  # strength 1 is the unhooked model, with TopK too
+        assert report["conditions"][f"reasoning@{layer}x1"]["text_changed_rate"] == 0
+    assert not (repo / "data/transcoder").exists()

@@ -11,7 +11,7 @@ from steerpipe.activations import capture_resid_pre
 from steerpipe.models import load_bridge, load_model
 from steerpipe.prompts import chat_prompt, chat_prompt_ids, reconstruct_prompt
 from steerpipe.standins import ARCHITECTURES, chat_template, write_model, write_transcoders
-from steerpipe.transcoders import load_layers
+from steerpipe.transcoder_sets import load_layers
 from steerpipe.yesno import prompt_ids
 
 R1 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"

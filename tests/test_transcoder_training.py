@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
+from steerpipe.config import StageError
+from steerpipe.hooks import mlp_modules, norm_gain
 from steerpipe.transcoder_training import (
+    check_fidelity,
     collect_mlp_io,
     evaluate,
+    fidelity,
     log_frequency,
     next_token_loss,
     train_transcoder,
 )
+from steerpipe.transcoders import Transcoder
 
 SEQS = [[1, 5, 9, 300, 20, 41], [1, 44, 3], [1, 700, 701, 702, 703, 704, 705, 706]]
 
@@ -73,3 +81,58 @@ def test_next_token_loss_batched_equals_manual(tiny_model) -> None:
         total += float(nn.functional.cross_entropy(logits, torch.tensor(s[1:]), reduction="sum"))
         count += len(s) - 1
     assert abs(got - total / count) < 1e-4
+
+
+def _smollm2_like(tiny_model):
+    """A copy of the tiny model whose layer 1 norm has SmolLM2's range of gains (0.0003-0.4,
+    measured at its layer 14) and an MLP large enough to matter."""
+    model = copy.deepcopy(tiny_model)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        norm, mlp, _ = mlp_modules(model, 1)
+        norm.weight.copy_(torch.rand(norm.weight.shape, generator=g) * 0.4 + 3e-4)
+        for p in mlp.parameters():
+            p.mul_(24)
+    return model
+
+
+def test_fidelity_gate_refuses_the_wrong_convention(tiny_model) -> None:
+    """One trained transcoder, rewritten exactly for the input before the norm's gain, passes
+    the gate there and explains the same; the same weights read at the other point are
+    refused, with a message naming the file, the hook point and the value."""
+    model = _smollm2_like(tiny_model)
+    g = torch.Generator().manual_seed(1)
+    train = [torch.randint(3, 1000, (40,), generator=g).tolist() for _ in range(200)]
+    held = [torch.randint(3, 1000, (40,), generator=g).tolist() for _ in range(12)]
+    x, y = collect_mlp_io(model, train, 1, progress=False)
+    tc = train_transcoder(x, y, layer=1, d_sae=256, steps=1500, batch_size=256, progress=False)
+    tc.source = "ours.safetensors"
+    gain = norm_gain(mlp_modules(model, 1)[0])
+    same = Transcoder(  # the same map of x / rms(x): the gain folded into W_enc, b_dec into b_enc
+        gain[:, None] * tc.W_enc,
+        tc.b_enc - tc.b_dec @ tc.W_enc,
+        tc.W_dec,
+        torch.zeros(64),
+        tc.b_dec_out,
+        layer=1,
+        input_hook="ln2.hook_normalized",
+        source="tc.pt",
+        meta={"input_hook_from": "cfg.hook_point"},
+    )
+    right = fidelity(model, same, held)
+    assert right["tokens"] == 12 * 39  # each sequence's first token is left out
+    assert right["fraction_variance_explained"] > 0.5
+    mine = fidelity(model, tc, held)
+    assert abs(mine["fraction_variance_explained"] - right["fraction_variance_explained"]) < 1e-4
+    check_fidelity(same, right, 0.5)
+    for wrong_hook, weights in (("mlp.hook_in", same), ("ln2.hook_normalized", tc)):
+        wrong = copy.copy(weights)
+        wrong.input_hook = wrong_hook
+        stats = fidelity(model, wrong, held)
+        assert stats["fraction_variance_explained"] < 0.1
+        where = rf"{wrong.source} \(layer 1\) read at {wrong_hook} \(from "
+        with pytest.raises(StageError, match=where) as e:
+            check_fidelity(wrong, stats, 0.5)
+        assert f"{stats['fraction_variance_explained']:.3f}" in str(e.value)
+        assert "traces.min_fve=0.5" in str(e.value)
+    check_fidelity(wrong, stats, None)  # null: measure only

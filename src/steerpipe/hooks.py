@@ -4,6 +4,13 @@
 ``hidden_states`` argument of ``model.model.layers[L]``; a forward pre-hook there reads or edits
 exactly what the bridge's hook of that name sees (tests check this against the bridge).
 
+Around a block's MLP (``on_mlp``, for transcoders): ``hook_resid_mid`` is the input of the norm
+before the MLP, ``ln2.hook_normalized`` that input divided by its RMS *before* the norm's gain
+(TransformerLens multiplies by the gain after this hook), ``mlp.hook_in`` the norm's output (the
+MLP's input), ``mlp.hook_out`` the MLP's output and ``hook_mlp_out`` what the block adds to the
+residual stream (after Gemma 2/3's post-MLP norm; the MLP's output elsewhere). The tests
+compare each with the bridge on Llama, Qwen2, Gemma and Gemma 2 models with random gains.
+
 Every hook is a context manager that removes itself in ``finally``, so an exception inside
 the block (including an out-of-memory error) never leaves a stale hook on the model.
 """
@@ -18,7 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from steerpipe.config import StageError
+
 _RESID_PRE = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")
+INPUT_HOOKS = ("mlp.hook_in", "ln2.hook_normalized", "hook_resid_mid")
+OUTPUT_HOOKS = ("hook_mlp_out", "mlp.hook_out")
+# Other names of the same points (TransformerLens's bridge has both).
+_ALIASES = {"ln2.hook_out": "mlp.hook_in", "ln2.hook_in": "hook_resid_mid"}
+_HOOK = re.compile(r"^(?:blocks\.(\d+)\.)?(.+)$")
 
 
 def resid_pre_name(layer: int) -> str:
@@ -98,3 +112,97 @@ def add_to_resid_pre(model: nn.Module, deltas: dict[int, torch.Tensor]) -> Itera
 
     with on_resid_pre(model, {layer: make(d) for layer, d in deltas.items()}):
         yield
+
+
+def parse_hook(name: str, *, output: bool = False, where: str = "") -> tuple[int | None, str]:
+    """``blocks.L.<point>`` or ``<point>`` -> (L or None, the canonical point name).
+    ``where`` (a file and field) starts the error message."""
+    match = _HOOK.match(str(name))
+    point = _ALIASES.get(match.group(2), match.group(2)) if match else ""
+    allowed = OUTPUT_HOOKS if output else INPUT_HOOKS
+    if point not in allowed:
+        side = "an MLP output" if output else "an MLP input"
+        prefix = f"{where}: " if where else ""
+        raise StageError(f"{prefix}hook point {name!r} is not {side} (one of {', '.join(allowed)})")
+    return (int(match.group(1)) if match and match.group(1) else None), point
+
+
+def mlp_modules(model: nn.Module, layer: int) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """(the norm before the MLP, the MLP, the norm after it or None) of decoder block ``layer``.
+
+    Llama, Qwen2, Mistral, Gemma: ``post_attention_layernorm`` then ``mlp``; Gemma 2/3:
+    ``pre_feedforward_layernorm``, ``mlp``, ``post_feedforward_layernorm``.
+    """
+    block = decoder_layers(model)[layer]
+    norm = getattr(block, "pre_feedforward_layernorm", None) or getattr(
+        block, "post_attention_layernorm", None
+    )
+    mlp = getattr(block, "mlp", None)
+    if not isinstance(norm, nn.Module) or not isinstance(mlp, nn.Module):
+        raise StageError(f"cannot find the norm before the MLP in {type(block).__name__}")
+    post = getattr(block, "post_feedforward_layernorm", None)
+    return norm, mlp, post if isinstance(post, nn.Module) else None
+
+
+def normalized(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x / rms(x)`` (or LayerNorm's ``(x - mean) / std``) as ``norm`` computes it before
+    its gain: TransformerLens's ``ln2.hook_normalized``."""
+    if isinstance(norm, nn.LayerNorm):
+        return nn.functional.layer_norm(x, norm.normalized_shape, eps=norm.eps)
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+    if not type(norm).__name__.endswith("RMSNorm") or eps is None:
+        raise StageError(
+            f"cannot derive ln2.hook_normalized from a {type(norm).__name__} "
+            "(RMSNorm and LayerNorm are known)"
+        )
+    h = x.float()
+    return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def norm_gain(norm: nn.Module) -> torch.Tensor:
+    """What the norm multiplies ``ln2.hook_normalized`` by: ``w``, or ``1 + w`` for Gemma."""
+    weight = getattr(norm, "weight")  # noqa: B009
+    return (1 + weight) if type(norm).__name__.startswith("Gemma") else weight
+
+
+SiteFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]
+
+
+@contextmanager
+def on_mlp(
+    model: nn.Module,
+    layer: int,
+    fn: SiteFn,
+    *,
+    input_hook: str = "mlp.hook_in",
+    output_hook: str = "hook_mlp_out",
+) -> Iterator[None]:
+    """Call ``fn(x, out)`` at block ``layer`` on every forward call: ``x`` is the activation
+    at ``input_hook``, ``out`` the one at ``output_hook``; a returned tensor replaces ``out``.
+
+    A forward hook on the MLP's norm reads ``x`` (its input, its output, or the normalised
+    value before the gain); one on the output module calls ``fn``.
+    """
+    input_hook = parse_hook(input_hook)[1]
+    output_hook = parse_hook(output_hook, output=True)[1]
+    norm, mlp, post = mlp_modules(model, layer)
+    out_module = post if output_hook == "hook_mlp_out" and post is not None else mlp
+    seen: dict[str, torch.Tensor] = {}
+
+    def read(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        if input_hook == "mlp.hook_in":
+            seen["x"] = output
+        elif input_hook == "hook_resid_mid":
+            seen["x"] = args[0]
+        else:
+            seen["x"] = normalized(module, args[0])
+
+    def write(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> Any:
+        return fn(seen.pop("x"), output)
+
+    handles = [norm.register_forward_hook(read), out_module.register_forward_hook(write)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -115,7 +115,7 @@ def packaged_smollm2_folder() -> Path:
     return target
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     import huggingface_hub.constants
 
     env = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
@@ -131,7 +131,7 @@ def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     except OSError:
         pass
     not_here = f"model.name {name!r} is neither a local folder nor in the local Hugging Face cache"
-    if _hub_offline():
+    if hub_offline():
         raise StageError(f"{not_here}, and HF_HUB_OFFLINE is set: give a local path")
     try:
         return loader.from_pretrained(name, **kwargs)
@@ -184,6 +184,7 @@ def load_model(
         config._attn_implementation = attn_implementation
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        randomize_norms(model, seed)
     else:
         placement = {"device_map": device_map} if device_map is not None else {}
         model = _from_pretrained(
@@ -200,6 +201,28 @@ def load_model(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random, non-trivial gains (and biases) on every norm of a randomly initialised model.
+
+    Fresh models have all-ones gains, where the input of a norm's gain and its output
+    coincide; tests of which activation a hook reads must not pass by that accident.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            name = type(module).__name__
+            if not (name.endswith("RMSNorm") or isinstance(module, torch.nn.LayerNorm)):
+                continue
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor):
+                low = -0.7 if name.startswith("Gemma") else 0.2  # Gemma multiplies by 1 + w
+                rand = torch.rand(weight.shape, generator=g) * 1.6 + low
+                weight.copy_(rand.to(weight.dtype))
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.copy_((torch.randn(bias.shape, generator=g) * 0.2).to(bias.dtype))
 
 
 def check_architecture(config: PretrainedConfig, name: str) -> None:

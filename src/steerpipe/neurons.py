@@ -23,8 +23,8 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from steerpipe.generation import generate
-from steerpipe.hooks import decoder_layers
-from steerpipe.transcoders import Transcoder, scale_features
+from steerpipe.hooks import SiteFn
+from steerpipe.transcoders import Transcoder, on_transcoder, scale_features
 
 
 @dataclass
@@ -73,6 +73,12 @@ class SparseRows:
         total.index_add_(0, self.col_indices, self.values.double())
         return (total / max(self.n_rows, 1)).float()
 
+    def log_frequency(self, floor: float = -10.0) -> torch.Tensor:
+        """log10 of the share of rows in which each column is nonzero; ``floor`` where never."""
+        fired = torch.bincount(self.col_indices, minlength=self.width).double()
+        share = fired / max(self.n_rows, 1)
+        return torch.where(share > 0, share.clamp_min(1e-300).log10(), floor).float()
+
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         return {
             f"{prefix}.crow_indices": self.crow_indices,
@@ -102,26 +108,21 @@ def record_features(
     model: nn.Module, transcoders: list[Transcoder]
 ) -> Iterator[dict[int, list[torch.Tensor]]]:
     """Per layer, the features at the last position of every forward call, ``[batch, d_sae]``
-    each. In left-padded generation with a KV cache that is the last real token of each step:
-    the prompt's last token at prefill, then each new token as it is fed back."""
+    each, read at each transcoder's own input hook. In left-padded generation with a KV cache
+    that is the last real token of each step: the prompt's last token at prefill, then each new
+    token as it is fed back."""
     records: dict[int, list[torch.Tensor]] = {tc.layer: [] for tc in transcoders}
-    handles = []
 
-    def make(tc: Transcoder) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            records[tc.layer].append(tc.encode(args[0][:, -1]).float())
+    def make(tc: Transcoder) -> SiteFn:
+        def keep(x: torch.Tensor, out: torch.Tensor) -> None:
+            records[tc.layer].append(tc.encode(x[:, -1]).float())
 
-        return hook
+        return keep
 
-    try:
+    with ExitStack() as stack:
         for tc in transcoders:
-            tc.check_model(model)
-            mlp = decoder_layers(model)[tc.layer].get_submodule("mlp")
-            handles.append(mlp.register_forward_hook(make(tc)))
+            stack.enter_context(on_transcoder(model, tc, make(tc)))
         yield records
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def trace_features(

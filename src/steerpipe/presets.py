@@ -7,9 +7,11 @@
     python -m steerpipe.presets paper-a --print          # only show the dvc command
 
 A preset is ``presets/<name>.yaml``: the stage to reach (``target``), the parameters that
-differ from params.yaml (``params``), optionally the original's numbers (``reference``) and
-the parameters that must name an existing path (``must_exist``), and a ``dry_run`` section:
-which parameters point at stand-ins (``steerpipe.standins``) and the tiny sizes. A preset
+differ from params.yaml (``params``), optionally the original's numbers (``reference``), the
+parameters that must name an existing path (``must_exist``), the transcoder parameter that may
+be a hub repo id (``hub``: resolved here, HF cache first, to the local snapshot folder that DVC
+then tracks as a dependency), and a ``dry_run`` section: which parameters point at stand-ins
+(``steerpipe.standins``) and the tiny sizes. A preset
 with ``extends: <other>`` is a variant of another. The command it runs is
 ``dvc exp run -n <name> <target> -S key=value ...``, so the run is an ordinary DVC
 experiment: cached, and compared with ``dvc exp show``. Run it from the repository root.
@@ -95,8 +97,11 @@ def check_keys(params: dict[str, Any], overrides: dict[str, Any]) -> None:
         raise StageError(f"preset sets {unknown}, which params.yaml does not have")
 
 
-def build_standins(preset: dict[str, Any], params: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Writes the dry run's stand-ins into ``folder``; the parameters that point at them."""
+def build_standins(
+    preset: dict[str, Any], params: dict[str, Any], folder: Path
+) -> tuple[dict[str, Any], Path | None]:
+    """Writes the dry run's stand-ins into ``folder``: the parameters that point at them, and
+    the local Hugging Face cache that holds a stand-in hub transcoder set (or None)."""
     spec = preset["dry_run"]["standins"]
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
@@ -112,14 +117,45 @@ def build_standins(preset: dict[str, Any], params: dict[str, Any], folder: Path)
     if "questions" in spec:
         pq.write_table(pa.Table.from_pylist(standins.boolq_rows(24)), folder / "boolq.parquet")
         out[spec["questions"]] = str((folder / "boolq.parquet").resolve())
-    if "transcoders" in spec:
-        d_model = standins.ARCHITECTURES[name].standin_hidden_size
-        traces = params["traces"]
+    d_model = standins.ARCHITECTURES[name].standin_hidden_size
+    traces = params["traces"]
+    if spec.get("transcoders"):
         standins.write_transcoders(
             folder / "transcoders", traces["file"], traces["layers"], d_model
         )
         out[spec["transcoders"]] = str((folder / "transcoders").resolve())
-    return out
+    cache = None
+    if spec.get("hub_transcoders"):  # the hub id stays; its files are in a local cache
+        cache = (folder / "hf-cache").resolve()
+        snapshot = standins.hub_snapshot(cache, str(traces["transcoders"]))
+        standins.write_circuit_tracer_set(snapshot, traces["layers"], d_model)
+    return out, cache
+
+
+def resolve_hub(
+    key: str,
+    overrides: dict[str, Any],
+    given: dict[str, str],
+    params: dict[str, Any],
+    cache: Path | None,
+) -> str:
+    """The local folder of the transcoder set that ``key`` names (a folder or a hub id)."""
+    from steerpipe.transcoder_sets import resolve_source
+
+    def value(name: str) -> Any:
+        if name in given:
+            return yaml.safe_load(given[name])
+        section, _, field = name.partition(".")
+        return overrides.get(name, params[section][field])
+
+    return str(
+        resolve_source(
+            str(value(key)),
+            str(value("traces.file")),
+            list(value("traces.layers")),
+            cache_dir=cache,
+        )
+    )
 
 
 def command(
@@ -129,17 +165,23 @@ def command(
     preset = load_preset(name, root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     overrides = flatten(preset["params"])
+    cache = None
     if dry_run:
         if "dry_run" not in preset:
             raise StageError(f"preset {name!r} has no dry_run section")
         overrides.update(flatten(preset["dry_run"].get("params", {})))
         merged = merge(params, preset["params"])
-        overrides.update(build_standins(preset, merged, root / ".dry-run" / name))
+        standin_params, cache = build_standins(preset, merged, root / ".dry-run" / name)
+        overrides.update(standin_params)
     check_keys(params, overrides)
     bad = [item for item in extra or [] if "=" not in item]
     if bad:
         raise StageError(f"-S takes key=value, got {bad}")
     given = dict(item.split("=", 1) for item in extra or [])
+    for key in preset.get("hub", []):  # DVC tracks a folder: a hub id becomes its snapshot
+        overrides[key] = resolve_hub(key, overrides, given, params, cache)
+        extra = [item for item in extra or [] if item.split("=", 1)[0] != key]
+        given.pop(key, None)
     for key in preset.get("must_exist", []):  # e.g. the user's transcoder folder
         path = given.get(key, "").strip("'\"") or str(overrides.get(key, ""))
         if not Path(path).exists():

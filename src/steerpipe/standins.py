@@ -9,7 +9,9 @@ Nothing can be downloaded here, so a preset's dry run (``python -m steerpipe.pre
   template (``templates/``), so that chat templating, prompt reconstruction, hook names,
   shapes and dtypes go through the same code as on the real model;
 - data sets in the real schemas: immindich/reasoning-steps-labeled and BoolQ;
-- transcoders in transcoder_circuits' checkpoint layout, at the preset's file names.
+- transcoders in transcoder_circuits' checkpoint layout, at the preset's file names, or a
+  circuit-tracer set (``config.yaml`` + ``layer_{i}.safetensors``) inside a local Hugging Face
+  cache, so that a hub id resolves offline as it would after a download.
 
 The tokenizer's own vocabulary is a small byte-level BPE, so token ids differ from the real
 ones; nothing in the pipeline depends on the numbers.
@@ -237,3 +239,42 @@ def write_transcoders(
         torch.save(
             torch.full((d_sae,), -2.0), path.with_name(path.stem + "_log_feature_sparsity.pt")
         )
+
+
+def write_circuit_tracer_set(
+    folder: str | Path, layers: list[int], d_model: int, d_sae: int = 256, seed: int = 0
+) -> None:
+    """Random TopK transcoders in circuit-tracer's layout, configured as
+    facebook/crv-8b-instruct-transcoders is (``mlp.hook_in`` -> ``mlp.hook_out``, TopK, no k)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_name": "meta-llama/Llama-3.1-8B-Instruct",
+        "model_kind": "transcoder_set",
+        "feature_input_hook": "mlp.hook_in",
+        "feature_output_hook": "mlp.hook_out",
+        "activation": "topk",
+    }
+    (folder / "config.yaml").write_text("".join(f'{k}: "{v}"\n' for k, v in config.items()))
+    g = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        tensors = {
+            "W_enc": torch.randn(d_sae, d_model, generator=g) / d_model**0.5,
+            "W_dec": torch.randn(d_sae, d_model, generator=g) / d_sae**0.5,
+            "b_enc": torch.zeros(d_sae),
+            "b_dec": torch.zeros(d_model),
+        }
+        save_file(tensors, str(folder / f"layer_{layer}.safetensors"))
+
+
+def hub_snapshot(cache: str | Path, repo_id: str, revision: str = "0" * 40) -> Path:
+    """The snapshot folder of ``repo_id`` in a Hugging Face cache at ``cache``, made as
+    huggingface_hub lays it out (``refs/main`` names the revision), for files to be put in."""
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot

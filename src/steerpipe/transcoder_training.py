@@ -5,13 +5,15 @@ activations over packaged text, with an L1 penalty on the features (weighted by 
 norms, so the penalty cannot be dodged by shrinking the encoder). ``evaluate`` reports on
 held-out tokens what a user of a transcoder wants to know: the fraction of variance of the MLP
 output explained, the mean number of active features (L0), the dead fraction, and how much the
-next-token loss rises when the transcoder replaces the MLP.
+next-token loss rises when the transcoder replaces the MLP. ``fidelity`` measures the same for
+any transcoder at its own hook points: the traces stage's gate against a wrong input convention.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +21,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from steerpipe.activations import StopForward, right_pad, token_batches
-from steerpipe.hooks import decoder_layers
+from steerpipe.config import StageError
+from steerpipe.hooks import on_mlp
 from steerpipe.transcoders import Transcoder, steer_features
 
 
@@ -28,21 +31,23 @@ def collect_mlp_io(
     sequences: list[list[int]],
     layer: int,
     *,
+    input_hook: str = "mlp.hook_in",
+    output_hook: str = "hook_mlp_out",
     token_budget: int = 4096,
     pad_id: int = 0,
+    skip_first: bool = False,
     progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(MLP inputs, MLP outputs) at ``layer`` for every real (non-pad) token, float32."""
-    mlp = decoder_layers(model)[layer].get_submodule("mlp")
+    """(inputs at ``input_hook``, outputs at ``output_hook``) of the MLP at ``layer`` for every
+    real (non-pad) token, float32; ``skip_first`` leaves out each sequence's first token."""
     xs, ys = [], []
     keep: dict[str, torch.Tensor] = {}
 
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        keep["x"], keep["y"] = args[0], output
+    def stop(x: torch.Tensor, out: torch.Tensor) -> None:
+        keep["x"], keep["y"] = x, out
         raise StopForward  # the layers after this one are not needed
 
-    handle = mlp.register_forward_hook(hook)
-    try:
+    with on_mlp(model, layer, stop, input_hook=input_hook, output_hook=output_hook):
         batches = token_batches([len(s) for s in sequences], token_budget)
         for batch in tqdm(batches, desc=f"mlp io {layer}", disable=not progress):
             ids, mask = right_pad([sequences[i] for i in batch], pad_id)
@@ -50,11 +55,12 @@ def collect_mlp_io(
                 model.get_decoder()(
                     input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
                 )
-            real = mask.bool().to(keep["x"].device)
+            real = mask.bool()
+            if skip_first:
+                real[:, 0] = False
+            real = real.to(keep["x"].device)
             xs.append(keep["x"][real].float().cpu())
             ys.append(keep["y"][real].float().cpu())
-    finally:
-        handle.remove()
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -109,13 +115,18 @@ def log_frequency(transcoder: Transcoder, x: torch.Tensor, floor: float = -10.0)
 
 
 def evaluate(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    f = transcoder.encode(x)
-    residual = ((transcoder.decode(f) - y) ** 2).sum()
+    """FVE, L0 and dead fraction on (input, output) pairs, in the transcoder's device and
+    dtype (a placed 65k-feature transcoder is not copied); sums in float32."""
+    xt = x.to(transcoder.W_enc.device, transcoder.W_enc.dtype)
+    f = transcoder.encode(xt)
+    recon = transcoder.decode(f, xt).float().cpu()
+    f = f.float().cpu()
+    residual = ((recon - y) ** 2).sum()
     total = ((y - y.mean(0)) ** 2).sum()
     return {
         "fraction_variance_explained": float(1 - residual / total),
-        "l0": float((f > 0).float().sum(-1).mean()),
-        "dead_fraction": float(((f > 0).sum(0) == 0).float().mean()),
+        "l0": float((f != 0).float().sum(-1).mean()),
+        "dead_fraction": float(((f != 0).sum(0) == 0).float().mean()),
     }
 
 
@@ -147,3 +158,56 @@ def next_token_loss(
         total += float(ce[valid].sum())
         count += int(valid.sum())
     return total / max(count, 1)
+
+
+def fidelity(
+    model: PreTrainedModel,
+    transcoder: Transcoder,
+    sequences: list[list[int]],
+    *,
+    token_budget: int = 4096,
+    pad_id: int = 0,
+    base_loss: float | None = None,
+) -> dict[str, float]:
+    """How well ``transcoder`` stands in for its MLP on ``sequences``: the fraction of the
+    output's variance explained and L0 (each sequence's first token left out: its activations
+    are outliers, e.g. at a BOS), and the next-token loss with and without the MLP replaced."""
+    x, y = collect_mlp_io(
+        model,
+        sequences,
+        transcoder.layer,
+        input_hook=transcoder.input_hook,
+        output_hook=transcoder.output_hook,
+        token_budget=token_budget,
+        pad_id=pad_id,
+        skip_first=True,
+        progress=False,
+    )
+    stats = evaluate(transcoder, x, y)
+    if base_loss is None:
+        base_loss = next_token_loss(model, sequences, token_budget=token_budget, pad_id=pad_id)
+    replaced = next_token_loss(
+        model, sequences, transcoder=transcoder, token_budget=token_budget, pad_id=pad_id
+    )
+    return {
+        "fraction_variance_explained": stats["fraction_variance_explained"],
+        "l0": stats["l0"],
+        "tokens": int(x.shape[0]),
+        "next_token_loss": base_loss,
+        "next_token_loss_replaced": replaced,
+        "loss_increase": replaced - base_loss,
+    }
+
+
+def check_fidelity(transcoder: Transcoder, stats: dict[str, Any], min_fve: float | None) -> None:
+    """Stop, naming the file and the hook point it was read at, when ``fidelity`` measured
+    less than ``min_fve`` (None: no gate). A transcoder read at the wrong point fails here."""
+    fve = stats["fraction_variance_explained"]
+    if min_fve is not None and not fve >= min_fve:
+        raise StageError(
+            f"transcoder {transcoder.source or '?'} (layer {transcoder.layer}) read at "
+            f"{transcoder.input_hook} (from {transcoder.meta.get('input_hook_from', '?')}) "
+            f"explains {fve:.3f} of the MLP output's variance on {stats['tokens']} tokens, "
+            f"below traces.min_fve={min_fve}; if it reads another point, set traces.input_hook "
+            "(mlp.hook_in, ln2.hook_normalized or hook_resid_mid)"
+        )
