@@ -20,7 +20,6 @@ from steerpipe.models import load_from_params, n_layers, resolve_layers
 from steerpipe.prompts import chat_prompt_ids
 from steerpipe.steps import gym_problems
 from steerpipe.storage import write_json
-from steerpipe.transcoder_formats import save_transcoder
 from steerpipe.transcoder_training import (
     collect_mlp_io,
     evaluate,
@@ -28,6 +27,7 @@ from steerpipe.transcoder_training import (
     next_token_loss,
     train_transcoder,
 )
+from steerpipe.transcoders import save_transcoder
 
 
 def main() -> None:

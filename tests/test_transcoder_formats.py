@@ -31,9 +31,9 @@ from safetensors.torch import save_file
 from test_transcoders import random_transcoder
 
 from steerpipe.config import StageError
-from steerpipe.transcoder_formats import load_transcoder, save_transcoder
+from steerpipe.transcoder_formats import load_transcoder
 from steerpipe.transcoder_sets import iter_layers, read_log_frequency
-from steerpipe.transcoders import Transcoder
+from steerpipe.transcoders import Transcoder, save_transcoder
 
 D, M = 64, 128
 
@@ -286,6 +286,9 @@ def test_bad_files_name_the_file_and_the_field(tmp_path: Path) -> None:
     del sae["d_out"]
     write_saelens(tmp_path / "h/layer_0", sl, sae)
     expect(tmp_path / "h", "layer_{layer}", "architecture 'standard' is an SAE, not a transcoder")
+    gated = saelens6_cfg("blocks.0.mlp.hook_in", "gated_transcoder")
+    write_saelens(tmp_path / "q/layer_0", sl, gated)
+    expect(tmp_path / "q", "layer_{layer}", "architecture 'gated_transcoder' is not known")
     write_saelens(
         tmp_path / "i/layer_0", sl, saelens6_cfg("blocks.0.mlp.hook_in", apply_b_dec_to_input=True)
     )

@@ -30,9 +30,8 @@ from test_transcoders import random_transcoder
 
 from steerpipe.config import StageError
 from steerpipe.hooks import mlp_modules, norm_gain
-from steerpipe.transcoder_formats import save_transcoder
 from steerpipe.transcoder_sets import iter_layers, load_layers, read_log_frequency, resolve_source
-from steerpipe.transcoders import Transcoder, on_transcoder
+from steerpipe.transcoders import Transcoder, on_transcoder, save_transcoder
 
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])

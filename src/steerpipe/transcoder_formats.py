@@ -1,12 +1,13 @@
-"""Transcoder files of one layer each: ours, transcoder_circuits, SAELens 5/6, sparsify.
+"""Transcoder files of one layer each: transcoder_circuits, SAELens 5/6, sparsify (and ours).
 
 Each loader takes the input and output hook points from the format's own fields (the rule
 and the source it follows, per format; the tests write each fixture as that source does).
 Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
 ``transcoder_sets``; the README's "Bringing a real transcoder" has the table.
 
-- ours: ``.safetensors`` with ``input_hook`` / ``output_hook`` in the metadata; the
-  ``transcoder`` stage's are ``mlp.hook_in`` -> ``hook_mlp_out``.
+- ours (``transcoders.save_transcoder``): ``.safetensors`` with ``input_hook`` /
+  ``output_hook`` in the metadata; the ``transcoder`` stage's are ``mlp.hook_in`` ->
+  ``hook_mlp_out``.
 - transcoder_circuits ``.pt`` (``sae_training/sparse_autoencoder.py``, ``config.py``):
   ``cfg.hook_point`` / ``cfg.out_hook_point``, read with torch's weights-only unpickler. Its
   checkpoints come from ``HookedTransformer.from_pretrained`` with the default ``fold_ln``, so
@@ -35,27 +36,18 @@ import torch
 
 from steerpipe.config import StageError
 from steerpipe.hooks import parse_hook
-from steerpipe.storage import read_tensors, write_tensors
-from steerpipe.transcoders import WEIGHTS, Transcoder
+from steerpipe.storage import read_tensors
+from steerpipe.transcoders import WEIGHTS, Transcoder, load_ours
 
+# SAELens 6's transcoder architectures (sae_lens/__init__.py registers them) -> activation;
+# SAELens 5 saved transcoders under an SAE architecture, with d_out / hook_name_out.
+SAELENS_TRANSCODERS = {
+    "transcoder": "relu",
+    "skip_transcoder": "relu",
+    "jumprelu_transcoder": "jumprelu",
+}
+SAELENS_5_ACTIVATIONS = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk_relu"}
 _SPARSIFY_POINT = re.compile(r"^(?:model\.)?layers\.(\d+)\.mlp$")
-
-
-def save_transcoder(transcoder: Transcoder, path: str | Path) -> None:
-    """Our format: the weights (and log frequencies) in safetensors, the rest in metadata."""
-    tensors = {k: getattr(transcoder, k) for k in WEIGHTS}
-    for name in ("threshold", "W_skip", "log_frequency"):
-        if getattr(transcoder, name) is not None:
-            tensors[name] = getattr(transcoder, name)
-    meta = {
-        **transcoder.meta,
-        "layer": transcoder.layer,
-        "input_hook": transcoder.input_hook,
-        "output_hook": transcoder.output_hook,
-        "activation": transcoder.activation,
-        "k": transcoder.k,
-    }
-    write_tensors(tensors, path, meta)
 
 
 def load_transcoder(path: str | Path, layer: int | None = None) -> Transcoder:
@@ -68,7 +60,7 @@ def load_transcoder(path: str | Path, layer: int | None = None) -> Transcoder:
     elif path.suffix == ".pt":
         tc = _load_transcoder_circuits(path)
     elif path.suffix == ".safetensors" and path.is_file():
-        tc = _load_ours(path)
+        tc = load_ours(path)
     else:
         raise StageError(
             f"{path}: not a transcoder file this knows (ours .safetensors, transcoder_circuits "
@@ -93,31 +85,6 @@ def need_field(cfg: dict[str, Any], name: str, path: Path) -> Any:
     if cfg.get(name) is None:
         raise StageError(f"{path}: no field {name!r}")
     return cfg[name]
-
-
-def _load_ours(path: Path) -> Transcoder:
-    tensors, meta = read_tensors(path)
-    need_tensors(tensors, WEIGHTS, path)
-    if "layer" not in meta:
-        raise StageError(f"{path}: not a steerpipe transcoder (no 'layer' in its metadata)")
-    if "input_hook" not in meta:
-        raise StageError(
-            f"{path}: no 'input_hook' in its metadata (written before conventions were "
-            "recorded; steerpipe's own read mlp.hook_in: set traces.input_hook=mlp.hook_in)"
-        )
-    return Transcoder(
-        **{k: tensors[k] for k in WEIGHTS},
-        layer=int(meta["layer"]),
-        input_hook=meta["input_hook"],
-        output_hook=meta.get("output_hook", "hook_mlp_out"),
-        activation=meta.get("activation", "relu"),
-        k=meta.get("k"),
-        threshold=tensors.get("threshold"),
-        W_skip=tensors.get("W_skip"),
-        log_frequency=tensors.get("log_frequency"),
-        meta={**meta, "format": "steerpipe", "input_hook_from": "metadata input_hook"},
-        source=str(path),
-    )
 
 
 def _load_transcoder_circuits(path: Path) -> Transcoder:
@@ -178,8 +145,17 @@ def _load_saelens(folder: Path) -> Transcoder:
         raise StageError(f"{cfg_path}: {hook_field} {hook!r} names no block")
     out = meta.get("hook_name_out") or cfg.get("hook_name_out") or "hook_mlp_out"
     arch = str(cfg.get("architecture", "standard"))
-    if "transcoder" not in arch and "d_out" not in cfg and not cfg.get("hook_name_out"):
+    activation = SAELENS_TRANSCODERS.get(arch)
+    old_style = version == 5 and ("d_out" in cfg or cfg.get("hook_name_out"))
+    if activation is None and old_style and arch in SAELENS_5_ACTIVATIONS:
+        activation = SAELENS_5_ACTIVATIONS[arch]  # a transcoder saved as an SAE architecture
+    if activation is None and "transcoder" in arch:
+        known = ", ".join(SAELENS_TRANSCODERS)
+        raise StageError(f"{cfg_path}: architecture {arch!r} is not known (only {known})")
+    if activation is None:
         raise StageError(f"{cfg_path}: architecture {arch!r} is an SAE, not a transcoder")
+    if cfg.get("activation_fn") == "topk":
+        activation = "topk_relu"
     norm = cfg.get("normalize_activations", "none")
     if norm not in ("none", None, False):
         raise StageError(f"{cfg_path}: normalize_activations {norm!r} is not supported")
@@ -193,16 +169,14 @@ def _load_saelens(folder: Path) -> Transcoder:
         )
     else:
         b_dec, b_dec_out = torch.zeros(d_in, dtype=tensors["b_dec"].dtype), tensors["b_dec"]
-    activation, k, threshold = "relu", None, None
-    if "jumprelu" in arch:
-        activation = "jumprelu"
+    k, threshold = None, None
+    if activation == "jumprelu":
         threshold = tensors.get("threshold")
         if threshold is None and "log_threshold" in tensors:
             threshold = tensors["log_threshold"].exp()
         if threshold is None:
             raise StageError(f"{folder}: no tensor 'threshold' for architecture {arch!r}")
-    elif "topk" in arch or cfg.get("activation_fn") == "topk":
-        activation = "topk_relu"
+    elif activation == "topk_relu":
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
         if k is None:
             raise StageError(f"{cfg_path}: a TopK transcoder needs a field 'k'")

@@ -25,7 +25,8 @@ The tests compare each of these with TransformerLens's bridge on models with ran
 features scaled: the reconstruction error is kept and strength 1.0 is exactly the unhooked
 model, for every activation. ``mode="replace"`` writes the reconstruction of ``f'`` instead.
 (The original notebook encoded without ``b_dec``, decoded with ``b_dec`` and wrote the output
-into the input hook.) File formats are in ``transcoder_formats``.
+into the input hook.) Our file format is here (``save_transcoder``, ``load_ours``); the
+others are in ``transcoder_formats``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +42,7 @@ from torch import nn
 
 from steerpipe.config import StageError
 from steerpipe.hooks import SiteFn, decoder_layers, mlp_modules, normalized, on_mlp, parse_hook
+from steerpipe.storage import read_tensors, write_tensors
 
 ACTIVATIONS = ("relu", "jumprelu", "topk", "topk_relu")
 WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out")
@@ -233,3 +236,48 @@ def place(transcoder: Transcoder, model: nn.Module) -> Transcoder:
     transcoder.check_model(model)
     weight = next(decoder_layers(model)[transcoder.layer].parameters())
     return transcoder.to(weight.device, weight.dtype)
+
+
+def save_transcoder(transcoder: Transcoder, path: str | Path) -> None:
+    """Our format: the weights (and log frequencies) in safetensors, the rest in metadata."""
+    tensors = {k: getattr(transcoder, k) for k in WEIGHTS}
+    for name in ("threshold", "W_skip", "log_frequency"):
+        if getattr(transcoder, name) is not None:
+            tensors[name] = getattr(transcoder, name)
+    meta = {
+        **transcoder.meta,
+        "layer": transcoder.layer,
+        "input_hook": transcoder.input_hook,
+        "output_hook": transcoder.output_hook,
+        "activation": transcoder.activation,
+        "k": transcoder.k,
+    }
+    write_tensors(tensors, path, meta)
+
+
+def load_ours(path: str | Path) -> Transcoder:
+    """Our format (``save_transcoder``); other formats: ``transcoder_formats``."""
+    tensors, meta = read_tensors(path)
+    missing = [k for k in WEIGHTS if k not in tensors]
+    if missing:
+        raise StageError(f"{path}: no tensor {', '.join(missing)}")
+    if "layer" not in meta:
+        raise StageError(f"{path}: not a steerpipe transcoder (no 'layer' in its metadata)")
+    if "input_hook" not in meta:
+        raise StageError(
+            f"{path}: no 'input_hook' in its metadata (written before conventions were "
+            "recorded; steerpipe's own read mlp.hook_in: set traces.input_hook=mlp.hook_in)"
+        )
+    return Transcoder(
+        **{k: tensors[k] for k in WEIGHTS},
+        layer=int(meta["layer"]),
+        input_hook=meta["input_hook"],
+        output_hook=meta.get("output_hook", "hook_mlp_out"),
+        activation=meta.get("activation", "relu"),
+        k=meta.get("k"),
+        threshold=tensors.get("threshold"),
+        W_skip=tensors.get("W_skip"),
+        log_frequency=tensors.get("log_frequency"),
+        meta={**meta, "format": "steerpipe", "input_hook_from": "metadata input_hook"},
+        source=str(path),
+    )
