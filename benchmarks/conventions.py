@@ -23,7 +23,7 @@ from steerpipe.hooks import mlp_modules, norm_gain
 from steerpipe.models import load_model
 from steerpipe.storage import read_parquet
 from steerpipe.transcoder_formats import load_transcoder
-from steerpipe.transcoder_training import fidelity, next_token_loss
+from steerpipe.transcoder_training import fidelity, gate_sample, next_token_loss
 from steerpipe.transcoders import Transcoder, on_transcoder
 from steerpipe.yesno import prompt_ids, render
 
@@ -58,11 +58,7 @@ def main() -> None:
         s: [prompt_ids(tok, render(t, q), chat_template=False) for q in questions]
         for s, t in params["templates"].items()
     }
-    sample: list[list[int]] = []
-    for i in range(len(questions)):
-        for style in prompts:
-            if sum(map(len, sample)) < int(params["fidelity_tokens"]):
-                sample.append(prompts[style][i])
+    sample = gate_sample(prompts, int(params["fidelity_tokens"]))
     pad = int(tok.pad_token_id)
     base = next_token_loss(model, sample, pad_id=pad)
     ids = torch.tensor([tok(SENTENCE).input_ids])

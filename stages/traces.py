@@ -28,7 +28,7 @@ from steerpipe.models import load_from_params
 from steerpipe.neurons import trace_features
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
 from steerpipe.transcoder_sets import iter_layers, resolve_source
-from steerpipe.transcoder_training import check_fidelity, fidelity, next_token_loss
+from steerpipe.transcoder_training import check_fidelity, fidelity, gate_sample, next_token_loss
 from steerpipe.transcoders import Transcoder, place
 from steerpipe.yesno import prompt_ids, render
 
@@ -45,12 +45,7 @@ def main() -> None:
     texts = {s: [render(t, q) for q in questions] for s, t in templates.items()}
     chat = bool(p["chat_template"])
     prompts = {s: [prompt_ids(tok, x, chat_template=chat) for x in xs] for s, xs in texts.items()}
-    # The gate's tokens: the trace prompts, style by style for each question in turn.
-    sample: list[list[int]] = []
-    for i in range(len(questions)):
-        for style in templates:
-            if sum(map(len, sample)) < int(p["fidelity_tokens"]):
-                sample.append(prompts[style][i])
+    sample = gate_sample(prompts, int(p["fidelity_tokens"]))
     pad = int(tok.pad_token_id)
     base_loss = next_token_loss(model, sample, pad_id=pad)
     min_fve = None if p["min_fve"] is None else float(p["min_fve"])

@@ -15,6 +15,7 @@ from steerpipe.transcoder_training import (
     collect_mlp_io,
     evaluate,
     fidelity,
+    gate_sample,
     log_frequency,
     next_token_loss,
     train_transcoder,
@@ -81,6 +82,12 @@ def test_next_token_loss_batched_equals_manual(tiny_model) -> None:
         total += float(nn.functional.cross_entropy(logits, torch.tensor(s[1:]), reduction="sum"))
         count += len(s) - 1
     assert abs(got - total / count) < 1e-4
+
+
+def test_gate_sample_takes_the_styles_in_turn() -> None:
+    prompts = {"basic": [[1, 2], [3, 4, 5], [6]], "0shot": [[7], [8, 9], [10, 11]]}
+    assert gate_sample(prompts, 4) == [[1, 2], [7], [3, 4, 5]]
+    assert gate_sample(prompts, 100) == [[1, 2], [7], [3, 4, 5], [8, 9], [6], [10, 11]]
 
 
 def _smollm2_like(tiny_model):

@@ -160,6 +160,17 @@ def next_token_loss(
     return total / max(count, 1)
 
 
+def gate_sample(prompts: dict[str, list[list[int]]], tokens: int) -> list[list[int]]:
+    """The fidelity gate's sequences: the prompts of each style in turn for each question
+    (``prompts[style][i]``), until about ``tokens`` tokens."""
+    sample: list[list[int]] = []
+    for row in zip(*prompts.values(), strict=True):
+        for prompt in row:
+            if sum(map(len, sample)) < tokens:
+                sample.append(prompt)
+    return sample
+
+
 def fidelity(
     model: PreTrainedModel,
     transcoder: Transcoder,
