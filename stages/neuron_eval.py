@@ -18,8 +18,7 @@ from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params
 from steerpipe.neurons import FeatureSteer, generate_steered
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
-from steerpipe.transcoder_sets import iter_layers, resolve_source
-from steerpipe.transcoders import place
+from steerpipe.transcoder_sets import placed_layers
 from steerpipe.yesno import parse_answer, prompt_ids, render
 
 
@@ -56,11 +55,10 @@ def main() -> None:
     questions = read_parquet("data/questions/eval.parquet")
     model, tok = load_from_params(load_params("model"))
     layers = [int(x) for x in t["layers"]]
-    folder = resolve_source(str(t["transcoders"]), str(t["file"]), layers)
-    transcoders = {
-        tc.layer: place(tc, model)  # one layer's weights on the host at a time
-        for tc in iter_layers(folder, str(t["file"]), layers, input_hook=t["input_hook"])
-    }
+    placed = placed_layers(
+        str(t["transcoders"]), str(t["file"]), layers, model, input_hook=t["input_hook"]
+    )
+    transcoders = {tc.layer: tc for tc in placed}
     conds = conditions(layers, [float(s) for s in p["strengths"]], int(p["seed"]))
     texts = [render(t["templates"][p["style"]], q) for q in questions]
     ids = [prompt_ids(tok, x, chat_template=bool(t["chat_template"])) for x in texts]

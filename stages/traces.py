@@ -27,9 +27,9 @@ from steerpipe.config import StageError, load_params, run_stage
 from steerpipe.models import load_from_params
 from steerpipe.neurons import trace_features
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
-from steerpipe.transcoder_sets import iter_layers, resolve_source
+from steerpipe.transcoder_sets import placed_layers
 from steerpipe.transcoder_training import check_fidelity, fidelity, gate_sample, next_token_loss
-from steerpipe.transcoders import Transcoder, place
+from steerpipe.transcoders import Transcoder
 from steerpipe.yesno import prompt_ids, render
 
 
@@ -49,11 +49,12 @@ def main() -> None:
     pad = int(tok.pad_token_id)
     base_loss = next_token_loss(model, sample, pad_id=pad)
     min_fve = None if p["min_fve"] is None else float(p["min_fve"])
-    folder = resolve_source(str(p["transcoders"]), str(p["file"]), layers)
     transcoders: dict[int, Transcoder] = {}
     metrics: dict[str, Any] = {"fidelity": {}}
-    for tc in iter_layers(folder, str(p["file"]), layers, input_hook=p["input_hook"]):
-        tc = place(tc, model)  # one layer's weights on the host at a time
+    placed = placed_layers(
+        str(p["transcoders"]), str(p["file"]), layers, model, input_hook=p["input_hook"]
+    )
+    for tc in placed:  # each gated before the next layer is read
         stats = fidelity(model, tc, sample, pad_id=pad, base_loss=base_loss)
         print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
         check_fidelity(tc, stats, min_fve)

@@ -103,14 +103,15 @@ def test_layer_out_of_range(tiny_model) -> None:
         pass
 
 
-def mlp_io(model, layer: int, **hooks: str) -> tuple[torch.Tensor, torch.Tensor]:
+def mlp_io(model, layer: int, ids=IDS, **hooks: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) at the MLP hook points ``hooks`` name, from one forward of ``ids``."""
     seen = {}
 
     def keep(x, out):
         seen["in"], seen["out"] = x.clone(), out.clone()
 
     with on_mlp(model, layer, keep, **hooks), torch.no_grad():
-        model(IDS)
+        model(ids)
     return seen["in"], seen["out"]
 
 

@@ -61,28 +61,15 @@ def test_batched_traces_equal_one_at_a_time(tiny_model) -> None:
             assert torch.allclose(rows, alone.features[layer].to_dense(), atol=1e-5)
 
 
-def mlp_input_at_last(model, ids: list[int], layer: int) -> torch.Tensor:
+def input_at_last(model, ids: list[int], module) -> torch.Tensor:
+    """The input of ``module`` at the last token, from a full forward without the cache."""
     seen = {}
-    mlp = decoder_layers(model)[layer].mlp
-    handle = mlp.register_forward_hook(lambda m, a, o: seen.setdefault("x", a[0][0, -1].clone()))
+    handle = module.register_forward_hook(lambda m, a, o: seen.setdefault("x", a[0][0, -1].clone()))
     try:
         model(torch.tensor([ids]), use_cache=False)
     finally:
         handle.remove()
     return seen["x"]
-
-
-def normalized_at_last(model, ids: list[int], layer: int) -> torch.Tensor:
-    """x / rms(x) of the residual entering the MLP's norm, computed here by hand."""
-    seen = {}
-    norm = decoder_layers(model)[layer].post_attention_layernorm
-    handle = norm.register_forward_hook(lambda m, a, o: seen.setdefault("x", a[0][0, -1].clone()))
-    try:
-        model(torch.tensor([ids]), use_cache=False)
-    finally:
-        handle.remove()
-    x = seen["x"]
-    return x / (x.pow(2).mean() + norm.variance_epsilon).sqrt()
 
 
 def test_step_features_are_those_of_the_last_real_token(tiny_model) -> None:
@@ -93,11 +80,15 @@ def test_step_features_are_those_of_the_last_real_token(tiny_model) -> None:
     for prompt, tokens, n in zip(PROMPTS, traces.tokens, traces.steps, strict=True):
         rows = traces.features[1].to_dense()[start : start + n]
         rows2 = traces.features[2].to_dense()[start : start + n]
+        mlp, norm = decoder_layers(tiny_model)[1].mlp, decoder_layers(tiny_model)[2]
+        norm = norm.post_attention_layernorm
         for t in range(n):
-            want = TC.encode(mlp_input_at_last(tiny_model, prompt + tokens[:t], 1))
+            want = TC.encode(input_at_last(tiny_model, prompt + tokens[:t], mlp))
             assert torch.allclose(rows[t], want, atol=1e-5)
-            want2 = TC2.encode(normalized_at_last(tiny_model, prompt + tokens[:t], 2))
-            assert torch.allclose(rows2[t], want2, atol=1e-5)
+            # layer 2's transcoder reads x / rms(x) before the gain: computed here by hand
+            x = input_at_last(tiny_model, prompt + tokens[:t], norm)
+            x = x / (x.pow(2).mean() + norm.variance_epsilon).sqrt()
+            assert torch.allclose(rows2[t], TC2.encode(x), atol=1e-5)
         start += n
 
 

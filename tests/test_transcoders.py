@@ -8,9 +8,10 @@ import copy
 
 import pytest
 import torch
+from test_hooks import mlp_io
 
 from steerpipe.config import StageError
-from steerpipe.hooks import mlp_modules, on_mlp
+from steerpipe.hooks import mlp_modules
 from steerpipe.transcoders import (
     Transcoder,
     feature_scale,
@@ -51,17 +52,6 @@ def random_transcoder(
     )
 
 
-def mlp_io(model, layer: int, ids=IDS, **hooks: str) -> tuple[torch.Tensor, torch.Tensor]:
-    seen = {}
-
-    def keep(x, out):
-        seen["in"], seen["out"] = x.clone(), out.clone()
-
-    with on_mlp(model, layer, keep, **hooks), torch.no_grad():
-        model(ids)
-    return seen["in"], seen["out"]
-
-
 KINDS = [
     ("relu", False, "mlp.hook_in"),
     ("jumprelu", False, "ln2.hook_normalized"),
@@ -85,22 +75,22 @@ def test_strength_one_is_exactly_the_model(tiny_model, activation, skip, input_h
 def test_delta_mode_adds_the_feature_change(tiny_model, activation, skip, input_hook) -> None:
     tc = random_transcoder(activation=activation, skip=skip, input_hook=input_hook)
     feats = torch.tensor([3, 17, 40, 99])
-    x, y = mlp_io(tiny_model, 1, input_hook=input_hook)
+    x, y = mlp_io(tiny_model, 1, IDS, input_hook=input_hook)
     f = tc.encode(x)
     scaled = f.clone()
     scaled[..., feats] *= 2.0
     want = y + (scaled - f) @ tc.W_dec
     with steer_features(tiny_model, tc, feats, 2.0):
-        _, got = mlp_io(tiny_model, 1)
+        _, got = mlp_io(tiny_model, 1, IDS)
     torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize(("activation", "skip", "input_hook"), KINDS)
 def test_replace_mode_is_the_reconstruction(tiny_model, activation, skip, input_hook) -> None:
     tc = random_transcoder(activation=activation, skip=skip, input_hook=input_hook)
-    x, _ = mlp_io(tiny_model, 1, input_hook=input_hook)
+    x, _ = mlp_io(tiny_model, 1, IDS, input_hook=input_hook)
     with steer_features(tiny_model, tc, torch.tensor([0]), 1.0, mode="replace"):
-        _, got = mlp_io(tiny_model, 1)
+        _, got = mlp_io(tiny_model, 1, IDS)
     want = tc.encode(x) @ tc.W_dec + tc.b_dec_out
     if skip:
         want = want + x @ tc.W_skip

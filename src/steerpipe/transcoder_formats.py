@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from steerpipe.config import StageError
 from steerpipe.hooks import parse_hook
 from steerpipe.storage import read_tensors
-from steerpipe.transcoders import WEIGHTS, Transcoder, load_ours
+from steerpipe.transcoders import WEIGHTS, Transcoder, load_ours, need_tensors
 
 # SAELens 6's transcoder architectures (sae_lens/__init__.py registers them) -> activation;
 # SAELens 5 saved transcoders under an SAE architecture, with d_out / hook_name_out.
@@ -47,6 +48,7 @@ SAELENS_TRANSCODERS = {
     "jumprelu_transcoder": "jumprelu",
 }
 SAELENS_5_ACTIVATIONS = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk_relu"}
+CIRCUITS_SPARSITY = "_log_feature_sparsity.pt"  # beside a transcoder_circuits checkpoint
 _SPARSIFY_POINT = re.compile(r"^(?:model\.)?layers\.(\d+)\.mlp$")
 
 
@@ -75,10 +77,18 @@ def torch_load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def need_tensors(tensors: dict[str, torch.Tensor], names: tuple[str, ...], path: Path) -> None:
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise StageError(f"{path}: no tensor {', '.join(missing)}")
+def log_frequency_of(path: Path) -> torch.Tensor | None:
+    """The log10 firing frequencies shipped with one layer's file, without its weights:
+    transcoder_circuits' ``*_log_feature_sparsity.pt`` beside it, SAELens' (and sparsify's
+    absent) ``sparsity.safetensors`` in its folder, ours' ``log_frequency`` tensor."""
+    if path.suffix == ".pt":
+        sparsity = path.with_name(path.stem + CIRCUITS_SPARSITY)
+        return torch_load(sparsity) if sparsity.exists() else None
+    if path.is_dir():
+        sparsity = path / "sparsity.safetensors"
+        return read_tensors(sparsity)[0].get("sparsity") if sparsity.exists() else None
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor("log_frequency") if "log_frequency" in f.keys() else None  # noqa: SIM118
 
 
 def need_field(cfg: dict[str, Any], name: str, path: Path) -> Any:
@@ -114,13 +124,12 @@ def _load_transcoder_circuits(path: Path) -> Transcoder:
     if layer is None:
         raise StageError(f"{path}: cfg.hook_point {cfg['hook_point']!r} names no block")
     out = cfg.get("out_hook_point") or f"blocks.{layer}.hook_mlp_out"
-    sparsity = path.with_name(path.stem + "_log_feature_sparsity.pt")
     return Transcoder(
         **{k: state[k] for k in WEIGHTS},
         layer=layer,
         input_hook=input_hook,
         output_hook=parse_hook(out, output=True, where=f"{path} cfg.out_hook_point")[1],
-        log_frequency=torch_load(sparsity) if sparsity.exists() else None,
+        log_frequency=log_frequency_of(path),
         meta={"format": "transcoder_circuits", "input_hook_from": "cfg.hook_point"},
         source=str(path),
     )
@@ -183,9 +192,6 @@ def _load_saelens(folder: Path) -> Transcoder:
     skip = tensors.get("W_skip")
     if "skip" in arch and skip is None:
         raise StageError(f"{folder}: no tensor 'W_skip' for architecture {arch!r}")
-    freq = None
-    if (folder / "sparsity.safetensors").exists():
-        freq = read_tensors(folder / "sparsity.safetensors")[0].get("sparsity")
     return Transcoder(
         W_enc=tensors["W_enc"],
         b_enc=tensors["b_enc"],
@@ -199,7 +205,7 @@ def _load_saelens(folder: Path) -> Transcoder:
         k=None if k is None else int(k),
         threshold=threshold,
         W_skip=None if skip is None else skip.T,
-        log_frequency=freq,
+        log_frequency=log_frequency_of(folder),
         meta={"format": f"saelens{version}", "input_hook_from": f"cfg.json {hook_field}"},
         source=str(folder),
     )

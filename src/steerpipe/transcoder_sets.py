@@ -28,13 +28,18 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import safe_open
+from torch import nn
 
 from steerpipe.config import StageError
 from steerpipe.hooks import parse_hook
 from steerpipe.storage import read_tensors
-from steerpipe.transcoder_formats import load_transcoder, need_field, need_tensors, torch_load
-from steerpipe.transcoders import Transcoder
+from steerpipe.transcoder_formats import (
+    CIRCUITS_SPARSITY,
+    load_transcoder,
+    log_frequency_of,
+    need_field,
+)
+from steerpipe.transcoders import Transcoder, need_tensors, place
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 CRV_TOPK = {"facebook/crv-8b-instruct-transcoders": 128}  # circuit-tracer's hard-coded k
@@ -80,15 +85,17 @@ def read_log_frequency(source: str | Path, file: str, layer: int) -> torch.Tenso
     folder = Path(source)
     if _circuit_tracer_config(folder) is not None:
         return None
-    path = folder / file.format(layer=layer)
-    if path.suffix == ".pt":
-        sparsity = path.with_name(path.stem + "_log_feature_sparsity.pt")
-        return torch_load(sparsity) if sparsity.exists() else None
-    if path.is_dir():
-        sparsity = path / "sparsity.safetensors"
-        return read_tensors(sparsity)[0].get("sparsity") if sparsity.exists() else None
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor("log_frequency") if "log_frequency" in f.keys() else None  # noqa: SIM118
+    return log_frequency_of(folder / file.format(layer=layer))
+
+
+def placed_layers(
+    source: str, file: str, layers: list[int], model: nn.Module, *, input_hook: str | None = None
+) -> Iterator[Transcoder]:
+    """``iter_layers`` of ``source`` (a folder or a hub id, ``resolve_source``), each checked
+    against ``model`` and placed on its layer's device before the next one is read."""
+    folder = resolve_source(source, file, layers)
+    for tc in iter_layers(folder, file, layers, input_hook=input_hook):
+        yield place(tc, model)
 
 
 def resolve_source(
@@ -109,7 +116,7 @@ def resolve_source(
     for layer in layers:
         rel = file.format(layer=layer)
         stem = rel.rsplit(".", 1)[0]
-        patterns += [rel, f"{rel}/*", f"{stem}_log_feature_sparsity.pt"]
+        patterns += [rel, f"{rel}/*", stem + CIRCUITS_SPARSITY]
     try:
         folder = Path(
             snapshot_download(

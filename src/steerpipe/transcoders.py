@@ -31,6 +31,7 @@ others are in ``transcoder_formats``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -141,23 +142,13 @@ class Transcoder:
             normalized(norm, torch.zeros(1, d))  # raises for a norm it cannot invert
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Transcoder:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, dtype)
-
-        moved = {k: getattr(self, k).to(device, dtype) for k in WEIGHTS}
-        return Transcoder(
-            **moved,
-            layer=self.layer,
-            input_hook=self.input_hook,
-            output_hook=self.output_hook,
-            activation=self.activation,
-            k=self.k,
-            threshold=move(self.threshold),
-            W_skip=move(self.W_skip),
-            log_frequency=self.log_frequency,
-            meta=self.meta,
-            source=self.source,
-        )
+        """A copy with the weights on ``device`` in ``dtype`` (log frequencies stay)."""
+        moved = {
+            k: getattr(self, k).to(device, dtype)
+            for k in (*WEIGHTS, "threshold", "W_skip")
+            if getattr(self, k) is not None
+        }
+        return dataclasses.replace(self, **moved)
 
 
 @contextmanager
@@ -255,12 +246,17 @@ def save_transcoder(transcoder: Transcoder, path: str | Path) -> None:
     write_tensors(tensors, path, meta)
 
 
+def need_tensors(tensors: dict[str, torch.Tensor], names: tuple[str, ...], path: Path) -> None:
+    """A one-line error naming the file and the tensors it lacks."""
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise StageError(f"{path}: no tensor {', '.join(missing)}")
+
+
 def load_ours(path: str | Path) -> Transcoder:
     """Our format (``save_transcoder``); other formats: ``transcoder_formats``."""
     tensors, meta = read_tensors(path)
-    missing = [k for k in WEIGHTS if k not in tensors]
-    if missing:
-        raise StageError(f"{path}: no tensor {', '.join(missing)}")
+    need_tensors(tensors, WEIGHTS, Path(path))
     if "layer" not in meta:
         raise StageError(f"{path}: not a steerpipe transcoder (no 'layer' in its metadata)")
     if "input_hook" not in meta:
