@@ -6,7 +6,7 @@
 Reads data/<item>/generations.parquet and writes data/<item>/judged.parquet: the same rows
 with ``category`` (null where the judge gave no usable answer) and ``judge``; and
 data/<item>/judge.json: what the judge did (requests sent, cache hits, tokens, unjudged).
-With ``judge.backend: anthropic`` this needs ANTHROPIC_API_KEY; see the README.
+With ``judge.backend: anthropic`` this needs ANTHROPIC_API_KEY; see docs/judge.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Each loader takes the input and output hook points from the format's own fields (the rule
 and the source it follows, per format; the tests write each fixture as that source does).
 Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
-``transcoder_sets``; the README's "Bringing a real transcoder" has the table.
+``transcoder_sets``; docs/experiment-b.md, "Bringing a real transcoder", has the table.
 
 - ours (``transcoders.save_transcoder``): ``.safetensors`` with ``input_hook`` /
   ``output_hook`` in the metadata; the ``transcoder`` stage's are ``mlp.hook_in`` ->
