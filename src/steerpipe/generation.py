@@ -8,9 +8,10 @@ Rows of different layers, or steered and control rows, share a batch: each layer
 (transcoder features, recording) come in through ``batch_hook``, which is told which input
 rows each batch holds, in order.
 
-Sampling draws each row's noise from the row's own generator, seeded by ``(seed, row)``: a
-sample does not depend on which rows share its batch, so batch sizes, shared prefills and
-out-of-memory splits never change the tokens (up to the float differences of batched kernels).
+Sampling draws each row's noise from a hash of ``(seed, row, step, token)``: a sample does
+not depend on which rows share its batch, so batch sizes, shared prefills and out-of-memory
+splits never change the tokens (up to the float differences of batched kernels), and the CPU
+and a GPU draw the same noise.
 """
 
 from __future__ import annotations
@@ -153,21 +154,45 @@ def row_seed(seed: int, row: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _M1, _M2 = map(_signed, (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (the bits of uint64; products wrap, and the
+    right shifts are made logical by masking), so every device computes the same bits."""
+    z = x + _GOLDEN
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _M1
+    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _M2
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
 class RowNoise(LogitsProcessor):
-    """Adds Gumbel noise from each row's own generator, so that the argmax of the result is a
-    sample from ``softmax(scores)`` (the Gumbel-max trick) whatever rows share the batch."""
+    """Adds Gumbel noise keyed by (row seed, step, token), so that the argmax of the result
+    is a sample from ``softmax(scores)`` (the Gumbel-max trick) whatever rows share the batch.
+
+    The uniforms come from a counter-based hash in integer arithmetic, not from a device's
+    random generator: the CPU and a GPU draw the same noise, so they sample the same tokens
+    up to the float differences of their kernels. Only tokens with a finite score (the
+    top-p nucleus) need noise, which keeps the cost small next to a decoding step.
+    """
 
     def __init__(self, seeds: list[int]) -> None:
-        self.seeds = seeds
-        self.generators: list[torch.Generator] = []
+        self.seeds = torch.tensor(seeds, dtype=torch.long)
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not self.generators:  # on the logits' device: the last GPU under a device_map
-            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
-        n = scores.shape[-1]
-        u = torch.stack([torch.rand(n, generator=g, device=scores.device) for g in self.generators])
-        tiny = torch.finfo(u.dtype).tiny  # u = 0 would give -log(0)
-        return scores - torch.log(-torch.log(u.clamp_min(tiny))).to(scores.dtype)  # type: ignore[return-value]
+        keys = splitmix64(splitmix64(self.seeds.to(scores.device)) + self.step)
+        self.step += 1
+        rows, tokens = torch.isfinite(scores).nonzero(as_tuple=True)
+        bits = splitmix64(keys[rows] + tokens)
+        u = (((bits >> 11) & ((1 << 53) - 1)).double() + 0.5) * 2.0**-53  # in (0, 1)
+        out = scores.clone()
+        out[rows, tokens] -= torch.log(-torch.log(u)).to(scores.dtype)
+        return out  # type: ignore[return-value]
 
 
 def _generate_batch(

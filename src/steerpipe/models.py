@@ -34,6 +34,7 @@ from transformers import (
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError
+from steerpipe.gpus import pick_device
 
 PACKAGED_SMOLLM2 = "packaged:smollm2"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -46,13 +47,6 @@ def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise StageError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
     return DTYPES[name]
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` picks cuda where it is available, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_from_params(params: dict[str, Any]) -> tuple[PreTrainedModel, Tokenizer]:
@@ -166,13 +160,15 @@ def load_model(
     ``random_init`` builds the architecture from the config alone, seeded: models of the real
     shapes for tests and benchmarks where no weights can be had. ``device_map`` (``auto``,
     ``balanced``, a dict...) spreads the layers over the machine's GPUs through accelerate, for
-    models that do not fit on one; ``device`` is then not used. Models other than the packaged
-    one are checked against what TransformerLens's bridge supports (``check_architecture``).
+    models that do not fit on one, and holds them all; ``device`` is then not used. ``device``
+    ``auto`` is a GPU that no other running stage holds (``gpus.pick_device``). Models other
+    than the packaged one are checked against what TransformerLens's bridge supports
+    (``check_architecture``).
     """
     torch_dtype = parse_dtype(dtype)
-    device = resolve_device(device)
     if device_map is not None and random_init:
         raise StageError("model.device_map places loaded weights; with random_init use device")
+    device = pick_device(device, spread=device_map is not None)
     tok = load_tokenizer(name)
     packaged = name == PACKAGED_SMOLLM2
     if packaged:
