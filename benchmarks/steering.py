@@ -2,7 +2,8 @@
 
     python benchmarks/steering.py                       # CPU, the packaged SmolLM2, small sizes
     python benchmarks/steering.py --shape r1-distill --device cuda --dtype bfloat16 \\
-        --prompts 50 --samples 5 --prompt-tokens 1000 --sweep-cells 75 --capture-prompts 300
+        --prompts 50 --samples 5 --prompt-tokens 1000 --sweep-cells 75 --capture-prompts 300 \\
+        --seed-rows 20 --variants --json bench.json
 
 Three kinds of work, each run both ways in one process:
 
@@ -19,13 +20,22 @@ so both sides produce the same number of tokens. The table gives seconds, tokens
 capture, the fraction of ``--peak-tflops`` reached, counting 2 x non-embedding parameters per
 token. ``--shape r1-distill`` is a random-initialised model of DeepSeek-R1-Distill-Qwen-1.5B's
 shape, so no weights are needed.
+
+``--seed-rows N`` times the seed loop on the first N calls of each kind of work and scales
+the time to all of them (the loop's cost is the same per call; at paper size it would take
+minutes). ``--variants`` also times the steered evaluation with the decode attention that
+transformers chose before 5.24 (``repeat_kv`` of the key/value heads on padded batches), with
+SDPA's ``enable_gqa`` forced, and with a static KV cache (no shared prefill, against the same
+without). ``--json`` writes the rows for ``scripts/gpu-check.sh``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -97,22 +107,49 @@ def seed_capture(bridge: Any, prompts: list[list[int]], layers: list[int]) -> to
     return torch.stack(kept).reshape(len(prompts), len(layers), 5, -1)
 
 
-def print_table(rows: list[tuple[str, str, float, int]], flops_per_token: int, args: Any) -> None:
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\n{args.shape} on {device}, {args.dtype}, {time.strftime('%Y-%m-%d')}; ", end="")
-    print(f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens")
+@contextmanager
+def decode_attention(kind: str) -> Iterator[None]:
+    """transformers' SDPA path for grouped-query heads, forced: ``repeat_kv`` copies the
+    key/value heads (what it did on padded batches before 5.24), ``enable_gqa`` hands the
+    grouping to SDPA (which then takes its math kernel where a mask is given)."""
+    from transformers.integrations import sdpa_attention as sdpa
+
+    saved = sdpa.use_gqa_in_sdpa, sdpa.is_torchdynamo_compiling
+    if kind == "repeat_kv":  # the single-query packing is skipped under compilation
+        sdpa.is_torchdynamo_compiling = lambda: True  # type: ignore[assignment]
+    elif kind == "enable_gqa":
+        sdpa.use_gqa_in_sdpa = lambda *a, **k: True  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sdpa.use_gqa_in_sdpa, sdpa.is_torchdynamo_compiling = saved
+
+
+def table(rows: list[dict[str, Any]], flops_per_token: int, args: Any) -> list[str]:
+    """The markdown table; fills each row's derived figures in place."""
     gpu = args.device.startswith("cuda")
     peak = f"TFLOP/s (of {args.peak_tflops:g})" if gpu else "TFLOP/s"
-    print(f"| work | path | seconds | tokens/s | x seed loop | {peak} |\n|---|---|---|---|---|---|")
+    lines = [
+        f"| work | path | seconds | tokens/s | x seed loop | {peak} |",
+        "|---|---|---|---|---|---|",
+    ]
     seed_time: dict[str, float] = {}
-    for work, path, seconds, n in rows:
+    for row in rows:
+        work, seconds, n = row["work"], row["seconds"], row["tokens"]
         seed_time.setdefault(work, seconds)
+        row["tokens_per_s"], row["x_seed"] = n / seconds, seed_time[work] / seconds
         mfu = ""
         if work.startswith("capture"):
-            tflops = n * flops_per_token / seconds / 1e12
-            mfu = f"{tflops:.3f}" + (f" ({tflops / args.peak_tflops:.1%})" if gpu else "")
-        ratio = seed_time[work] / seconds
-        print(f"| {work} | {path} | {seconds:.2f} | {n / seconds:,.0f} | {ratio:.1f} | {mfu} |")
+            row["tflops"] = n * flops_per_token / seconds / 1e12
+            mfu = f"{row['tflops']:.3f}"
+            if gpu:
+                row["peak_fraction"] = row["tflops"] / args.peak_tflops
+                mfu += f" ({row['peak_fraction']:.1%})"
+        lines.append(
+            f"| {work} | {row['path']} | {seconds:.2f} | {n / seconds:,.0f} "
+            f"| {row['x_seed']:.1f} | {mfu} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -129,6 +166,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--token-budget", type=int, default=16384)
     ap.add_argument("--peak-tflops", type=float, default=989.0)  # H100 dense bf16 (GPU only)
+    ap.add_argument("--seed-rows", type=int, default=0, help="time the seed loop on N calls")
+    ap.add_argument("--variants", action="store_true", help="decode attention and cache variants")
+    ap.add_argument("--json", help="write the rows and settings here")
     args = ap.parse_args()
 
     model, tok = load(args.shape, args.device, args.dtype)
@@ -140,21 +180,33 @@ def main() -> None:
     vocab = min(int(model.config.vocab_size), len(tok))
     pad = int(tok.pad_token_id)
     gen = {"max_new_tokens": args.new_tokens, "batch_size": args.batch_size, "pad_id": pad}
-    rows: list[tuple[str, str, float, int]] = []
+    rows: list[dict[str, Any]] = []
+
+    def add(work: str, path: str, seconds: float, tokens: int) -> None:
+        rows.append({"work": work, "path": path, "seconds": seconds, "tokens": tokens})
 
     def random_prompt(n: int) -> list[int]:
         return torch.randint(100, vocab, (n,), generator=g).tolist()
 
-    def compare(work: str, tokens: int, seed: Callable[[], None], ours: Callable[[], None]) -> None:
-        rows.append((work, "seed loop", timed(seed, args.device), tokens))
-        rows.append((work, "pipeline", timed(ours, args.device), tokens))
+    def subset(n: int) -> int:
+        return min(n, args.seed_rows) if args.seed_rows > 0 else n
 
-    def generation(prompts: list[list[int]], steers: list[Steer]) -> tuple[Callable[[], None], ...]:
-        def seed() -> None:
-            seed_generate(bridge, prompts, steers, args)
+    def compare(
+        work: str, tokens: int, n: int, seed: Callable[[int], None], ours: Callable[[], None]
+    ) -> None:
+        k = subset(n)  # the seed loop's cost is per call: time k of the n calls, scale
+        path = "seed loop" if k == n else f"seed loop ({k} of {n} calls, scaled)"
+        add(work, path, timed(lambda: seed(k), args.device) * n / k, tokens)
+        add(work, "pipeline", timed(ours, args.device), tokens)
 
-        def ours() -> None:
-            generate(model, prompts, steers=steers, progress=False, **gen)
+    def generation(
+        prompts: list[list[int]], steers: list[Steer]
+    ) -> tuple[Callable[..., None], ...]:
+        def seed(k: int) -> None:
+            seed_generate(bridge, prompts[:k], steers[:k], args)
+
+        def ours(**extra: Any) -> None:
+            generate(model, prompts, steers=steers, progress=False, **{**gen, **extra})
 
         return seed, ours
 
@@ -163,10 +215,20 @@ def main() -> None:
     rows_in = [p for p in prompts for _ in range(args.samples)]
     steers = [Steer(n_layers // 2, torch.randn(d, generator=g).to(model.dtype))] * len(rows_in)
     seed, ours = generation(rows_in[:2], steers[:2])
-    seed(), ours()  # warm-up
+    seed(2), ours()  # warm-up
     tokens = len(rows_in) * (args.prompt_tokens + args.new_tokens)
     work = f"steered eval: {args.prompts} prompts x {args.samples} samples"
-    compare(work, tokens, *generation(rows_in, steers))
+    seed, ours = generation(rows_in, steers)
+    compare(work, tokens, len(rows_in), seed, ours)
+    if args.variants:
+        for kind in ("repeat_kv", "enable_gqa"):
+            with decode_attention(kind):
+                add(work, f"pipeline, decode attention {kind}", timed(ours, args.device), tokens)
+        for cache in ("dynamic", "static"):  # the static cache cannot take a shared prefill
+            model.generation_config.cache_implementation = None if cache == "dynamic" else cache
+            seconds = timed(lambda: ours(share_prefill=False), args.device)
+            add(work, f"pipeline, no shared prefill, {cache} cache", seconds, tokens)
+        model.generation_config.cache_implementation = None
 
     # sweep: one prompt, a vector per cell at its own layer
     cells = [
@@ -177,7 +239,7 @@ def main() -> None:
     sweep_in = [random_prompt(args.prompt_tokens)] * len(sweep_steers)
     tokens = len(sweep_in) * (args.prompt_tokens + args.new_tokens)
     work = f"sweep: {args.sweep_cells} cells x {args.samples} samples, 1 prompt"
-    compare(work, tokens, *generation(sweep_in, sweep_steers))
+    compare(work, tokens, len(sweep_in), *generation(sweep_in, sweep_steers))
 
     # capture: prompts of mixed lengths, every layer at 5 positions
     low, high = args.prompt_tokens // 2, args.prompt_tokens * 3 // 2 + 1
@@ -187,8 +249,8 @@ def main() -> None:
 
     captured: dict[str, torch.Tensor] = {}
 
-    def seed_cap() -> None:
-        captured["seed"] = seed_capture(bridge, cap, layers)
+    def seed_cap(k: int) -> None:
+        captured["seed"] = seed_capture(bridge, cap[:k], layers)
 
     def our_cap() -> None:
         captured["ours"] = capture_resid_pre(
@@ -203,14 +265,29 @@ def main() -> None:
         )
 
     work = f"capture: {args.capture_prompts} prompts, {n_layers} layers x 5 positions"
-    compare(work, sum(lengths), seed_cap, our_cap)
-    print_table(rows, 2 * non_embedding_params(model), args)
+    compare(work, sum(lengths), len(cap), seed_cap, our_cap)
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    title = (
+        f"{args.shape} on {device}, {args.dtype}, {time.strftime('%Y-%m-%d')}; "
+        f"{args.prompt_tokens}-token prompts, {args.new_tokens} new tokens"
+    )
+    lines = table(rows, 2 * non_embedding_params(model), args)
+    print("\n" + title, *lines, sep="\n")
     # the bridge runs the model in eager attention, the pipeline in sdpa: equal to the dtype.
     # bf16 rounding over 28 random layers gave 2.5e-2 on the CPU (r1-distill shape); a wrong
     # hook point or position differs by order 1
-    diff = (captured["seed"] - captured["ours"]).abs().max() / captured["seed"].abs().max()
+    seed_cap_rows = captured["seed"]
+    ours_cap_rows = captured["ours"][: len(seed_cap_rows)]
+    diff = (seed_cap_rows - ours_cap_rows).abs().max() / seed_cap_rows.abs().max()
     tol = 1e-4 if model.dtype == torch.float32 else 5e-2
     print(f"\ncapture: pipeline and seed loop differ by {diff:.1e} of the largest value")
+    if args.json:
+        import transformers
+
+        report = {"title": title, "settings": vars(args), "rows": rows, "capture_diff": float(diff)}
+        report |= {"torch": torch.__version__, "transformers": transformers.__version__}
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     if diff > tol:
         raise SystemExit(f"capture: the pipeline disagrees with the seed loop (> {tol:g})")
 

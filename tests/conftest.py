@@ -1,5 +1,8 @@
 """Shared fixtures: tiny seeded Llama models built from configs, with the SmolLM2 tokenizer.
 
+Tests marked ``device`` take their model from ``model_on_device``: ``pytest -m device --device
+cuda`` runs them on a GPU (``scripts/gpu-check.sh`` does), the plain run on the CPU.
+
 The tokenizer is the packaged model's own (chat template included), so prompt building is
 exercised as in the pipeline; the weights are random, so no download is ever needed. The norm
 gains are random too (``randomize_norms``): with all-ones gains the input of a norm's gain and
@@ -8,6 +11,7 @@ its output coincide, and a test of which one a hook reads could not fail.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenize
     tiny_config(len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="where tests marked device run (cuda...)")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--device"))
+
+
+@pytest.fixture(scope="session")
+def model_on_device(tiny_model: PreTrainedModel, device: str) -> PreTrainedModel:
+    """``tiny_model`` on ``--device`` (the same weights)."""
+    return tiny_model if device == "cpu" else copy.deepcopy(tiny_model).to(device)

@@ -17,12 +17,13 @@ SEQS = [
 STARTS = [3, 1, 6]
 
 
-def test_batched_equals_one_at_a_time(tiny_model) -> None:
+@pytest.mark.device
+def test_batched_equals_one_at_a_time(model_on_device) -> None:
     kwargs = {"layers": [0, 2, 3], "n_positions": 3, "progress": False}
-    batched = capture_resid_pre(tiny_model, SEQS, STARTS, token_budget=10_000, **kwargs)
+    batched = capture_resid_pre(model_on_device, SEQS, STARTS, token_budget=10_000, **kwargs)
     alone = torch.cat(
         [
-            capture_resid_pre(tiny_model, [s], [st], **kwargs)
+            capture_resid_pre(model_on_device, [s], [st], **kwargs)
             for s, st in zip(SEQS, STARTS, strict=True)
         ]
     )
@@ -37,14 +38,16 @@ def test_budget_of_one_row_per_batch_gives_same_result(tiny_model) -> None:
     torch.testing.assert_close(big, small, atol=1e-5, rtol=1e-5)
 
 
-def test_equals_bridge_cache(tiny_model, tokenizer) -> None:
-    bridge = load_bridge(tiny_model, tokenizer, "HuggingFaceTB/SmolLM2-135M-Instruct")
-    got = capture_resid_pre(tiny_model, SEQS, STARTS, layers=[0, 3], n_positions=2, progress=False)
+@pytest.mark.device
+def test_equals_bridge_cache(model_on_device, tokenizer) -> None:
+    model = model_on_device
+    bridge = load_bridge(model, tokenizer, "HuggingFaceTB/SmolLM2-135M-Instruct")
+    got = capture_resid_pre(model, SEQS, STARTS, layers=[0, 3], n_positions=2, progress=False)
     for i, (seq, start) in enumerate(zip(SEQS, STARTS, strict=True)):
         with torch.no_grad():
-            _, cache = bridge.run_with_cache(torch.tensor([seq]))
+            _, cache = bridge.run_with_cache(torch.tensor([seq], device=model.device))
         for li, layer in enumerate([0, 3]):
-            want = cache[f"blocks.{layer}.hook_resid_pre"][0, start : start + 2]
+            want = cache[f"blocks.{layer}.hook_resid_pre"][0, start : start + 2].cpu()
             torch.testing.assert_close(got[i, li], want, atol=1e-5, rtol=1e-4)
 
 

@@ -18,9 +18,10 @@ def test_left_pad() -> None:
     assert mask.tolist() == [[1, 1], [0, 1]]
 
 
-def test_batched_greedy_equals_unbatched(tiny_model) -> None:
-    batched = generate(tiny_model, PROMPTS, batch_size=8, **GREEDY)
-    alone = [generate(tiny_model, [p], batch_size=1, **GREEDY)[0] for p in PROMPTS]
+@pytest.mark.device
+def test_batched_greedy_equals_unbatched(model_on_device) -> None:
+    batched = generate(model_on_device, PROMPTS, batch_size=8, **GREEDY)
+    alone = [generate(model_on_device, [p], batch_size=1, **GREEDY)[0] for p in PROMPTS]
     assert batched == alone
     assert all(len(t) == 6 or t[-1] == 2 for t in batched)
 
@@ -30,18 +31,20 @@ def _no_cache_greedy(model, prompt, layer, vec, n):
     ids = list(prompt)
     with add_to_resid_pre(model, {layer: vec}):
         for _ in range(n):
-            logits = model(torch.tensor([ids]), use_cache=False).logits
+            logits = model(torch.tensor([ids], device=model.device), use_cache=False).logits
             ids.append(int(logits[0, -1].argmax()))
     return ids[len(prompt) :]
 
 
-def test_steering_acts_on_every_decoded_token(tiny_model) -> None:
+@pytest.mark.device
+def test_steering_acts_on_every_decoded_token(model_on_device) -> None:
+    model = model_on_device
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(3))
-    steered = generate(tiny_model, PROMPTS, steers=[Steer(1, vec)] * 3, batch_size=8, **GREEDY)
+    steered = generate(model, PROMPTS, steers=[Steer(1, vec)] * 3, batch_size=8, **GREEDY)
     for prompt, got in zip(PROMPTS, steered, strict=True):
-        want = _no_cache_greedy(tiny_model, prompt, 1, vec, 6)
+        want = _no_cache_greedy(model, prompt, 1, vec, 6)
         assert got == want[: len(got)]
-    assert steered != generate(tiny_model, PROMPTS, batch_size=8, **GREEDY)
+    assert steered != generate(model, PROMPTS, batch_size=8, **GREEDY)
 
 
 def test_hook_sees_each_decode_step(tiny_model) -> None:
@@ -91,13 +94,14 @@ def test_batch_hook_is_told_the_rows(tiny_model) -> None:
     assert seen == [[1, 0], [2]]
 
 
-def test_shared_prefill_gives_the_same_greedy_tokens(tiny_model) -> None:
+@pytest.mark.device
+def test_shared_prefill_gives_the_same_greedy_tokens(model_on_device) -> None:
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(5))
     prompts = [p for p in PROMPTS for _ in range(3)] * 2
     steers = [None] * 9 + [Steer(2, vec)] * 9
-    shared = generate(tiny_model, prompts, steers=steers, batch_size=8, **GREEDY)
+    shared = generate(model_on_device, prompts, steers=steers, batch_size=8, **GREEDY)
     plain = generate(
-        tiny_model, prompts, steers=steers, batch_size=8, share_prefill=False, **GREEDY
+        model_on_device, prompts, steers=steers, batch_size=8, share_prefill=False, **GREEDY
     )
     assert shared == plain
     assert shared[0] != shared[9]  # the steered samples differ from the control ones
@@ -186,20 +190,34 @@ def test_rows_group_by_prompt_and_vector_content() -> None:
     assert _groups(prompts, steers, 8, share=False) == [[4], [0], [1], [2], [3]]
 
 
-def test_sampled_rows_do_not_depend_on_the_batch(tiny_model) -> None:
+@pytest.mark.device
+def test_sampled_rows_do_not_depend_on_the_batch(model_on_device) -> None:
+    model = model_on_device
     kwargs = {"max_new_tokens": 8, "temperature": 1.0, "top_p": 0.95, "progress": False}
     prompts = [p for p in PROMPTS for _ in range(3)]
     steers = [None, Steer(1, 3 * torch.ones(64)), None] * 3
-    batched = generate(tiny_model, prompts, steers=steers, seed=5, batch_size=16, **kwargs)
-    small = generate(tiny_model, prompts, steers=steers, seed=5, batch_size=2, **kwargs)
-    unshared = generate(tiny_model, prompts, steers=steers, seed=5, share_prefill=False, **kwargs)
+    batched = generate(model, prompts, steers=steers, seed=5, batch_size=16, **kwargs)
+    small = generate(model, prompts, steers=steers, seed=5, batch_size=2, **kwargs)
+    unshared = generate(model, prompts, steers=steers, seed=5, share_prefill=False, **kwargs)
     alone = [
-        generate(tiny_model, prompts, steers=steers, seed=5, batch_size=1, **kwargs)[i]
+        generate(model, prompts, steers=steers, seed=5, batch_size=1, **kwargs)[i]
         for i in range(len(prompts))
     ]
     assert batched == small == unshared == alone
     # the samples of one prompt (rows 0 and 2 are unsteered copies) still differ
     assert batched[0] != batched[2]
+
+
+@pytest.mark.device
+def test_samples_on_the_device_equal_the_cpu(tiny_model, model_on_device) -> None:
+    # the noise is hashed, not drawn from a device's generator: the same seeds sample the same
+    # tokens on a GPU as on the CPU (float32 kernels differ by ~1e-6, far from a tie here)
+    kwargs = {"max_new_tokens": 8, "temperature": 1.0, "top_p": 0.95, "progress": False}
+    prompts = [p for p in PROMPTS for _ in range(4)]
+    steers = [None, Steer(1, 3 * torch.ones(64))] * 6
+    cpu = generate(tiny_model, prompts, steers=steers, seed=9, **kwargs)
+    assert generate(model_on_device, prompts, steers=steers, seed=9, **kwargs) == cpu
+    assert len({tuple(t) for t in cpu}) > 6  # and they are samples, not one greedy answer
 
 
 def test_sampling_follows_the_top_p_distribution() -> None:

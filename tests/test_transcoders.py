@@ -61,14 +61,17 @@ KINDS = [
 ]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize(("activation", "skip", "input_hook"), KINDS)
-def test_strength_one_is_exactly_the_model(tiny_model, activation, skip, input_hook) -> None:
+def test_strength_one_is_exactly_the_model(model_on_device, activation, skip, input_hook) -> None:
+    model, ids = model_on_device, IDS.to(model_on_device.device)
     tc = random_transcoder(activation=activation, skip=skip, input_hook=input_hook)
-    ref = tiny_model(IDS).logits
-    with steer_features(tiny_model, tc, torch.arange(0, 128, 2), 1.0):
-        assert torch.equal(tiny_model(IDS).logits, ref)
-    with steer_features(tiny_model, tc, torch.arange(0, 128, 2), 2.0):
-        assert not torch.allclose(tiny_model(IDS).logits, ref)
+    tc = tc.to(model.device)
+    ref = model(ids).logits
+    with steer_features(model, tc, torch.arange(0, 128, 2), 1.0):
+        assert torch.equal(model(ids).logits, ref)
+    with steer_features(model, tc, torch.arange(0, 128, 2), 2.0):
+        assert not torch.allclose(model(ids).logits, ref)
 
 
 @pytest.mark.parametrize(("activation", "skip", "input_hook"), KINDS)
