@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,18 +45,22 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from steerpipe.activations import capture_resid_pre
 from steerpipe.generation import Steer, generate
 from steerpipe.models import load_bridge, load_from_params, load_tokenizer, parse_dtype
-from steerpipe.standins import real_config
+from steerpipe.standins import real_config, write_model
 
 
 def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
     if shape == "packaged":
         params = {"name": "packaged:smollm2", "dtype": dtype, "device": device}
         return load_from_params({**params, "random_init": False, "seed": 0})
+    name = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
     torch.manual_seed(0)
-    config = real_config("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B")
+    config = real_config(name)
     config._attn_implementation = "sdpa"
     model = AutoModelForCausalLM.from_config(config, torch_dtype=parse_dtype(dtype))
-    return model.to(device).eval().requires_grad_(False), load_tokenizer()
+    # the stand-in tokenizer (its special tokens and template; prompts are random ids anyway),
+    # read back from disk as the bridge wants it: no hub, no packaged model needed
+    folder = write_model(name, tempfile.mkdtemp(prefix="bench-tokenizer-"))
+    return model.to(device).eval().requires_grad_(False), load_tokenizer(str(folder))
 
 
 def non_embedding_params(model: PreTrainedModel) -> int:
@@ -177,7 +182,7 @@ def main() -> None:
     bridge = load_bridge(model, tok, name)
     n_layers, d = int(model.config.num_hidden_layers), int(model.config.hidden_size)
     g = torch.Generator().manual_seed(0)
-    vocab = min(int(model.config.vocab_size), len(tok))
+    vocab = int(model.config.vocab_size) if args.shape != "packaged" else len(tok)
     pad = int(tok.pad_token_id)
     gen = {"max_new_tokens": args.new_tokens, "batch_size": args.batch_size, "pad_id": pad}
     rows: list[dict[str, Any]] = []

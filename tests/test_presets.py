@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,15 @@ import pytest
 import yaml
 
 from steerpipe.config import StageError
-from steerpipe.presets import check_keys, command, flatten, load_preset, merge, override_value
+from steerpipe.presets import (
+    check_keys,
+    command,
+    flatten,
+    load_preset,
+    merge,
+    override_value,
+    scratch_repo,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,12 +72,13 @@ def test_paper_a_command() -> None:
         "sweep.n_samples=5",
         "sampling.temperature=0.6",
         "sampling.top_p=0.95",
-        "steer.layer=11",
         "steer.position=1",
         "judge.backend='anthropic'",
     ):
         assert want in sets, want
-    assert sets[-1] == "steer.layer=auto"  # the user's overrides come last, so they win
+    # the user's value replaces the preset's 11: one -S per key, the user's last
+    assert [s for s in sets if s.startswith("steer.layer=")] == ["steer.layer=auto"]
+    assert sets[-1] == "steer.layer=auto"
 
 
 def test_a_variant_extends_its_preset() -> None:
@@ -126,23 +134,7 @@ def test_paper_b_crv_resolves_the_hub_id(tmp_path: Path, monkeypatch) -> None:
 
 
 def _repo(tmp_path: Path) -> Path:
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("stages", "src", "presets"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / ".gitignore").write_text(".dry-run/\n")
-    env = _env()
-    for args in (
-        ["git", "init", "-q"],
-        ["git", "config", "user.email", "t@example.com"],
-        ["git", "config", "user.name", "t"],
-        ["dvc", "init", "-q"],
-    ):
-        subprocess.run(args, cwd=tmp_path, env=env, check=True)
-    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots", dirs_exist_ok=True)
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, env=env, check=True)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=tmp_path, env=env, check=True)
-    return tmp_path
+    return scratch_repo(ROOT, tmp_path, _env())
 
 
 def _env() -> dict[str, str]:

@@ -186,6 +186,8 @@ def command(
         path = given.get(key, "").strip("'\"") or str(overrides.get(key, ""))
         if not Path(path).exists():
             raise StageError(f"{key}: {path!r} does not exist; pass -S {key}=<path>")
+    for key in given:  # the user's value replaces the preset's (one -S per key)
+        overrides.pop(key, None)
     args = ["dvc", "exp", "run", "-n", f"{name}-dry-run" if dry_run else name]
     for key, value in overrides.items():
         args += ["-S", f"{key}={override_value(value)}"]
@@ -209,6 +211,29 @@ def beside_reference(preset: dict[str, Any], root: Path = Path(".")) -> str:
             f"| {cond} | {k}/{n} = {k / n:.3f} | {ref['concluding']}/{ref['n']} = {ref['rate']} |"
         )
     return "\n".join(lines)
+
+
+def scratch_repo(root: Path, folder: Path, env: dict[str, str] | None = None) -> Path:
+    """A throwaway git + DVC repository in ``folder`` with the pipeline of ``root`` (code,
+    dvc.yaml, params, presets): a dry run there leaves the workspace of ``root`` as it was."""
+    import shutil
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, folder / name)
+    for name in ("stages", "src", "presets"):
+        shutil.copytree(root / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / ".gitignore").write_text(".dry-run/\n")
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "dry-run@example.com"],
+        ["git", "config", "user.name", "dry run"],
+        ["dvc", "init", "-q"],
+    ):
+        subprocess.run(args, cwd=folder, env=env, check=True)
+    shutil.copytree(root / ".dvc" / "plots", folder / ".dvc" / "plots", dirs_exist_ok=True)
+    subprocess.run(["git", "add", "-A"], cwd=folder, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=folder, env=env, check=True)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
