@@ -56,7 +56,8 @@ def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
     torch.manual_seed(0)
     config = real_config(name)
     config._attn_implementation = "sdpa"
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=parse_dtype(dtype))
+    with torch.device(device):  # initialising 1.8B weights on the host takes a while
+        model = AutoModelForCausalLM.from_config(config, dtype=parse_dtype(dtype))
     # the stand-in tokenizer (its special tokens and template; prompts are random ids anyway),
     # read back from disk as the bridge wants it: no hub, no packaged model needed
     folder = write_model(name, tempfile.mkdtemp(prefix="bench-tokenizer-"))

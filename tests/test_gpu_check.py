@@ -97,7 +97,7 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
     assert bench["rows"][9]["tflops"] > 0
     assert bench["capture_diff"] < 1e-4  # the pipeline captures what the seed loop does
     markdown = (out / "gpu-check.md").read_text()
-    assert markdown == proc.stdout[-len(markdown) :]  # printed last
+    assert proc.stdout.rstrip("\n").endswith(markdown.rstrip("\n"))  # printed last
     assert "| presets | paper-a dry run | pass |" in markdown
     assert (
         "| steered eval: 2 prompts x 2 samples | pipeline, decode attention repeat_kv |" in markdown
