@@ -2,7 +2,8 @@
 
 A tiny random Llama (from a config folder) and a local Parquet data set stand in for the
 packaged model and the hub data set, so a full ``dvc repro`` takes about a minute. The tests
-run in file order on one repository: caching, sweeps, the queue, and bad input.
+share one repository (caching, sweeps, the queue, and bad input); each starts from its first
+commit's params, code and outputs (``clean``), so they pass in any order.
 """
 
 from __future__ import annotations
@@ -129,10 +130,22 @@ def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path
     return repo
 
 
+@pytest.fixture(autouse=True)
+def clean(repo: Path) -> None:
+    restore(repo)
+
+
 def test_outputs_and_metrics(repo: Path) -> None:
+    from steerpipe.stats import fisher_p
+
     metrics = json.loads((repo / "data/report/metrics.json").read_text())
-    assert metrics["control"]["n"] == metrics["steered"]["n"] == 3 * 2
-    assert 0 <= metrics["fisher_p"] <= 1
+    control, steered = metrics["control"], metrics["steered"]
+    assert control["n"] == steered["n"] == 3 * 2
+    # the report's statistics follow from its own counts
+    want_p = fisher_p(steered["count"], steered["n"], control["count"], control["n"])
+    assert metrics["fisher_p"] == pytest.approx(want_p)
+    assert metrics["difference"] == pytest.approx(steered["rate"] - control["rate"])
+    assert steered["count"] == steered["categories"]["concluding"]
     assert (repo / "data/report/sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 3
 
@@ -175,7 +188,6 @@ def test_steer_layer_reruns_only_after_the_sweep(repo: Path) -> None:
     proc = run(repo, "dvc", "repro")
     # judge@steer and report re-run when the new samples differ; nothing before steer does
     assert "steer" in ran(proc) and ran(proc) <= {"steer", "judge@steer", "report"}
-    restore(repo)
 
 
 def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
@@ -203,7 +215,6 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
     assert len(traces) == 3 * 4 and all(" even\nPassage: " in t["prompt"] for t in traces)
     set_params(repo, questions__n_eval=7)  # more evaluation questions: the traces stay cached
     assert ran(run(repo, "dvc", "repro")) == {"questions", "neuron_eval", "neuron_report"}
-    restore(repo)
 
 
 def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:
@@ -237,8 +248,21 @@ def test_exp_run_with_set_param(repo: Path) -> None:
     assert "data/report/metrics.json" in text and "fisher_p" in text
 
 
+def _experiment(shown: object, name: str) -> dict | None:
+    """The ``data`` of experiment ``name`` in ``dvc exp show --json`` (nested revisions)."""
+    if isinstance(shown, dict):
+        if shown.get("name") == name and isinstance(shown.get("data"), dict):
+            return shown["data"]
+        shown = list(shown.values())
+    if isinstance(shown, list):
+        for item in shown:
+            found = _experiment(item, name)
+            if found is not None:
+                return found
+    return None
+
+
 def test_queued_sweep(repo: Path) -> None:
-    restore(repo)
     for layer in (1, 2):
         run(
             repo,
@@ -255,19 +279,24 @@ def test_queued_sweep(repo: Path) -> None:
         )
     run(repo, "dvc", "queue", "start", "-j", "2")
     deadline = time.monotonic() + 600
-    while True:
-        status = run(repo, "dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status) or time.monotonic() > deadline:
-            break
+    status = run(repo, "dvc", "queue", "status").stdout
+    while re.search(r"\b(Queued|Running)\b", status):
+        assert time.monotonic() < deadline, f"the queue did not finish in 600 s:\n{status}"
         time.sleep(3)
-    assert "Failed" not in status, status
-    shown = run(repo, "dvc", "exp", "show", "--json").stdout
+        status = run(repo, "dvc", "queue", "status").stdout
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     for layer in (1, 2):
-        assert f"q-layer-{layer}" in shown
+        line = next(x for x in status.splitlines() if f"q-layer-{layer}" in x)
+        assert "Success" in line, status
+        data = _experiment(shown, f"q-layer-{layer}")
+        assert data is not None, f"q-layer-{layer} not in dvc exp show"
+        params = data["params"]["params.yaml"]["data"]
+        assert (params["steer"]["layer"], params["steer"]["position"]) == (layer, 0)
+        metrics = data["metrics"]["data/report/metrics.json"]["data"]
+        assert metrics["cell"]["layer"] == layer and metrics["steered"]["n"] == 3 * 2
 
 
 def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) -> None:
-    restore(repo)
     want = (repo / "data/report/metrics.json").read_text()
     server = FakeServer(FakeState(answer=rule_answer))
     env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
@@ -296,7 +325,6 @@ def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) ->
 
 
 def test_bad_layer_fails_cleanly(repo: Path) -> None:
-    restore(repo)
     set_params(repo, steer__layer=99, steer__position=0)
     proc = run(repo, "dvc", "repro", check=False)
     assert proc.returncode != 0
