@@ -27,12 +27,6 @@ def load_params(section: str, path: str | Path = "params.yaml") -> dict[str, Any
     return dict(params[section])
 
 
-def require(params: dict[str, Any], key: str, section: str) -> Any:
-    if key not in params:
-        raise StageError(f"params.yaml: missing '{section}.{key}'")
-    return params[key]
-
-
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main; bad input exits 1 with the message, never a traceback."""
     try:

@@ -35,10 +35,6 @@ _ALIASES = {"ln2.hook_out": "mlp.hook_in", "ln2.hook_in": "hook_resid_mid"}
 _HOOK = re.compile(r"^(?:blocks\.(\d+)\.)?(.+)$")
 
 
-def resid_pre_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_pre"
-
-
 def parse_resid_pre(name: str) -> int:
     """The layer of a ``blocks.{L}.hook_resid_pre`` hook name."""
     match = _RESID_PRE.match(name)

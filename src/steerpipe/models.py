@@ -264,10 +264,6 @@ def n_layers(model: PreTrainedModel) -> int:
     return int(model.config.num_hidden_layers)
 
 
-def d_model(model: PreTrainedModel) -> int:
-    return int(model.config.hidden_size)
-
-
 def resolve_layers(spec: object, total: int, key: str) -> list[int]:
     """``all`` or a list of layer indices, checked against the model's ``total`` layers."""
     if spec == "all":

@@ -1,0 +1,71 @@
+"""The headline results of both experiments in a few lines, read from the metrics files.
+
+    python -m steerpipe.summary        # what scripts/pipeline.sh prints last
+
+``dvc metrics show`` lists every metric of every stage (about 200 columns); this prints what
+the docs report: experiment A's concluding rates with their intervals, and experiment B's
+accuracy per neuron set and strength, with how many answers each changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def experiment_a(report: dict[str, Any]) -> list[str]:
+    cell = report["cell"]
+    lines = [
+        f"Experiment A: steering at layer {cell['layer']}, position {cell['position']}, "
+        f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening only)",
+        "",
+        "| condition | concluding | rate | 95% interval |",
+        "|---|---|---|---|",
+    ]
+    for name in ("control", "steered"):
+        r = report[name]
+        lines.append(
+            f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
+            f"| {r['ci95_low']:.3f} - {r['ci95_high']:.3f} |"
+        )
+    lines.append(f"Fisher exact p = {report['fisher_p']:.2g}")
+    return lines
+
+
+def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list[str]:
+    head = "Experiment B: Yes/No accuracy with neuron sets scaled"
+    if neurons:
+        sets = [f"layer {k.split('_')[-1]}: {v['reasoning']} reasoning, {v['memory']} memory"
+                for k, v in neurons.items() if k.startswith("layer_")]  # fmt: skip
+        head += f" ({'; '.join(sets)})"
+    lines = [head, "", "| condition | accurate | answers changed |", "|---|---|---|"]
+    for name, c in report["conditions"].items():
+        acc = c["accuracy"]
+        lines.append(f"| {name} | {acc['count']}/{acc['n']} | {c['answer_changed_rate']:.3f} |")
+    return lines
+
+
+def summary(data: Path = Path("data")) -> str:
+    lines: list[str] = []
+    report = _read(data / "report" / "metrics.json")
+    if report:
+        lines += experiment_a(report) + [""]
+    neuron_report = _read(data / "neuron_report" / "metrics.json")
+    if neuron_report:
+        lines += experiment_b(neuron_report, _read(data / "neurons" / "metrics.json")) + [""]
+    if not lines:
+        return f"no results under {data}/ yet: run dvc repro"
+    lines.append(
+        "Details: docs/experiment-a.md, docs/experiment-b.md; all metrics: dvc metrics show"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summary(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")))

@@ -1,0 +1,43 @@
+"""summary: the headline lines follow from the metrics files, whatever their values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from steerpipe.summary import summary
+
+
+def _rate(count: int, n: int) -> dict[str, float | int]:
+    return {"count": count, "n": n, "rate": count / n, "ci95_low": 0.01, "ci95_high": 0.99}
+
+
+def test_summary_reads_both_experiments(tmp_path: Path) -> None:
+    (tmp_path / "report").mkdir()
+    (tmp_path / "neuron_report").mkdir()
+    (tmp_path / "neurons").mkdir()
+    report = {
+        "cell": {"layer": 7, "position": 3, "coefficient": 2.0},
+        "control": _rate(5, 40),
+        "steered": _rate(11, 40),
+        "fisher_p": 0.0123,
+    }
+    (tmp_path / "report" / "metrics.json").write_text(json.dumps(report))
+    conditions = {
+        "base": {"accuracy": _rate(30, 64), "answer_changed_rate": 0.0},
+        "reasoning@3x2": {"accuracy": _rate(28, 64), "answer_changed_rate": 0.125},
+    }
+    (tmp_path / "neuron_report" / "metrics.json").write_text(json.dumps({"conditions": conditions}))
+    neurons = {"layer_3": {"reasoning": 12, "memory": 34}}
+    (tmp_path / "neurons" / "metrics.json").write_text(json.dumps(neurons))
+    lines = summary(tmp_path).splitlines()
+    assert lines[0].startswith("Experiment A: steering at layer 7, position 3, coefficient 2 ")
+    assert "| control | 5/40 | 0.125 | 0.010 - 0.990 |" in lines
+    assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
+    assert "Fisher exact p = 0.012" in lines
+    assert any(line.endswith("(layer 3: 12 reasoning, 34 memory)") for line in lines)
+    assert "| reasoning@3x2 | 28/64 | 0.125 |" in lines
+
+
+def test_summary_without_results(tmp_path: Path) -> None:
+    assert summary(tmp_path) == f"no results under {tmp_path}/ yet: run dvc repro"
