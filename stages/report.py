@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 
-from steerpipe.cells import concluding_by_cell  # noqa: E402
+from steerpipe.cells import best_cell, concluding_by_cell  # noqa: E402
 from steerpipe.config import run_stage  # noqa: E402
 from steerpipe.labels import CATEGORIES, CONCLUDING  # noqa: E402
 from steerpipe.stats import fisher_p, rate_summary  # noqa: E402
@@ -39,7 +39,7 @@ def main() -> None:
     steered = condition_summary([r for r in steer if r["condition"] == "steered"])
     first = steer[0]
     cells = concluding_by_cell(sweep)
-    best = max(cells, key=lambda c: (cells[c][0] / cells[c][1], -c[0], -c[1]))
+    best = best_cell(sweep)  # the rule that steer.layer auto follows
     metrics = {
         "cell": {
             "layer": first["layer"],
