@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steerpipe.presets import scratch_repo
+
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ["--shape", "r1-distill", "--dtype", "bfloat16", "--prompts", "50", "--samples", "5"]
 PAPER += ["--prompt-tokens", "1000", "--sweep-cells", "75", "--capture-prompts", "300"]
@@ -148,8 +150,6 @@ def main() -> int:
             continue
         repo = work / name
         repo.mkdir()
-        from steerpipe.presets import scratch_repo
-
         scratch_repo(ROOT, repo, run.env)
         dry = [py, "-m", "steerpipe.presets", name, "--dry-run"]
         dry += ["-S", f"model.device={args.device}", "-S", f"model.dtype={dtype}"]

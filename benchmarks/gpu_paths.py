@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,31 @@ def peak_since(device: torch.device, fn: Callable[[], object]) -> int:
     return int(torch.cuda.max_memory_allocated(device) - base)
 
 
+@contextmanager
+def out_of_memory(
+    obj: object, method: str, size: Callable[[torch.Tensor], int]
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Wraps ``obj.method`` for the block: the ``size`` of each call's ``input_ids``, and the
+    sizes of the calls that ran out of memory (the caller's split then retries smaller)."""
+    real = getattr(obj, method)
+    sizes: list[int] = []
+    failed: list[int] = []
+
+    def counting(*a: Any, **k: Any) -> Any:
+        sizes.append(size(k["input_ids"]))
+        try:
+            return real(*a, **k)
+        except torch.OutOfMemoryError:
+            failed.append(sizes[-1])
+            raise
+
+    setattr(obj, method, counting)
+    try:
+        yield sizes, failed
+    finally:
+        setattr(obj, method, real)
+
+
 def check_fit(args: Any) -> Result:
     if args.device == "cpu":
         return "skipped", {"why": "on the CPU the caps are used as they are"}
@@ -86,26 +112,16 @@ def check_fit(args: Any) -> Result:
     rows = memory.fit_rows(model, 1010, cap=100_000)
     vocab = int(model.config.vocab_size)
     gen_prompts = prompts(rows, 1000, vocab)
-    real: Callable[..., Any] = model.generate  # type: ignore[assignment]
-    ooms: list[int] = []
-
-    def counting(*a: Any, **k: Any) -> Any:  # an out-of-memory split means the fit was wrong
-        try:
-            return real(*a, **k)
-        except torch.OutOfMemoryError:
-            ooms.append(int(k["input_ids"].shape[0]))
-            raise
-
-    model.generate = counting  # type: ignore[method-assign,assignment]
     start = time.perf_counter()
-    gen_peak = peak_since(
-        dev,
-        lambda: generate(
-            model, gen_prompts, max_new_tokens=10, batch_size=rows, pad_id=0, progress=False
-        ),
-    )
+    # an out-of-memory split at the fitted size means the fit was wrong
+    with out_of_memory(model, "generate", lambda ids: int(ids.shape[0])) as (_, ooms):
+        gen_peak = peak_since(
+            dev,
+            lambda: generate(
+                model, gen_prompts, max_new_tokens=10, batch_size=rows, pad_id=0, progress=False
+            ),
+        )
     gen_s = time.perf_counter() - start
-    model.generate = real  # type: ignore[method-assign,assignment]
     budget = memory.fit_tokens(model, cap=10**8, longest=1000)
     cap_prompts = prompts(budget // 1000 + 2, 1000, vocab, seed=1)  # two batches
     cap_peak = peak_since(
@@ -152,25 +168,15 @@ def check_oom(args: Any) -> Result:
     per_token = memory.activation_bytes_per_token(model) + 4 * 1000
     n = int(1.5 * total / per_token / 1000) + 1
     seqs = prompts(n, 1000, int(model.config.vocab_size), seed=2)
-    decoder = model.get_decoder()
-    real, sizes, failed = decoder.forward, [], []
-
-    def counting(*a: Any, **k: Any) -> Any:
-        sizes.append(int(k["input_ids"].numel()))
-        try:
-            return real(*a, **k)
-        except torch.OutOfMemoryError:
-            failed.append(sizes[-1])
-            raise
-
-    decoder.forward = counting
     saved = activations.fit_tokens
     activations.fit_tokens = lambda model, cap, longest: cap  # type: ignore[assignment]
+    kw: dict[str, Any] = {"layers": [0, 27], "n_positions": 5, "pad_id": 0, "progress": False}
     try:
-        kw: dict[str, Any] = {"layers": [0, 27], "n_positions": 5, "pad_id": 0, "progress": False}
-        got = capture_resid_pre(model, seqs, [0] * n, token_budget=n * 1000, **kw)
+        counted = out_of_memory(model.get_decoder(), "forward", lambda ids: int(ids.numel()))
+        with counted as (sizes, failed):
+            got = capture_resid_pre(model, seqs, [0] * n, token_budget=n * 1000, **kw)
     finally:
-        decoder.forward, activations.fit_tokens = real, saved
+        activations.fit_tokens = saved
     want = capture_resid_pre(model, seqs[:8], [0] * 8, token_budget=8000, **kw)
     diff = float((got[:8].float() - want.float()).norm() / want.float().norm())
     figures = {
