@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steerpipe.presets import scratch_repo
+from steerpipe_presets.presets import scratch_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ["--shape", "r1-distill", "--dtype", "bfloat16", "--prompts", "50", "--samples", "5"]
@@ -151,7 +151,7 @@ def main() -> int:
         repo = work / name
         repo.mkdir()
         scratch_repo(ROOT, repo, run.env)
-        dry = [py, "-m", "steerpipe.presets", name, "--dry-run"]
+        dry = [py, "-m", "steerpipe_presets", name, "--dry-run"]
         dry += ["-S", f"model.device={args.device}", "-S", f"model.dtype={dtype}"]
         record("presets", f"{name} dry run", *run("presets", dry, 150, cwd=repo))
 

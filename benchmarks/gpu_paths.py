@@ -40,7 +40,7 @@ from steerpipe import activations, gpus, memory
 from steerpipe.activations import capture_resid_pre
 from steerpipe.generation import generate
 from steerpipe.models import load_model
-from steerpipe.standins import real_config, write_model
+from steerpipe_presets.standins import real_config, write_model
 
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 Result = tuple[str, dict[str, Any]]  # status, figures

@@ -44,14 +44,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from steerpipe.activations import capture_resid_pre
 from steerpipe.generation import Steer, generate
-from steerpipe.models import load_bridge, load_from_params, load_tokenizer, parse_dtype
-from steerpipe.standins import real_config, write_model
+from steerpipe.models import load_bridge, load_model, load_tokenizer, parse_dtype
+from steerpipe_presets.standins import real_config, write_model
 
 
 def load(shape: str, device: str, dtype: str) -> tuple[PreTrainedModel, Any]:
     if shape == "packaged":
-        params = {"name": "packaged:smollm2", "dtype": dtype, "device": device}
-        return load_from_params({**params, "random_init": False, "seed": 0})
+        return load_model("packaged:smollm2", dtype=dtype, device=device)
     name = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
     torch.manual_seed(0)
     config = real_config(name)

@@ -1,32 +1,57 @@
 """Stage neuron_eval: answers to held-out Yes/No questions with the neurons scaled.
 
-    python stages/neuron_eval.py          (reads `model`, `traces`, `neuron_eval`)
+    dvc repro neuron_eval
+    paths from dvc.yaml's cmd: --questions --masks --generations
+    reads `model`, `traces`, `neuron_eval`
 
 On the evaluation questions (disjoint from the trace questions), greedy generation under
 `base` (no hook) and, at each traced layer and each strength in `neuron_eval.strengths`, with
 the reasoning neurons scaled and, as a control, an equal number of memory neurons drawn at
 random (seeded). All conditions share the batches, each row with its own hook.
-Output: data/neuron_eval/generations.parquet: the text generated after the prompt, the parsed
-Yes/No answer (null when there is none) and whether it is right.
+Output: the text generated after the prompt, the parsed Yes/No answer (null when there is
+none) and whether it is right, one row per question and condition.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
 import torch
 
-from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.models import load_from_params
-from steerpipe.neurons import FeatureSteer, generate_steered
+from steerpipe.config import StageError, check, load, run_stage, stage_args
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.neurons import FeatureSteer, TracesParams, generate_steered
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 from steerpipe.transcoder_sets import placed_layers
 from steerpipe.yesno import parse_answer, prompt_ids, render
 
+INPUTS = ("questions", "masks")
+OUTPUTS = ("generations",)
 
-def conditions(layers: list[int], strengths: list[float], seed: int) -> list[dict]:
+
+@dataclass(frozen=True)
+class NeuronEvalParams:
+    SECTION: ClassVar[str] = "neuron_eval"
+    style: str  # the prompt style (a key of traces.templates)
+    strengths: list[float]
+    mode: Literal["delta", "replace"]
+    max_new_tokens: int
+    batch_size: int
+    seed: int  # which memory neurons form the control
+
+    def __post_init__(self) -> None:
+        check(bool(self.strengths), "neuron_eval.strengths", "a non-empty list")
+        check(self.max_new_tokens >= 1, "neuron_eval.max_new_tokens", "at least 1")
+        check(self.batch_size >= 1, "neuron_eval.batch_size", "at least 1")
+
+
+def conditions(masks_dir: Path, layers: list[int], strengths: list[float], seed: int) -> list[dict]:
     """base, then per layer, neuron set and strength: the features each scales."""
     out: list[dict] = [{"condition": "base", "layer": None, "neurons": None, "strength": None}]
     for layer in layers:
-        masks, _ = read_tensors(f"data/neurons/layers/layer_{layer}.safetensors")
+        masks, _ = read_tensors(masks_dir / f"layer_{layer}.safetensors")
         reasoning = torch.nonzero(masks["reasoning"]).flatten()
         memory = torch.nonzero(masks["memory"]).flatten()
         gen = torch.Generator().manual_seed(seed + layer)
@@ -48,20 +73,18 @@ def conditions(layers: list[int], strengths: list[float], seed: int) -> list[dic
 
 
 def main() -> None:
-    p = load_params("neuron_eval")
-    t = load_params("traces")
-    if p["style"] not in t["templates"]:
-        raise StageError(f"neuron_eval.style {p['style']!r} is not in traces.templates")
-    questions = read_parquet("data/questions/eval.parquet")
-    model, tok = load_from_params(load_params("model"))
-    layers = [int(x) for x in t["layers"]]
-    placed = placed_layers(
-        str(t["transcoders"]), str(t["file"]), layers, model, input_hook=t["input_hook"]
-    )
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(NeuronEvalParams)
+    t = load(TracesParams)
+    if p.style not in t.templates:
+        raise StageError(f"neuron_eval.style {p.style!r} is not in traces.templates")
+    questions = read_parquet(paths["questions"])
+    model, tok = load_from_params(load(ModelParams))
+    placed = placed_layers(t.transcoders, t.file, t.layers, model, input_hook=t.input_hook)
     transcoders = {tc.layer: tc for tc in placed}
-    conds = conditions(layers, [float(s) for s in p["strengths"]], int(p["seed"]))
-    texts = [render(t["templates"][p["style"]], q) for q in questions]
-    ids = [prompt_ids(tok, x, chat_template=bool(t["chat_template"])) for x in texts]
+    conds = conditions(paths["masks"], t.layers, p.strengths, p.seed)
+    texts = [render(t.templates[p.style], q) for q in questions]
+    ids = [prompt_ids(tok, x, chat_template=t.chat_template) for x in texts]
     records, prompts, steers = [], [], []
     for c in conds:
         steer = (
@@ -87,17 +110,17 @@ def main() -> None:
         prompts,
         steers,
         transcoders,
-        mode=str(p["mode"]),
-        max_new_tokens=int(p["max_new_tokens"]),
+        mode=p.mode,
+        max_new_tokens=p.max_new_tokens,
         temperature=0.0,
-        batch_size=int(p["batch_size"]),
+        batch_size=p.batch_size,
         pad_id=int(tok.pad_token_id),
     )
     for rec, out in zip(records, outs, strict=True):
         rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
         rec["parsed"] = parse_answer(rec["generation"])
         rec["correct"] = rec["parsed"] == rec["answer"]
-    write_parquet(records, "data/neuron_eval/generations.parquet")
+    write_parquet(records, paths["generations"])
 
 
 if __name__ == "__main__":

@@ -1,27 +1,26 @@
 """Stage neuron_report: accuracy against strength for reasoning and memory neurons.
 
-    python stages/neuron_report.py
+    dvc repro neuron_report
+    paths from dvc.yaml's cmd: --generations --metrics --table --figure
 
-Outputs: data/neuron_report/metrics.json (per condition: accuracy with a 95% Wilson interval,
-the rate of answers with no Yes/No, and how often the answer, or the text, differs from base's
-on the same question), data/neuron_report/accuracy.csv (a DVC plot: accuracy per strength, one
-line per neuron set and layer, base as a flat line) and data/neuron_report/accuracy.png.
+Outputs: metrics (per condition: accuracy with a 95% Wilson interval, the rate of answers with
+no Yes/No, and how often the answer, or the text, differs from base's on the same question), a
+table (a DVC plot: accuracy per strength, one line per neuron set and layer, base as a flat
+line) and the same as a figure.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from typing import Any
 
-import matplotlib
+from steerpipe.config import run_stage, stage_args
+from steerpipe.plots import plt, save_png, write_csv
+from steerpipe.stats import rate_summary
+from steerpipe.storage import read_parquet, write_json
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
-
-from steerpipe.config import run_stage  # noqa: E402
-from steerpipe.stats import rate_summary  # noqa: E402
-from steerpipe.storage import atomic_path, read_parquet, write_json  # noqa: E402
+INPUTS = ("generations",)
+OUTPUTS = ("metrics", "table", "figure")
 
 
 def summarise(rows: list[dict], base: dict[int, dict]) -> dict[str, Any]:
@@ -38,7 +37,8 @@ def summarise(rows: list[dict], base: dict[int, dict]) -> dict[str, Any]:
 
 
 def main() -> None:
-    rows = read_parquet("data/neuron_eval/generations.parquet")
+    paths = stage_args(INPUTS, OUTPUTS)
+    rows = read_parquet(paths["generations"])
     by_condition: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_condition[r["condition"]].append(r)
@@ -49,7 +49,7 @@ def main() -> None:
         "yes_rate": sum(r["answer"] for r in base.values()) / len(base),
         "conditions": conditions,
     }
-    write_json(metrics, "data/neuron_report/metrics.json")
+    write_json(metrics, paths["metrics"])
 
     series: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for m in conditions.values():
@@ -57,15 +57,15 @@ def main() -> None:
             series[f"{m['neurons']} L{m['layer']} ({m['n_features']})"].append((m["strength"], m))
     strengths = sorted({s for points in series.values() for s, _ in points})
     base_acc = conditions["base"]["accuracy"]
-    with atomic_path("data/neuron_report/accuracy.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["strength", "accuracy", "ci95_low", "ci95_high", "series"])
-        for s in strengths:
-            w.writerow([s, base_acc["rate"], base_acc["ci95_low"], base_acc["ci95_high"], "base"])
-        for label, points in sorted(series.items()):
-            for s, m in sorted(points, key=lambda x: x[0]):
-                a = m["accuracy"]
-                w.writerow([s, a["rate"], a["ci95_low"], a["ci95_high"], label])
+    table = [
+        [s, base_acc["rate"], base_acc["ci95_low"], base_acc["ci95_high"], "base"]
+        for s in strengths
+    ]
+    for label, points in sorted(series.items()):
+        for s, m in sorted(points, key=lambda x: x[0]):
+            a = m["accuracy"]
+            table.append([s, a["rate"], a["ci95_low"], a["ci95_high"], label])
+    write_csv(["strength", "accuracy", "ci95_low", "ci95_high", "series"], table, paths["table"])
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(base_acc["rate"], color="grey", linestyle="--", label="base (no hook)")
@@ -80,10 +80,7 @@ def main() -> None:
     ax.set_ylim(0, 1)
     ax.set_title(f"Yes/No accuracy, {len(base)} held-out questions")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path("data/neuron_report/accuracy.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, paths["figure"])
     print({k: v["accuracy"]["rate"] for k, v in conditions.items()})
 
 

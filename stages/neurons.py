@@ -1,6 +1,8 @@
 """Stage neurons: alive, reasoning and memory feature masks from the traces.
 
-    python stages/neurons.py              (reads `neurons` and `traces.transcoders/file/layers`)
+    dvc repro neurons
+    paths from dvc.yaml's cmd: --traces --masks --metrics
+    reads `neurons`, `traces.transcoders/file/layers`
 
 A feature is alive if its log10 firing frequency is above `neurons.alive_log10_frequency`: the
 frequency the transcoder file ships (transcoder_circuits, SAELens, ours), or, for formats that
@@ -8,32 +10,46 @@ ship none (circuit-tracer, sparsify), the frequency over all trace steps. It is 
 neuron if it is alive and its mean activation over all trace steps rises by more than
 `neurons.reasoning_threshold` from the `neurons.baseline` style to any other style; a memory
 neuron if alive and not reasoning.
-Outputs: data/neurons/layers/layer_<L>.safetensors (the three boolean masks and the mean activation
-per style) and data/neurons/metrics.json (counts per layer).
+Outputs: ``<masks>/layer_<L>.safetensors`` (the three boolean masks and the mean activation per
+style) and metrics (counts per layer).
 """
 
 from __future__ import annotations
 
-from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.neurons import SparseRows, neuron_masks
+from dataclasses import dataclass
+from typing import ClassVar
+
+from steerpipe.config import StageError, load, run_stage, stage_args
+from steerpipe.neurons import SparseRows, TracesParams, neuron_masks
 from steerpipe.storage import read_tensors, write_json, write_tensors
 from steerpipe.transcoder_sets import read_log_frequency, resolve_source
 
+INPUTS = ("traces",)
+OUTPUTS = ("masks", "metrics")
+
+
+@dataclass(frozen=True)
+class NeuronsParams:
+    SECTION: ClassVar[str] = "neurons"
+    baseline: str  # reasoning neurons rise from this prompt style to another
+    alive_log10_frequency: float
+    reasoning_threshold: float
+
 
 def main() -> None:
-    p = load_params("neurons")
-    t = load_params("traces")
-    layers = [int(x) for x in t["layers"]]
-    folder = resolve_source(str(t["transcoders"]), str(t["file"]), layers)
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(NeuronsParams)
+    t = load(TracesParams)
+    folder = resolve_source(t.transcoders, t.file, t.layers)
     metrics = {}
-    for layer in layers:
-        tensors, meta = read_tensors(f"data/traces/layers/layer_{layer}.safetensors")
-        if p["baseline"] not in meta["styles"]:
-            raise StageError(f"neurons.baseline {p['baseline']!r} is not one of {meta['styles']}")
+    for layer in t.layers:
+        tensors, meta = read_tensors(paths["traces"] / f"layer_{layer}.safetensors")
+        if p.baseline not in meta["styles"]:
+            raise StageError(f"neurons.baseline {p.baseline!r} is not one of {meta['styles']}")
         d_sae = int(meta["d_sae"])
         rows = {s: SparseRows.from_tensors(tensors, s, d_sae) for s in meta["styles"]}
         means = {style: r.column_mean() for style, r in rows.items()}
-        log_frequency = read_log_frequency(folder, str(t["file"]), layer)
+        log_frequency = read_log_frequency(folder, t.file, layer)
         frequency_from = "transcoder"
         if log_frequency is None:
             log_frequency = SparseRows.cat(list(rows.values()), d_sae).log_frequency()
@@ -41,18 +57,18 @@ def main() -> None:
         masks = neuron_masks(
             log_frequency,
             means,
-            baseline=str(p["baseline"]),
-            alive_log10_frequency=float(p["alive_log10_frequency"]),
-            reasoning_threshold=float(p["reasoning_threshold"]),
+            baseline=p.baseline,
+            alive_log10_frequency=p.alive_log10_frequency,
+            reasoning_threshold=p.reasoning_threshold,
         )
         out = {**masks, **{f"mean.{style}": m for style, m in means.items()}}
-        meta = {**meta, "baseline": p["baseline"], "frequency_from": frequency_from}
-        write_tensors(out, f"data/neurons/layers/layer_{layer}.safetensors", meta)
+        meta = {**meta, "baseline": p.baseline, "frequency_from": frequency_from}
+        write_tensors(out, paths["masks"] / f"layer_{layer}.safetensors", meta)
         metrics[f"layer_{layer}"] = {k: int(v.sum()) for k, v in masks.items()} | {
             "features": d_sae,
             "frequency_from": frequency_from,
         }
-    write_json(metrics, "data/neurons/metrics.json")
+    write_json(metrics, paths["metrics"])
     print(metrics)
 
 

@@ -1,35 +1,55 @@
 """Stage questions: the Yes/No questions of experiment B, split into trace and evaluation sets.
 
-    python stages/questions.py            (reads `questions`)
+    dvc repro questions
+    paths from dvc.yaml's cmd: --trace --eval --metrics
+    reads `questions`
 
 The default is reasoning-gym's packaged syllogism task; `questions.source: google/boolq` (or a
 local Parquet file with BoolQ's columns question, passage, answer) switches to BoolQ.
-Outputs: data/questions/trace.parquet and data/questions/eval.parquet (disjoint; two files so
-that asking for more evaluation questions leaves the cached traces alone) and
-data/questions/metrics.json (counts and the share of Yes answers in each set).
+Outputs: the trace and evaluation questions (disjoint; two files so that asking for more
+evaluation questions leaves the cached traces alone) and metrics (counts and the share of Yes
+answers in each set).
 """
 
 from __future__ import annotations
 
-from steerpipe.config import load_params, run_stage
+from dataclasses import dataclass
+from typing import ClassVar
+
+from steerpipe.config import check, load, run_stage, stage_args
 from steerpipe.storage import write_json, write_parquet
 from steerpipe.yesno import load_questions, split_questions
 
+INPUTS: tuple[str, ...] = ()
+OUTPUTS = ("trace", "eval", "metrics")
+
+
+@dataclass(frozen=True)
+class QuestionsParams:
+    SECTION: ClassVar[str] = "questions"
+    source: str  # syllogism | google/boolq | path/to.parquet
+    split: str  # of a hub data set
+    n_trace: int  # questions whose traces choose the neurons
+    n_eval: int  # further questions for neuron_eval
+    seed: int
+
+    def __post_init__(self) -> None:
+        check(self.n_trace >= 1, "questions.n_trace", "at least 1")
+        check(self.n_eval >= 1, "questions.n_eval", "at least 1")
+
 
 def main() -> None:
-    p = load_params("questions")
-    n_trace, n_eval = int(p["n_trace"]), int(p["n_eval"])
-    rows = load_questions(
-        str(p["source"]), n_trace + n_eval, seed=int(p["seed"]), split=str(p["split"])
-    )
-    trace, evaluation = split_questions(rows, n_trace, n_eval)
-    write_parquet(trace, "data/questions/trace.parquet")
-    write_parquet(evaluation, "data/questions/eval.parquet")
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(QuestionsParams)
+    rows = load_questions(p.source, p.n_trace + p.n_eval, seed=p.seed, split=p.split)
+    trace, evaluation = split_questions(rows, p.n_trace, p.n_eval)
+    write_parquet(trace, paths["trace"])
+    write_parquet(evaluation, paths["eval"])
     metrics = {
         name: {"n": len(part), "yes_rate": sum(r["answer"] for r in part) / max(len(part), 1)}
         for name, part in (("trace", trace), ("eval", evaluation))
     }
-    write_json({"source": p["source"], **metrics}, "data/questions/metrics.json")
+    write_json({"source": p.source, **metrics}, paths["metrics"])
     print(metrics)
 
 

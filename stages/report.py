@@ -1,27 +1,26 @@
 """Stage report: concluding rate with and without the vector, and the sweep heat map.
 
-    python stages/report.py
+    dvc repro report
+    paths from dvc.yaml's cmd: --steer --sweep --metrics --table --figure
 
-Outputs: data/report/metrics.json (rates with 95% Wilson intervals, counts per category, a
-two-sided Fisher exact p-value), data/report/sweep.csv (a DVC plot: concluding rate per layer
-and position) and data/report/sweep.png (the same as a heat map).
+Outputs: metrics (rates with 95% Wilson intervals, counts per category, a two-sided Fisher
+exact p-value), a table (a DVC plot: concluding rate per layer and position) and the same as a
+heat map.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 
-import matplotlib
+from steerpipe.cells import best_cell, concluding_by_cell
+from steerpipe.config import run_stage, stage_args
+from steerpipe.labels import CATEGORIES, CONCLUDING
+from steerpipe.plots import plt, save_png, write_csv
+from steerpipe.stats import fisher_p, rate_summary
+from steerpipe.storage import read_parquet, write_json
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
-
-from steerpipe.cells import best_cell, concluding_by_cell  # noqa: E402
-from steerpipe.config import run_stage  # noqa: E402
-from steerpipe.labels import CATEGORIES, CONCLUDING  # noqa: E402
-from steerpipe.stats import fisher_p, rate_summary  # noqa: E402
-from steerpipe.storage import atomic_path, read_parquet, write_json  # noqa: E402
+INPUTS = ("steer", "sweep")
+OUTPUTS = ("metrics", "table", "figure")
 
 
 def condition_summary(rows: list[dict]) -> dict:
@@ -33,8 +32,9 @@ def condition_summary(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    steer = read_parquet("data/steer/judged.parquet")
-    sweep = read_parquet("data/sweep/judged.parquet")
+    paths = stage_args(INPUTS, OUTPUTS)
+    steer = read_parquet(paths["steer"])
+    sweep = read_parquet(paths["sweep"])
     control = condition_summary([r for r in steer if r["condition"] == "control"])
     steered = condition_summary([r for r in steer if r["condition"] == "steered"])
     first = steer[0]
@@ -58,15 +58,12 @@ def main() -> None:
             "best_rate": cells[best][0] / cells[best][1],
         },
     }
-    write_json(metrics, "data/report/metrics.json")
+    write_json(metrics, paths["metrics"])
 
     layers = sorted({c[0] for c in cells})
     positions = sorted({c[1] for c in cells})
-    with atomic_path("data/report/sweep.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["layer", "position", "concluding_rate", "n"])
-        for (layer, pos), (hit, n) in sorted(cells.items()):
-            w.writerow([layer, pos, hit / n, n])
+    table = [[layer, pos, hit / n, n] for (layer, pos), (hit, n) in sorted(cells.items())]
+    write_csv(["layer", "position", "concluding_rate", "n"], table, paths["table"])
     grid = [
         [
             cells[(lay, pos)][0] / cells[(lay, pos)][1] if (lay, pos) in cells else float("nan")
@@ -83,10 +80,7 @@ def main() -> None:
     per_cell = max(n for _, n in cells.values())
     ax.set_title(f"concluding rate ({per_cell} samples a cell); control {control['rate']:.2f}")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    with atomic_path("data/report/sweep.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, paths["figure"])
     print(metrics)
 
 

@@ -1,46 +1,78 @@
 """Stage steps_dataset: the labelled reasoning-step data set (Parquet, the paper's schema).
 
-    python stages/steps_dataset.py        (reads params.yaml sections `model` and `steps`)
+    dvc repro steps_dataset
+    paths from dvc.yaml's cmd: --steps --metrics
+    reads params.yaml sections `model` and `steps`
 
 ``steps.source: generate`` (default) lets the model write its own reasoning on packaged
 reasoning-gym problems and labels the steps by rule; any other value is a hub data set id or a
 local Parquet file with the same schema, loaded with ``datasets``. ``steps.labeller:
 anthropic`` labels the steps with Claude instead of the rules (Message Batches, cached).
-Outputs: data/steps/steps.parquet, data/steps/metrics.json (counts per kind).
+Outputs: the data set and its metrics (counts per kind).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
 import pyarrow as pa
 
-from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.models import load_from_params
-from steerpipe.steps import SCHEMA, build_rows, gym_problems, label_rows_with_claude, load_rows
+from steerpipe.batches import ClaudeParams
+from steerpipe.claude_labels import label_rows_with_claude
+from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.step_traces import build_rows
+from steerpipe.steps import SCHEMA, gym_problems, load_rows
 from steerpipe.storage import write_json, write_parquet
+
+INPUTS: tuple[str, ...] = ()
+OUTPUTS = ("steps", "metrics")
+
+
+@dataclass(frozen=True)
+class StepsParams:
+    SECTION: ClassVar[str] = "steps"
+    source: str  # generate | a hub data set id | path/to.parquet
+    task: str  # a reasoning-gym task (source: generate)
+    n_problems: int
+    problem_seed: int
+    instruction: str  # put before each problem in the user message
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    batch_size: int
+    labeller: Literal["rule", "anthropic"]
+    claude: ClaudeParams
+
+    def __post_init__(self) -> None:
+        check(self.n_problems >= 1, "steps.n_problems", "at least 1")
+        check(self.max_new_tokens >= 1, "steps.max_new_tokens", "at least 1")
+        check(self.temperature >= 0, "steps.temperature", "at least 0 (0: greedy)")
+        check(0 < self.top_p <= 1, "steps.top_p", "in (0, 1]")
+        check(self.batch_size >= 1, "steps.batch_size", "at least 1")
 
 
 def main() -> None:
-    p = load_params("steps")
-    if p["source"] == "generate":
-        model, tok = load_from_params(load_params("model"))
-        problems = gym_problems(p["task"], int(p["n_problems"]), int(p["problem_seed"]))
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(StepsParams)
+    if p.source == "generate":
+        model, tok = load_from_params(load(ModelParams))
         rows = build_rows(
             model,
             tok,
-            problems,
-            instruction=p["instruction"],
-            max_new_tokens=int(p["max_new_tokens"]),
-            temperature=float(p["temperature"]),
-            top_p=float(p["top_p"]),
-            seed=int(p["seed"]),
-            batch_size=int(p["batch_size"]),
+            gym_problems(p.task, p.n_problems, p.problem_seed),
+            instruction=p.instruction,
+            max_new_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=p.seed,
+            batch_size=p.batch_size,
         )
     else:
-        rows = load_rows(str(p["source"]))
-    labeller = p.get("labeller", "rule")
-    if labeller not in ("rule", "anthropic"):
-        raise StageError(f"steps.labeller must be 'rule' or 'anthropic', got {labeller!r}")
-    label_stats = label_rows_with_claude(rows, p["claude"]) if labeller == "anthropic" else None
+        rows = load_rows(p.source)
+    label_stats = label_rows_with_claude(rows, p.claude) if p.labeller == "anthropic" else None
     n_steps = sum(len(r["steps"]) for r in rows)
     n_verification = sum(len(r["verification_steps"]) for r in rows)
     n_conclusion = sum(len(r["conclusion_steps"]) for r in rows)
@@ -52,10 +84,10 @@ def main() -> None:
         "other_steps": n_steps - n_conclusion - n_verification,
         "problems_with_conclusion": sum(bool(r["conclusion_steps"]) for r in rows),
         "problems_with_verification": sum(bool(r["verification_steps"]) for r in rows),
-        "labeller": {"backend": labeller, **(label_stats or {})},
+        "labeller": {"backend": p.labeller, **(label_stats or {})},
     }
-    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), "data/steps/steps.parquet")
-    write_json(metrics, "data/steps/metrics.json")
+    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), paths["steps"])
+    write_json(metrics, paths["metrics"])
     print(metrics)
 
 

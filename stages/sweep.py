@@ -1,57 +1,74 @@
 """Stage sweep: steered samples for every (layer, position) cell of a grid.
 
-    python stages/sweep.py                (reads `model`, `sampling`, `prepare.kinds`, `sweep`)
+    dvc repro sweep
+    paths from dvc.yaml's cmd: --vectors --examples --generations
+    reads `model`, `sampling`, `prepare.kinds`, `sweep`
 
 Vector ``[layer, pos]`` times ``sweep.coefficient`` is added at ``blocks.{layer}.hook_resid_pre``
 on every position, prompt and generated tokens, for ``n_samples`` samples on each of the first
 ``n_prompts`` test prompts of the negative kind. All cells share batches (one vector per row).
-Output: data/sweep/generations.parquet (one row per sample; the judge stage scores it).
+Output: one row per sample; the judge stage scores it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from steerpipe.cells import check_cell
-from steerpipe.config import load_params, run_stage
-from steerpipe.generation import Steer, sample_texts
-from steerpipe.models import load_from_params
-from steerpipe.prompts import held_out
+from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.generation import SamplingParams, Steer, sample_conditions
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.prompts import PrepareParams, held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
+
+INPUTS = ("vectors", "examples")
+OUTPUTS = ("generations",)
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    SECTION: ClassVar[str] = "sweep"
+    layers: list[int]
+    positions: list[int]
+    coefficient: float
+    n_prompts: int  # the first test prompts of the negative kind
+    n_samples: int  # per prompt and cell
+    seed: int
+
+    def __post_init__(self) -> None:
+        check(bool(self.layers) and bool(self.positions), "sweep.layers/positions", "non-empty")
+        check(self.n_prompts >= 1, "sweep.n_prompts", "at least 1")
+        check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
 
 
 def main() -> None:
-    p = load_params("sweep")
-    s = load_params("sampling")
-    negative = load_params("prepare")["kinds"][1]
-    tensors, meta = read_tensors("data/vectors/vectors.safetensors")
-    vectors = tensors["vectors"]
-    cells = [(int(layer), int(pos)) for layer in p["layers"] for pos in p["positions"]]
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(SweepParams)
+    negative = load(PrepareParams).kinds[1]  # the kind the vector steers away from
+    tensors, meta = read_tensors(paths["vectors"])
+    cells = [(layer, pos) for layer in p.layers for pos in p.positions]
     for layer, pos in cells:
         check_cell(layer, pos, meta["layers"], meta["positions"], "sweep.layers/positions")
-    examples = read_parquet("data/prepare/examples.parquet")
-    prompts = held_out(examples, negative, int(p["n_prompts"]))
-    model, tok = load_from_params(load_params("model"))
-    coef = float(p["coefficient"])
-    records, inputs, steers = [], [], []
-    for layer, pos in cells:
-        vec = coef * vectors[meta["layers"].index(layer), pos]
-        for ex in prompts:
-            for sample in range(int(p["n_samples"])):
-                records.append(
-                    {
-                        "layer": layer,
-                        "position": pos,
-                        "coefficient": coef,
-                        "row": ex["row"],
-                        "step": ex["step"],
-                        "sample": sample,
-                    }
-                )
-                inputs.append(ex["prompt_ids"])
-                steers.append(Steer(layer, vec))
-    texts = sample_texts(model, tok, inputs, steers=steers, sampling=s, seed=int(p["seed"]))
-    for rec, text in zip(records, texts, strict=True):
-        rec["text"] = text
-    write_parquet(records, "data/sweep/generations.parquet")
+    prompts = held_out(read_parquet(paths["examples"]), negative, p.n_prompts)
+    model, tok = load_from_params(load(ModelParams))
+    conditions = [
+        (
+            {"layer": layer, "position": pos, "coefficient": p.coefficient},
+            Steer(layer, p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos]),
+        )
+        for layer, pos in cells
+    ]
+    records = sample_conditions(
+        model,
+        tok,
+        conditions,
+        prompts,
+        n_samples=p.n_samples,
+        sampling=load(SamplingParams),
+        seed=p.seed,
+    )
+    write_parquet(records, paths["generations"])
     print(f"{len(records)} samples over {len(cells)} cells")
 
 

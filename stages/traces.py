@@ -1,6 +1,8 @@
 """Stage traces: transcoder features over greedy generation, for each prompt style.
 
-    python stages/traces.py               (reads `model` and `traces`)
+    dvc repro traces
+    paths from dvc.yaml's cmd: --questions --layers --traces --metrics
+    reads `model` and `traces`
 
 `traces.transcoders` is a local folder or a hub repo id (HF cache first); each layer's
 transcoder is read at the hook point its format names (`traces.input_hook` overrides it) and
@@ -11,10 +13,10 @@ naming the file and the hook point it read; a transcoder read at the wrong point
 Then, for every trace question and style in `traces.templates` (basic, 0shot, fewshot), the
 model generates `traces.n_steps` tokens greedily (KV cache, left padding) and the features are
 recorded at the last real token of every step.
-Outputs: data/traces/layers/layer_<L>.safetensors (per style, one sparse row per question and
-step, plus `<style>.steps`: the number of steps of each question), data/traces/traces.parquet
-(the prompts and generations) and data/traces/metrics.json (the gate's measurements: FVE, L0,
-next-token loss with the MLP replaced; mean steps and active features).
+Outputs: ``<layers>/layer_<L>.safetensors`` (per style, one sparse row per question and step,
+plus `<style>.steps`: the number of steps of each question), the prompts and generations, and
+metrics (the gate's measurements: FVE, L0, next-token loss with the MLP replaced; mean steps
+and active features).
 """
 
 from __future__ import annotations
@@ -23,53 +25,51 @@ from typing import Any
 
 import torch
 
-from steerpipe.config import StageError, load_params, run_stage
-from steerpipe.models import load_from_params
-from steerpipe.neurons import trace_features
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.neurons import TracesParams, trace_features
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
 from steerpipe.transcoder_sets import placed_layers
 from steerpipe.transcoder_training import check_fidelity, fidelity, gate_sample, next_token_loss
 from steerpipe.transcoders import Transcoder
 from steerpipe.yesno import prompt_ids, render
 
+INPUTS = ("questions",)
+OUTPUTS = ("layers", "traces", "metrics")
+
 
 def main() -> None:
-    p = load_params("traces")
-    model_params = load_params("model")
-    templates: dict[str, str] = dict(p["templates"])
-    if not templates:
-        raise StageError("traces.templates: no prompt styles")
-    questions = read_parquet("data/questions/trace.parquet")
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(TracesParams)
+    model_params = load(ModelParams)
+    templates = p.templates
+    questions = read_parquet(paths["questions"])
     model, tok = load_from_params(model_params)
-    layers = [int(x) for x in p["layers"]]
     texts = {s: [render(t, q) for q in questions] for s, t in templates.items()}
-    chat = bool(p["chat_template"])
+    chat = p.chat_template
     prompts = {s: [prompt_ids(tok, x, chat_template=chat) for x in xs] for s, xs in texts.items()}
-    sample = gate_sample(prompts, int(p["fidelity_tokens"]))
+    sample = gate_sample(prompts, p.fidelity_tokens)
     pad = int(tok.pad_token_id)
     base_loss = next_token_loss(model, sample, pad_id=pad)
-    min_fve = None if p["min_fve"] is None else float(p["min_fve"])
     transcoders: dict[int, Transcoder] = {}
     metrics: dict[str, Any] = {"fidelity": {}}
-    placed = placed_layers(
-        str(p["transcoders"]), str(p["file"]), layers, model, input_hook=p["input_hook"]
-    )
+    placed = placed_layers(p.transcoders, p.file, p.layers, model, input_hook=p.input_hook)
     for tc in placed:  # each gated before the next layer is read
         stats = fidelity(model, tc, sample, pad_id=pad, base_loss=base_loss)
         print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
-        check_fidelity(tc, stats, min_fve)
+        check_fidelity(tc, stats, p.min_fve)
         metrics["fidelity"][f"layer_{tc.layer}"] = {**stats, "input_hook": tc.input_hook}
         transcoders[tc.layer] = tc
     tensors: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in transcoders}
     records = []
     for style in templates:
-        print(f"{style}: {len(prompts[style])} prompts, {int(p['n_steps'])} steps")
+        print(f"{style}: {len(prompts[style])} prompts, {p.n_steps} steps")
         traces = trace_features(
             model,
             prompts[style],
             list(transcoders.values()),
-            n_steps=int(p["n_steps"]),
-            batch_size=int(p["batch_size"]),
+            n_steps=p.n_steps,
+            batch_size=p.batch_size,
             pad_id=pad,
         )
         steps = torch.tensor(traces.steps)
@@ -85,17 +85,17 @@ def main() -> None:
             records.append({**record, "generation": generation})
     for layer, tc in transcoders.items():
         meta = {
-            "model": model_params["name"],
+            "model": model_params.name,
             "layer": layer,
             "d_sae": tc.d_sae,
             "input_hook": tc.input_hook,
             "styles": list(templates),
             "question_ids": [q["id"] for q in questions],
-            "n_steps": int(p["n_steps"]),
+            "n_steps": p.n_steps,
         }
-        write_tensors(tensors[layer], f"data/traces/layers/layer_{layer}.safetensors", meta)
-    write_parquet(records, "data/traces/traces.parquet")
-    write_json(metrics, "data/traces/metrics.json")
+        write_tensors(tensors[layer], paths["layers"] / f"layer_{layer}.safetensors", meta)
+    write_parquet(records, paths["traces"])
+    write_json(metrics, paths["metrics"])
 
 
 if __name__ == "__main__":

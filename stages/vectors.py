@@ -1,24 +1,31 @@
 """Stage vectors: steering vectors, mean(positive kind) - mean(negative kind).
 
-    python stages/vectors.py              (reads `prepare.kinds`)
+    dvc repro vectors
+    paths from dvc.yaml's cmd: --activations --vectors --metrics
+    reads `prepare.kinds`
 
 The activation dumps are read a chunk of rows at a time (summed in float64), so they may be
 larger than memory.
 
-Output: data/vectors/vectors.safetensors, tensor ``vectors`` ``[n_layers, n_positions, d_model]``,
-with the counts behind each mean and the vector norms in its metadata;
-data/vectors/metrics.json (the counts).
+Outputs: the vectors, tensor ``vectors`` ``[n_layers, n_positions, d_model]``, with the counts
+behind each mean and the vector norms in its metadata; the metrics (the counts).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from steerpipe.config import StageError, load_params, run_stage
+from steerpipe.config import StageError, load, run_stage, stage_args
+from steerpipe.prompts import PrepareParams
 from steerpipe.storage import iter_rows, read_metadata, write_json, write_tensors
 
+INPUTS = ("activations",)
+OUTPUTS = ("vectors", "metrics")
 
-def mean_rows(path: str) -> tuple[torch.Tensor, int]:
+
+def mean_rows(path: Path) -> tuple[torch.Tensor, int]:
     """(float64 mean over the first dimension of ``resid_pre``, number of rows)."""
     total: torch.Tensor | None = None
     n = 0
@@ -32,10 +39,11 @@ def mean_rows(path: str) -> tuple[torch.Tensor, int]:
 
 
 def main() -> None:
-    positive, negative = load_params("prepare")["kinds"]
-    pos, n_pos = mean_rows(f"data/activations/{positive}.safetensors")
-    neg, n_neg = mean_rows(f"data/activations/{negative}.safetensors")
-    meta = read_metadata(f"data/activations/{positive}.safetensors")
+    paths = stage_args(INPUTS, OUTPUTS)
+    positive, negative = load(PrepareParams).kinds
+    pos, n_pos = mean_rows(paths["activations"] / f"{positive}.safetensors")
+    neg, n_neg = mean_rows(paths["activations"] / f"{negative}.safetensors")
+    meta = read_metadata(paths["activations"] / f"{positive}.safetensors")
     vectors = (pos - neg).float()
     counts = {positive: n_pos, negative: n_neg}
     norms = vectors.norm(dim=-1)  # [n_layers, n_positions]: how far each vector moves
@@ -46,8 +54,8 @@ def main() -> None:
         "counts": counts,
         "norms": [[round(float(x), 4) for x in row] for row in norms],
     }
-    write_tensors({"vectors": vectors}, "data/vectors/vectors.safetensors", meta)
-    write_json({"counts": counts}, "data/vectors/metrics.json")
+    write_tensors({"vectors": vectors}, paths["vectors"], meta)
+    write_json({"counts": counts}, paths["metrics"])
     print(counts)
 
 

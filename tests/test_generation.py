@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import params
 
-from steerpipe.generation import Steer, generate, left_pad
+from steerpipe.generation import SamplingParams, Steer, generate, left_pad, sample_conditions
 from steerpipe.hooks import add_to_resid_pre
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
@@ -329,3 +330,37 @@ def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
     assert generate(tiny_model, prompts, batch_size=16, **GREEDY) == want
     assert sizes == [4, 4, 4]  # groups of 4 samples, at most 5 rows a batch
     assert fit_rows(tiny_model, 100, 7) == 7  # on the CPU the cap is the batch size
+
+
+def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model, tokenizer) -> None:
+    sampling = params(SamplingParams, max_new_tokens=3, batch_size=4)
+    prompts = [
+        {"row": 7, "step": 1, "prompt_ids": tokenizer.encode("One two")},
+        {"row": 9, "step": 0, "prompt_ids": tokenizer.encode("Three four five")},
+    ]
+    steer = Steer(1, torch.randn(64))
+    conditions = [({"condition": "control"}, None), ({"condition": "steered"}, steer)]
+    records = sample_conditions(
+        tiny_model, tokenizer, conditions, prompts, n_samples=2, sampling=sampling, seed=5
+    )
+    want = [
+        {"condition": c, "row": r, "step": k, "sample": s}
+        for c in ("control", "steered")
+        for r, k in ((7, 1), (9, 0))
+        for s in (0, 1)
+    ]
+    assert [{k: v for k, v in rec.items() if k != "text"} for rec in records] == want
+    outs = generate(
+        tiny_model,
+        [p["prompt_ids"] for _ in conditions for p in prompts for _ in range(2)],
+        steers=[None] * 4 + [steer] * 4,
+        max_new_tokens=3,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        seed=5,
+        batch_size=4,
+        pad_id=tokenizer.pad_token_id,
+    )
+    assert [r["text"] for r in records] == [
+        tokenizer.decode(o, skip_special_tokens=True) for o in outs
+    ]

@@ -64,6 +64,13 @@ def run(
     return proc
 
 
+def run_stage(repo: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """One stage's cmd from dvc.yaml, run directly (not through dvc), not checked."""
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][name]["cmd"].split()
+    assert cmd[0] == "python"
+    return run(repo, sys.executable, *cmd[1:], check=False)
+
+
 def ran(proc: subprocess.CompletedProcess[str]) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
 
@@ -219,7 +226,7 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
 
 def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:
     set_params(repo, traces__layers=[2])
-    proc = run(repo, sys.executable, "stages/traces.py", check=False)
+    proc = run_stage(repo, "traces")
     assert proc.returncode == 1
     assert "no transcoder for layer 2: data/transcoder/weights/layer_2.safetensors" in proc.stderr
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
@@ -228,7 +235,7 @@ def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:
 def test_fidelity_gate_stops_the_traces_and_writes_nothing(repo: Path) -> None:
     before = {p: p.read_bytes() for p in (repo / "data/traces").rglob("*") if p.is_file()}
     set_params(repo, traces__min_fve=0.99)
-    proc = run(repo, sys.executable, "stages/traces.py", check=False)
+    proc = run_stage(repo, "traces")
     last = proc.stderr.strip().splitlines()[-1]  # one line, after any progress bars
     assert proc.returncode == 1 and last.startswith(
         "error: transcoder data/transcoder/weights/layer_1.safetensors (layer 1) read at "
@@ -336,11 +343,18 @@ def test_bad_layer_fails_cleanly(repo: Path) -> None:
 
 def test_empty_after_filtering_fails_cleanly(repo: Path) -> None:
     set_params(repo, prepare__min_step_tokens=500)
-    proc = run(repo, sys.executable, "stages/prepare.py", check=False)
+    proc = run_stage(repo, "prepare")
     assert proc.returncode == 1
     assert "only 0 'conclusion' examples are left after filtering" in proc.stderr
     assert "prepare.min_step_tokens=500" in proc.stderr
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_a_param_of_the_wrong_type_is_named(repo: Path) -> None:
+    set_params(repo, sweep__n_samples="two")
+    proc = run_stage(repo, "sweep")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: sweep.n_samples must be an integer, got 'two'"
 
 
 def test_row_missing_a_field_fails_cleanly(repo: Path) -> None:
@@ -348,7 +362,7 @@ def test_row_missing_a_field_fails_cleanly(repo: Path) -> None:
     rows[2]["steps"] = None
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), repo / "bad.parquet")
     set_params(repo, steps__source="bad.parquet")
-    proc = run(repo, sys.executable, "stages/steps_dataset.py", check=False)
+    proc = run_stage(repo, "steps_dataset")
     assert proc.returncode == 1
     assert "row 2: missing field(s) steps" in proc.stderr
     run(repo, "git", "checkout", "-q", "--", "params.yaml")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from steerpipe.config import StageError
-from steerpipe.presets import (
+from steerpipe_presets.presets import (
     check_keys,
     command,
     flatten,
@@ -114,7 +114,7 @@ def test_paper_b_crv_resolves_the_hub_id(tmp_path: Path, monkeypatch) -> None:
     hub is not asked when the files are there."""
     import huggingface_hub.constants
 
-    from steerpipe import standins
+    from steerpipe_presets import standins
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
@@ -146,7 +146,7 @@ def _env() -> dict[str, str]:
 
 def _dry_run(repo: Path, name: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "steerpipe.presets", name, "--dry-run"],
+        [sys.executable, "-m", "steerpipe_presets", name, "--dry-run"],
         cwd=repo,
         env=_env(),
         capture_output=True,

@@ -10,9 +10,9 @@ import torch
 from steerpipe.activations import capture_resid_pre
 from steerpipe.models import load_bridge, load_model
 from steerpipe.prompts import chat_prompt, chat_prompt_ids, reconstruct_prompt
-from steerpipe.standins import ARCHITECTURES, chat_template, write_model, write_transcoders
 from steerpipe.transcoder_sets import load_layers
 from steerpipe.yesno import prompt_ids
+from steerpipe_presets.standins import ARCHITECTURES, chat_template, write_model, write_transcoders
 
 R1 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
@@ -90,7 +90,7 @@ def test_standin_models_have_the_real_layout(standin) -> None:
 def test_real_configs_have_the_real_size() -> None:
     from transformers import AutoModelForCausalLM
 
-    from steerpipe.standins import real_config
+    from steerpipe_presets.standins import real_config
 
     with torch.device("meta"):  # no memory: only the parameter count
         model = AutoModelForCausalLM.from_config(real_config(R1))

@@ -1,10 +1,24 @@
-"""Tiny things the tests build: a Llama config and rows in the paper's data-set schema."""
+"""Tiny things the tests build: a Llama config, rows in the paper's data-set schema, and
+parameters from the repository's params.yaml with changes."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
 from transformers import LlamaConfig
 
-from steerpipe.standins import steps_rows
+from steerpipe.config import load
+from steerpipe_presets.standins import steps_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+P = TypeVar("P")
+
+
+def params(cls: type[P], **changes: Any) -> P:
+    """The repository's params.yaml section ``cls`` with ``changes``, checked as a stage would."""
+    return dataclasses.replace(load(cls, ROOT / "params.yaml"), **changes)  # type: ignore[type-var]
 
 
 def tiny_config(vocab_size: int, n_layers: int = 4) -> LlamaConfig:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from steerpipe.hooks import HiddenFn, on_resid_pre
-from steerpipe.memory import fit_tokens
+from steerpipe.memory import fit_tokens, in_batches
 
 
 class StopForward(Exception):
@@ -68,23 +68,24 @@ def capture_resid_pre(
     queue = deque(sorted(range(len(lengths)), key=lambda i: -lengths[i]))
     offsets = torch.arange(n_positions)
     bar = tqdm(total=len(sequences), desc="activations", unit="row", disable=not progress)
-    while queue:
-        batch = _take_tokens(queue, lengths, budget)
+
+    def work(batch: list[int]) -> None:
         ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         where = torch.tensor([starts[i] for i in batch])[:, None] + offsets  # [b, k]
-        try:
-            got = _read_batch(model, ids, mask, where, layers)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            if model.device.type == "cuda":
-                torch.cuda.empty_cache()
-            budget = ids.numel() // 2  # for this batch's rows and every later batch
-            queue.extendleft(reversed(batch))
-            continue
+        got = _read_batch(model, ids, mask, where, layers)
         for li, layer in enumerate(layers):
             out[batch, li] = got[layer]
         bar.update(len(batch))
+
+    in_batches(
+        queue,
+        budget,
+        lambda q, limit: _take_tokens(q, lengths, limit),
+        work,
+        rows=len,
+        halve=lambda b: len(b) * lengths[b[0]] // 2,  # the padded size; b[0] is the longest
+        device=model.device,
+    )
     bar.close()
     return out
 

@@ -28,16 +28,15 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anthropic
 
 from steerpipe.batch_store import AnswerStore, BatchJournal
-from steerpipe.config import StageError
+from steerpipe.config import StageError, check
 
-DEFAULT_MODEL = "claude-3-7-sonnet-20250219"  # the original notebook's judge
-DEFAULT_STORE = "~/.cache/steerpipe/judge"  # answers and journal, outside DVC's outputs
 MAX_REQUESTS = 100_000  # per batch, the API's limit
 MAX_BYTES = 256_000_000  # per batch, under the API's 256 MB
 RETRYABLE = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
@@ -74,15 +73,35 @@ def request_id(params: dict[str, Any], prompt_version: str, prefix: str = "sj-")
     return prefix + hashlib.sha256(key.encode()).hexdigest()[: 64 - len(prefix)]
 
 
-def runner_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The polling and retry settings of the batch runner, from a params section."""
-    keys = ("poll_seconds", "max_poll_seconds", "max_wait_seconds", "max_rounds")
-    names = ("poll_s", "max_poll_s", "max_wait_s", "max_rounds")
-    return {
-        n: (int if n == "max_rounds" else float)(params[k])
-        for k, n in zip(keys, names, strict=True)
-        if k in params
-    }
+@dataclass(frozen=True)
+class ClaudeParams:
+    """Claude's settings and the batch runner's: params.yaml ``steps.claude`` (the step
+    labeller), and the shared part of ``judge``. ``store`` holds answers and the journal,
+    outside DVC's outputs; ``prompt_version`` is part of every request's cache key."""
+
+    SECTION: ClassVar[str] = "steps.claude"
+    model: str
+    temperature: float
+    max_tokens: int
+    prompt_version: str
+    store: str
+    poll_seconds: float
+    max_poll_seconds: float
+    max_wait_seconds: float
+    max_rounds: int
+
+    def __post_init__(self) -> None:
+        key = self.SECTION
+        check(0 <= self.temperature <= 1, f"{key}.temperature", "in [0, 1]")
+        check(self.max_tokens >= 1, f"{key}.max_tokens", "at least 1")
+        check(self.poll_seconds > 0, f"{key}.poll_seconds", "positive")
+        check(
+            self.max_poll_seconds >= self.poll_seconds,
+            f"{key}.max_poll_seconds",
+            "at least poll_seconds",
+        )
+        check(self.max_wait_seconds > 0, f"{key}.max_wait_seconds", "positive")
+        check(self.max_rounds >= 1, f"{key}.max_rounds", "at least 1")
 
 
 class BatchRunner:
@@ -92,10 +111,10 @@ class BatchRunner:
         store: AnswerStore,
         journal: BatchJournal,
         *,
-        poll_s: float = 10.0,
-        max_poll_s: float = 60.0,
-        max_wait_s: float = 3600.0,
-        max_rounds: int = 3,
+        poll_s: float,
+        max_poll_s: float,
+        max_wait_s: float,
+        max_rounds: int,
         max_requests: int = MAX_REQUESTS,
         id_prefix: str = "",
         log: Callable[[str], None] = print,
@@ -218,24 +237,33 @@ class BatchRunner:
 
 
 def run_batches(
-    requests: dict[str, dict[str, Any]], store: str | os.PathLike[str], **options: Any
+    requests: dict[str, dict[str, Any]], settings: ClaudeParams
 ) -> tuple[AnswerStore, dict[str, int]]:
-    """Answer ``requests`` through the store at ``store``; the client only when work remains.
+    """Answer ``requests`` through the store ``settings.store``; the client only when work
+    remains.
 
     The client is the official one with its usual environment (``ANTHROPIC_API_KEY``,
     ``ANTHROPIC_BASE_URL``); the key is read by the SDK and never written anywhere.
     """
-    folder = os.path.expanduser(store)
+    folder = os.path.expanduser(settings.store)
     answers, journal = AnswerStore(Path(folder)), BatchJournal(Path(folder))
     open_ids, orphans, _ = journal.state()
     if all(i in answers for i in requests) and not open_ids and not orphans:
         return answers, {"cache_hits": len(requests), "requests_sent": 0, "unanswered": 0}
     if not os.environ.get("ANTHROPIC_API_KEY"):
         raise StageError(
-            "judge.backend 'anthropic' needs ANTHROPIC_API_KEY in the environment; "
+            f"{settings.SECTION}: Claude needs ANTHROPIC_API_KEY in the environment; "
             "nothing was submitted"
         )
-    runner = BatchRunner(anthropic.Anthropic(), answers, journal, **options)
+    runner = BatchRunner(
+        anthropic.Anthropic(),
+        answers,
+        journal,
+        poll_s=settings.poll_seconds,
+        max_poll_s=settings.max_poll_seconds,
+        max_wait_s=settings.max_wait_seconds,
+        max_rounds=settings.max_rounds,
+    )
     try:
         stats = runner.run(requests)
     except BatchesStillRunning as e:

@@ -1,16 +1,27 @@
-"""Reading a stage's section of params.yaml, and turning bad input into a clear exit.
+"""Typed parameters and stage arguments, and turning bad input into a clear exit.
 
-Every stage script calls ``load_params("<section>")`` for its own section only, so that the
-keys it lists as DVC params are exactly the ones it reads, and wraps its ``main`` in
-``run_stage`` so that a ``StageError`` ends the process with one readable line and exit code 1.
+Each section of params.yaml is a frozen dataclass with ``SECTION`` naming it, defined next to
+the code it configures (``models.ModelParams``, ``generation.SamplingParams``, ...; a section
+only one stage reads lives in that stage's script). ``load(ModelParams)`` reads and checks the
+section once: the keys must be exactly the fields, each value of the field's type (ints,
+floats, strings, booleans, lists, ``Literal`` choices, ``X | None``, nested sections), and the
+class's ``__post_init__`` checks ranges. Every error names ``section.key``.
+
+A stage's input and output paths are the arguments its ``cmd`` in dvc.yaml gives it
+(``stage_args``), so each path is written once, next to the deps and outs that must match it.
+Stages wrap ``main`` in ``run_stage`` so that a ``StageError`` ends the process with one
+readable line and exit code 1.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -19,12 +30,108 @@ class StageError(Exception):
     """Bad input or parameters: the message names the parameter or the row at fault."""
 
 
-def load_params(section: str, path: str | Path = "params.yaml") -> dict[str, Any]:
+T = TypeVar("T")
+
+
+def load(cls: type[T], path: str | Path = "params.yaml") -> T:
+    """The section ``cls.SECTION`` of params.yaml, parsed into ``cls``."""
     with open(path) as f:
         params = yaml.safe_load(f) or {}
-    if section not in params:
-        raise StageError(f"{path} has no section '{section}'")
-    return dict(params[section])
+    section: str = cls.SECTION  # type: ignore[attr-defined]
+    node = params
+    for part in section.split("."):  # a nested section, such as steps.claude
+        if not isinstance(node, dict) or part not in node:
+            raise StageError(f"{path} has no section '{section}'")
+        node = node[part]
+    return parse(cls, node, section)
+
+
+def parse(cls: type[T], raw: object, key: str) -> T:
+    """``raw`` (a mapping from YAML) as ``cls``; ``key`` names it in errors."""
+    if not isinstance(raw, dict):
+        raise StageError(f"{key} must be a mapping of its keys, got {raw!r}")
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise StageError(f"{key}.{unknown[0]} is not a parameter; {key} has {names}")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise StageError(f"{key}.{missing[0]} is missing")
+    hints = get_type_hints(cls)
+    return cls(**{n: coerce(raw[n], hints[n], f"{key}.{n}") for n in names})
+
+
+def coerce(value: object, tp: Any, key: str) -> Any:
+    """``value`` checked against the type ``tp`` (ints become floats where floats are asked)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            try:
+                return coerce(value, arg, key)
+            except StageError:
+                continue
+        raise StageError(f"{key} must be {describe(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return {str(k): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    elif dataclasses.is_dataclass(tp):
+        return parse(tp, value, key)  # type: ignore[arg-type]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"{key}: no rule for the type {tp!r}")
+    raise StageError(f"{key} must be {describe(tp)}, got {value!r}")
+
+
+def describe(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list of ({describe(args[0])})"
+    if origin is dict:
+        return f"a mapping to ({describe(args[1])})"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(tp, "null" if tp is type(None) else getattr(tp, "__name__", str(tp)))
+
+
+def check(ok: bool, key: str, rule: str) -> None:
+    """A ``StageError`` saying ``key`` must satisfy ``rule`` unless ``ok``."""
+    if not ok:
+        raise StageError(f"{key} must be {rule}")
+
+
+def stage_args(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, Path]:
+    """The paths ``--<name> PATH`` that dvc.yaml's ``cmd`` passes, one per input and output.
+
+    A stage lists its names in ``INPUTS`` and ``OUTPUTS``; tests/test_dvc_yaml.py checks that
+    the inputs' paths are exactly the stage's data deps and the outputs' its outs.
+    """
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
+    for name in (*inputs, *outputs):
+        ap.add_argument(f"--{name}", type=Path, required=True)
+    return {k: v for k, v in vars(ap.parse_args()).items()}
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -35,8 +35,26 @@ from transformers import (
 )
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
+from steerpipe.config import check
 from steerpipe.hooks import add_to_resid_pre
-from steerpipe.memory import fit_rows
+from steerpipe.memory import fit_rows, in_batches
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """params.yaml ``sampling``: how the sweep and steer stages sample their continuations."""
+
+    SECTION: ClassVar[str] = "sampling"
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "at least 1")
+        check(self.temperature >= 0, "sampling.temperature", "at least 0 (0: greedy)")
+        check(0 < self.top_p <= 1, "sampling.top_p", "in (0, 1]")
+        check(self.batch_size >= 1, "sampling.batch_size", "at least 1")
 
 
 @dataclass(frozen=True)
@@ -122,28 +140,24 @@ def generate(
     limit = fit_rows(model, longest, batch_size)
     queue = deque(_groups(prompts, steers, limit, share=share_prefill and batch_hook is None))
     bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
-    while queue:
-        batch = _take(queue, limit)
+
+    def work(batch: list[list[int]]) -> None:
         idx = [i for g in batch for i in g]
         if temperature > 0:
             noise = RowNoise([row_seed(seed, i) for i in idx])
             warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
-        try:
-            new = _generate_batch(
-                model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs
-            )
-        except torch.OutOfMemoryError:
-            if len(idx) == 1:
-                raise
-            if model.device.type == "cuda":
-                torch.cuda.empty_cache()
-            limit = len(idx) // 2  # for this batch's rows and every later batch
-            queue.extendleft(reversed(batch))
-            continue
+        new = _generate_batch(model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs)
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
         bar.update(len(idx))
+
+    def rows(batch: list[list[int]]) -> int:
+        return sum(map(len, batch))
+
+    in_batches(
+        queue, limit, _take, work, rows=rows, halve=lambda b: rows(b) // 2, device=model.device
+    )
     bar.close()
     return out
 
@@ -290,25 +304,41 @@ def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
     return tokens
 
 
-def sample_texts(
+def sample_conditions(
     model: PreTrainedModel,
     tokenizer: Tokenizer,
-    prompts: list[list[int]],
+    conditions: Sequence[tuple[dict[str, Any], Steer | None]],
+    prompts: list[dict[str, Any]],
     *,
-    steers: Sequence[Steer | None],
-    sampling: dict[str, Any],
+    n_samples: int,
+    sampling: SamplingParams,
     seed: int,
-) -> list[str]:
-    """``generate`` with the ``sampling`` section of params.yaml, decoded without special tokens."""
+) -> list[dict[str, Any]]:
+    """Samples under each condition on each prompt, all sharing batches.
+
+    ``conditions`` pairs the fields every record of a condition carries with its steer (the
+    sweep's are its cells, the steer stage's control and steered); ``prompts`` are prepared
+    examples (``row``, ``step``, ``prompt_ids``). One record per condition, prompt and
+    sample, in that order, with the sampled ``text`` decoded without special tokens.
+    """
+    records, inputs, steers = [], [], []
+    for fields, steer in conditions:
+        for ex in prompts:
+            for sample in range(n_samples):
+                records.append({**fields, "row": ex["row"], "step": ex["step"], "sample": sample})
+                inputs.append(ex["prompt_ids"])
+                steers.append(steer)
     outs = generate(
         model,
-        prompts,
+        inputs,
         steers=steers,
-        max_new_tokens=int(sampling["max_new_tokens"]),
-        temperature=float(sampling["temperature"]),
-        top_p=float(sampling["top_p"]),
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
         seed=seed,
-        batch_size=int(sampling["batch_size"]),
+        batch_size=sampling.batch_size,
         pad_id=int(tokenizer.pad_token_id),
     )
-    return [str(tokenizer.decode(out, skip_special_tokens=True)) for out in outs]
+    for record, out in zip(records, outs, strict=True):
+        record["text"] = str(tokenizer.decode(out, skip_special_tokens=True))
+    return records

@@ -3,15 +3,21 @@
 On a GPU a batch is the smaller of its cap (a param) and what the free memory holds at an
 estimated cost per token; on the CPU the cap is used as is (host memory is not what these
 batch sizes guard, and the CPU's batches stay the same from run to run). The estimates are
-deliberately rough: a batch that still runs out of memory is split by its caller
-(``generation.generate``, ``activations.capture_resid_pre``), and later batches keep the
-smaller size.
+deliberately rough: a batch that still runs out of memory is retried at half its size
+(``in_batches``, the loop of ``generation.generate`` and ``activations.capture_resid_pre``),
+and later batches keep the smaller size.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
+
+T = TypeVar("T")
 
 # the share of the free memory a batch may plan to use: allocator fragmentation and the
 # kernels' workspaces take the rest
@@ -72,3 +78,32 @@ def fit_tokens(model: PreTrainedModel, cap: int, longest: int) -> int:
         return cap
     per_token = activation_bytes_per_token(model) + 4 * longest
     return max(longest, min(cap, free * USE_PERCENT // 100 // per_token))
+
+
+def in_batches(
+    queue: deque[T],
+    limit: int,
+    take: Callable[[deque[T], int], list[T]],
+    work: Callable[[list[T]], None],
+    *,
+    rows: Callable[[list[T]], int],
+    halve: Callable[[list[T]], int],
+    device: torch.device,
+) -> None:
+    """``work`` on each batch ``take(queue, limit)`` until the queue is empty.
+
+    A batch that runs out of memory goes back to the front of the queue, and ``limit``
+    becomes ``halve(batch)`` for it and every later batch; a batch of one row (``rows``)
+    that does not fit re-raises.
+    """
+    while queue:
+        batch = take(queue, limit)
+        try:
+            work(batch)
+        except torch.OutOfMemoryError:
+            if rows(batch) == 1:
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            limit = halve(batch)
+            queue.extendleft(reversed(batch))

@@ -20,8 +20,9 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from transformers import (
@@ -33,7 +34,7 @@ from transformers import (
 )
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.config import StageError
+from steerpipe.config import StageError, check
 from steerpipe.gpus import pick_device
 
 PACKAGED_SMOLLM2 = "packaged:smollm2"
@@ -49,15 +50,35 @@ def parse_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_from_params(params: dict[str, Any]) -> tuple[PreTrainedModel, Tokenizer]:
+@dataclass(frozen=True)
+class ModelParams:
+    """params.yaml ``model``: which model, in which dtype, on which device."""
+
+    SECTION: ClassVar[str] = "model"
+    name: str
+    dtype: Literal["float32", "bfloat16", "float16"]
+    device: str
+    device_map: str | None
+    random_init: bool
+    seed: int
+
+    def __post_init__(self) -> None:
+        check(
+            self.device in ("cpu", "cuda", "auto", "mps") or self.device.startswith("cuda:"),
+            "model.device",
+            f"cpu, cuda, cuda:N, mps or auto, got {self.device!r}",
+        )
+
+
+def load_from_params(params: ModelParams) -> tuple[PreTrainedModel, Tokenizer]:
     """``load_model`` from the ``model`` section of params.yaml."""
     return load_model(
-        params["name"],
-        dtype=params.get("dtype", "float32"),
-        device=params.get("device", "cpu"),
-        random_init=bool(params.get("random_init", False)),
-        seed=int(params.get("seed", 0)),
-        device_map=params.get("device_map"),
+        params.name,
+        dtype=params.dtype,
+        device=params.device,
+        random_init=params.random_init,
+        seed=params.seed,
+        device_map=params.device_map,
     )
 
 
@@ -264,14 +285,9 @@ def n_layers(model: PreTrainedModel) -> int:
     return int(model.config.num_hidden_layers)
 
 
-def resolve_layers(spec: object, total: int, key: str) -> list[int]:
+def resolve_layers(spec: Literal["all"] | list[int], total: int, key: str) -> list[int]:
     """``all`` or a list of layer indices, checked against the model's ``total`` layers."""
-    if spec == "all":
-        layers = list(range(total))
-    elif isinstance(spec, list):
-        layers = [int(x) for x in spec]
-    else:
-        raise StageError(f"{key} must be 'all' or a list of layer indices, got {spec!r}")
+    layers = list(range(total)) if spec == "all" else list(spec)
     bad = [x for x in layers if not 0 <= x < total]
     if bad or not layers:
         raise StageError(f"{key}: layers {bad or layers} are outside the model's 0..{total - 1}")

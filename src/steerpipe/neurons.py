@@ -9,6 +9,9 @@
   style to any other style), memory (alive and not reasoning).
 - ``generate_steered``: generation in which each row may scale its own feature set at its own
   layer by its own strength, so that every condition of an evaluation shares the batches.
+
+``TracesParams`` (params.yaml ``traces``) says which transcoders are read where and on which
+prompts; the traces, neurons and neuron_eval stages read it.
 """
 
 from __future__ import annotations
@@ -16,15 +19,38 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from steerpipe.config import check
 from steerpipe.generation import generate
 from steerpipe.hooks import SiteFn
 from steerpipe.transcoders import Transcoder, on_transcoder, scale_features
+
+
+@dataclass(frozen=True)
+class TracesParams:
+    SECTION: ClassVar[str] = "traces"
+    transcoders: str  # a folder, or a hub repo id
+    file: str  # each layer's file in it, with {layer}
+    layers: list[int]
+    input_hook: str | None  # None: as the files say
+    min_fve: float | None  # the fidelity gate (None: measure only)
+    fidelity_tokens: int
+    chat_template: bool  # False: the raw text, as the original prompted
+    templates: dict[str, str]  # prompt style -> template with {question} and {passage}
+    n_steps: int  # greedy generation steps
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        check(bool(self.layers), "traces.layers", "a non-empty list of layer indices")
+        check(bool(self.templates), "traces.templates", "at least one prompt style")
+        check(self.fidelity_tokens >= 1, "traces.fidelity_tokens", "at least 1")
+        check(self.n_steps >= 1, "traces.n_steps", "at least 1")
+        check(self.batch_size >= 1, "traces.batch_size", "at least 1")
 
 
 @dataclass

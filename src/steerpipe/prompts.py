@@ -8,11 +8,37 @@ extra special tokens (the template already has its own). The labelled step's tok
 from __future__ import annotations
 
 import random
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
+from steerpipe.config import check
+
+Kind = Literal["conclusion", "verification", "other"]
 KINDS = ("conclusion", "verification", "other")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """params.yaml ``prepare``: which kinds of step to contrast and how to split them."""
+
+    SECTION: ClassVar[str] = "prepare"
+    kinds: list[Kind]  # the positive kind, then the negative
+    seed: int
+    min_step_tokens: int
+    max_prompt_tokens: int
+    test_size: int
+
+    def __post_init__(self) -> None:
+        check(
+            len(self.kinds) == 2 and len(set(self.kinds)) == 2,
+            "prepare.kinds",
+            f"two different kinds of {KINDS}, got {self.kinds}",
+        )
+        check(self.min_step_tokens >= 1, "prepare.min_step_tokens", "at least 1")
+        check(self.max_prompt_tokens >= 1, "prepare.max_prompt_tokens", "at least 1")
+        check(self.test_size >= 1, "prepare.test_size", f"at least 1, got {self.test_size}")
 
 
 def chat_prompt(tokenizer: Tokenizer, user_message: str) -> str:

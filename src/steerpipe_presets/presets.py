@@ -1,17 +1,17 @@
 """Presets: the papers' settings as one command each, and a dry run of each on stand-ins.
 
-    python -m steerpipe.presets --list
-    python -m steerpipe.presets paper-a                  # the real run: GPU, hub, API key
-    python -m steerpipe.presets paper-a --dry-run        # tiny stand-ins, offline, CPU
-    python -m steerpipe.presets paper-b -S traces.transcoders=/data/tc   # your overrides last
-    python -m steerpipe.presets paper-a --print          # only show the dvc command
+    python -m steerpipe_presets --list
+    python -m steerpipe_presets paper-a                  # the real run: GPU, hub, API key
+    python -m steerpipe_presets paper-a --dry-run        # tiny stand-ins, offline, CPU
+    python -m steerpipe_presets paper-b -S traces.transcoders=/data/tc   # your overrides last
+    python -m steerpipe_presets paper-a --print          # only show the dvc command
 
 A preset is ``presets/<name>.yaml``: the stage to reach (``target``), the parameters that
 differ from params.yaml (``params``), optionally the original's numbers (``reference``), the
 parameters that must name an existing path (``must_exist``), the transcoder parameter that may
 be a hub repo id (``hub``: resolved here, HF cache first, to the local snapshot folder that DVC
 then tracks as a dependency), and a ``dry_run`` section: which parameters point at stand-ins
-(``steerpipe.standins``) and the tiny sizes. A preset
+(``steerpipe_presets.standins``) and the tiny sizes. A preset
 with ``extends: <other>`` is a variant of another. The command it runs is
 ``dvc exp run -n <name> <target> -S key=value ...``, so the run is an ordinary DVC
 experiment: cached, and compared with ``dvc exp show``. Run it from the repository root.
@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from steerpipe import standins
 from steerpipe.config import StageError
+from steerpipe_presets import standins
 
 
 def load_preset(name: str, root: Path = Path(".")) -> dict[str, Any]:
@@ -266,7 +266,3 @@ def main(argv: list[str] | None = None) -> int:
             "compares it with others, `git checkout params.yaml && dvc checkout` goes back."
         )
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Stand-ins: tiny local copies of the presets' real models and data sets, for dry runs.
 
-Nothing can be downloaded here, so a preset's dry run (``python -m steerpipe.presets NAME
+Nothing can be downloaded here, so a preset's dry run (``python -m steerpipe_presets NAME
 --dry-run``) and the tests run on what this module writes:
 
 - a model folder: the real model's config (architecture, layer count, vocabulary, attention
@@ -38,7 +38,7 @@ class Architecture:
     config: dict[str, Any]  # the real config's values, less the widths
     widths: dict[str, int]  # the real widths (hidden_size, intermediate_size)
     head_dim: int  # the stand-in's (tiny) head width
-    template: str  # file in steerpipe/templates
+    template: str  # file in steerpipe_presets/templates
     bos: str
     eos: str  # the tokenizer's eos token
     pad: str | None
@@ -124,7 +124,8 @@ def real_config(name: str) -> PretrainedConfig:
 
 def chat_template(name: str) -> str:
     """The real chat template of an architecture in ``ARCHITECTURES``."""
-    return files("steerpipe").joinpath("templates", ARCHITECTURES[name].template).read_text()
+    folder = files("steerpipe_presets").joinpath("templates")
+    return folder.joinpath(ARCHITECTURES[name].template).read_text()
 
 
 def build_tokenizer(name: str, vocab_size: int = 512) -> PreTrainedTokenizerFast:

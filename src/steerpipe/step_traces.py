@@ -1,0 +1,68 @@
+"""The offline steps data set: the model reasons on packaged problems, its steps labelled by rule.
+
+Problems come from a packaged ``reasoning-gym`` task (``steps.gym_problems``); the model writes
+its reasoning under its chat template; the text is split into steps on blank lines
+(``steps.split_steps``) and labelled by the rule-based labeller in ``labels``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.generation import generate
+from steerpipe.labels import label_steps
+from steerpipe.prompts import chat_prompt_ids
+from steerpipe.steps import split_steps
+
+
+def build_rows(
+    model: PreTrainedModel,
+    tokenizer: Tokenizer,
+    problems: list[str],
+    *,
+    instruction: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Let the model reason on each problem and label its steps.
+
+    The ``problem`` column holds the whole user message the model saw (instruction and
+    problem), so that ``prompts.reconstruct_prompt`` rebuilds exactly the context of each step.
+    A trace cut off by ``max_new_tokens`` loses its last, unfinished step.
+    """
+    messages = [instruction + p for p in problems]
+    prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
+    outs = generate(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    eos = set(tokenizer.all_special_ids)
+    rows = []
+    for message, out in zip(messages, outs, strict=True):
+        finished = bool(out) and out[-1] in eos
+        steps = split_steps(str(tokenizer.decode(out, skip_special_tokens=True)))
+        if not finished:
+            steps = steps[:-1]
+        verification, conclusion = label_steps(steps)
+        rows.append(
+            {
+                "problem": message,
+                "steps": steps,
+                "verification_steps": verification,
+                "conclusion_steps": conclusion,
+            }
+        )
+    return rows

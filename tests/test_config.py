@@ -1,0 +1,168 @@
+"""config: every params.yaml section is a dataclass with exactly its keys; bad values are named.
+
+The sections' classes live next to the code they configure (library modules, or the stage
+script of a section only one stage reads); ``SECTIONS`` gathers them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, get_type_hints
+
+import pytest
+import yaml
+from test_dvc_yaml import stage_module
+from tiny import ROOT
+
+from steerpipe.batches import ClaudeParams
+from steerpipe.config import StageError, load, parse
+from steerpipe.generation import SamplingParams
+from steerpipe.judge import JudgeParams
+from steerpipe.models import ModelParams
+from steerpipe.neurons import TracesParams
+from steerpipe.prompts import PrepareParams
+from steerpipe_presets.presets import flatten, load_preset, merge
+
+
+def stage_class(stage: str, name: str) -> type:
+    return getattr(stage_module(ROOT / "stages" / f"{stage}.py"), name)  # type: ignore[no-any-return]
+
+
+SECTIONS: list[type] = [
+    ModelParams,
+    stage_class("steps_dataset", "StepsParams"),
+    PrepareParams,
+    stage_class("activations", "ActivationsParams"),
+    SamplingParams,
+    stage_class("sweep", "SweepParams"),
+    stage_class("steer", "SteerParams"),
+    JudgeParams,
+    stage_class("transcoder", "TranscoderParams"),
+    stage_class("questions", "QuestionsParams"),
+    TracesParams,
+    stage_class("neurons", "NeuronsParams"),
+    stage_class("neuron_eval", "NeuronEvalParams"),
+]
+
+
+def assert_same_keys(cls: type, node: dict[str, Any], key: str) -> None:
+    """The fields of ``cls`` are exactly the keys of ``node``, nested sections included."""
+    hints = get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert fields == set(node), (key, fields ^ set(node))
+    for name in fields:
+        if dataclasses.is_dataclass(hints[name]):
+            assert_same_keys(hints[name], node[name], f"{key}.{name}")
+
+
+def test_every_section_is_a_dataclass_with_exactly_its_keys() -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert [cls.SECTION for cls in SECTIONS] == list(params)  # type: ignore[attr-defined]
+    for cls in SECTIONS:
+        assert_same_keys(cls, params[cls.SECTION], cls.SECTION)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("cls", [*SECTIONS, ClaudeParams], ids=lambda c: c.SECTION)
+def test_the_repository_params_parse(cls: type) -> None:
+    obj = load(cls, ROOT / "params.yaml")
+    assert dataclasses.is_dataclass(obj) and type(obj) is cls
+
+
+def test_every_preset_gives_valid_params() -> None:
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for path in sorted((ROOT / "presets").glob("*.yaml")):
+        preset = load_preset(path.stem, ROOT)
+        merged = merge(base, preset["params"])
+        assert set(flatten(merged)) == set(flatten(base)), path.name  # no new keys
+        for cls in SECTIONS:
+            parse(cls, merged[cls.SECTION], cls.SECTION)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Inner:
+    SECTION: ClassVar[str] = "outer.inner"
+    n: int
+
+
+@dataclass(frozen=True)
+class Outer:
+    SECTION: ClassVar[str] = "outer"
+    rate: float
+    flag: bool
+    name: str
+    choice: Literal["a", "b"]
+    layer: Literal["auto"] | int
+    cut: float | None
+    layers: list[int]
+    table: dict[str, str]
+    inner: Inner
+
+
+GOOD: dict[str, Any] = {
+    "rate": 1,
+    "flag": False,
+    "name": "x",
+    "choice": "b",
+    "layer": "auto",
+    "cut": None,
+    "layers": [1, 2],
+    "table": {"k": "v"},
+    "inner": {"n": 3},
+}
+
+
+def test_parse_types() -> None:
+    obj = parse(Outer, GOOD, "outer")
+    assert obj == Outer(1.0, False, "x", "b", "auto", None, [1, 2], {"k": "v"}, Inner(3))
+    assert isinstance(obj.rate, float)  # an int where a float is asked becomes a float
+    assert parse(Outer, {**GOOD, "layer": 4, "cut": 0.5}, "outer").layer == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rate": "fast"}, "outer.rate must be a number, got 'fast'"),
+        ({"flag": 1}, "outer.flag must be true or false, got 1"),
+        ({"choice": "c"}, "outer.choice must be 'a' or 'b', got 'c'"),
+        ({"layer": "best"}, "outer.layer must be 'auto' or an integer, got 'best'"),
+        ({"layer": True}, "outer.layer must be 'auto' or an integer, got True"),
+        ({"layers": [1, "2"]}, "outer.layers[1] must be an integer, got '2'"),
+        ({"layers": 3}, "outer.layers must be a list of (an integer), got 3"),
+        ({"inner": {"n": 2.5}}, "outer.inner.n must be an integer, got 2.5"),
+        ({"inner": {}}, "outer.inner.n is missing"),
+        ({"extra": 1}, "outer.extra is not a parameter"),
+        ({"table": {"k": 3}}, "outer.table.k must be a string, got 3"),
+        ({"inner": 3}, "outer.inner must be a mapping of its keys, got 3"),
+    ],
+)
+def test_errors_name_the_key(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(StageError) as e:
+        parse(Outer, {**GOOD, **change}, "outer")
+    assert message in str(e.value)
+
+
+def test_ranges_and_cross_field_rules_are_checked() -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    with pytest.raises(StageError, match=r"sampling.top_p must be in \(0, 1\]"):
+        parse(SamplingParams, {**params["sampling"], "top_p": 1.5}, "sampling")
+    with pytest.raises(StageError, match="prepare.kinds must be two different kinds"):
+        parse(PrepareParams, {**params["prepare"], "kinds": ["other", "other"]}, "prepare")
+    with pytest.raises(StageError, match="prepare.kinds\\[1\\] must be"):
+        parse(PrepareParams, {**params["prepare"], "kinds": ["other", "answer"]}, "prepare")
+    with pytest.raises(StageError, match="steps.claude.max_rounds must be at least 1"):
+        steps = stage_class("steps_dataset", "StepsParams")
+        claude = {**params["steps"]["claude"], "max_rounds": 0}
+        parse(steps, {**params["steps"], "claude": claude}, "steps")
+    with pytest.raises(StageError, match="judge.max_rounds must be at least 1"):
+        parse(JudgeParams, {**params["judge"], "max_rounds": 0}, "judge")
+    with pytest.raises(StageError, match="model.device must be"):
+        parse(ModelParams, {**params["model"], "device": "gpu"}, "model")
+
+
+def test_a_missing_section_is_named(tmp_path) -> None:
+    (tmp_path / "params.yaml").write_text("model: {}\n")
+    with pytest.raises(StageError, match="has no section 'sampling'"):
+        load(SamplingParams, tmp_path / "params.yaml")
+    with pytest.raises(StageError, match="model.name is missing"):
+        load(ModelParams, tmp_path / "params.yaml")
