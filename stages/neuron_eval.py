@@ -21,8 +21,9 @@ from typing import ClassVar, Literal
 import torch
 
 from steerpipe.config import StageError, check, load, run_stage, stage_args
+from steerpipe.feature_tracing import FeatureSteer, generate_steered
 from steerpipe.models import ModelParams, load_from_params
-from steerpipe.neurons import FeatureSteer, TracesParams, generate_steered
+from steerpipe.neurons import TracesParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 from steerpipe.transcoder_sets import placed_layers
 from steerpipe.yesno import parse_answer, prompt_ids, render

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from steerpipe.config import load, run_stage, stage_args
+from steerpipe.feature_tracing import trace_features
 from steerpipe.models import ModelParams, load_from_params
-from steerpipe.neurons import TracesParams, trace_features
+from steerpipe.neurons import TracesParams
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
 from steerpipe.transcoder_sets import placed_layers
 from steerpipe.transcoder_training import check_fidelity, fidelity, gate_sample, next_token_loss

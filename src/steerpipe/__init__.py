@@ -19,7 +19,8 @@ The library holds what the stages in ``stages/`` share; each stage imports only 
 - experiment B, transcoders: ``transcoders`` (the module and its hooks), ``transcoder_formats``
   (other libraries' files), ``transcoder_sets`` (folders, circuit-tracer sets, the hub),
   ``transcoder_training`` (training one; the fidelity gate), ``yesno`` (Yes/No questions),
-  ``neurons`` (feature traces, reasoning/memory masks, steering by features; ``TracesParams``)
+  ``neurons`` (sparse feature rows, reasoning/memory masks; ``TracesParams``),
+  ``feature_tracing`` (features over generation, steering by features)
 - results: ``stats`` (Wilson intervals, Fisher), ``summary`` (the headline lines)
 
 The presets and the stand-ins of real models are in the separate package ``steerpipe_presets``.
