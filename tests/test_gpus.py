@@ -35,10 +35,10 @@ STAGE = textwrap.dedent(
 class Stage:
     def __init__(self, tmp: Path, name: str, ids: list[str], mode: str = "one") -> None:
         self.out = tmp / f"{name}.claimed"
+        self.err = tmp / f"{name}.err"  # a file, so that it can be read while the stage runs
         args = [",".join(ids), str(tmp / "locks"), str(self.out), mode]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", STAGE, *args], stderr=subprocess.PIPE, text=True
-        )
+        with open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", STAGE, *args], stderr=err)
 
     def claimed(self, timeout: float = 60.0) -> str | None:
         end = time.monotonic() + timeout
@@ -46,13 +46,23 @@ class Stage:
             if self.out.exists() and self.out.read_text():
                 return self.out.read_text()
             if self.proc.poll() is not None:
-                raise AssertionError(f"stage exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"stage exited: {self.err.read_text()}")
             time.sleep(0.02)
         return None
 
+    def said(self, text: str, timeout: float = 60.0) -> bool:
+        """Whether the stage wrote ``text`` to stderr within ``timeout`` seconds."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if text in self.err.read_text():
+                return True
+            time.sleep(0.02)
+        return False
+
     def stop(self) -> str:
         self.out.with_suffix(".stop").touch()
-        _, err = self.proc.communicate(timeout=60)
+        self.proc.wait(timeout=60)
+        err = self.err.read_text()
         assert self.proc.returncode == 0, err
         return err
 
@@ -87,10 +97,11 @@ def test_a_stage_waits_for_a_free_gpu_and_takes_the_one_released(stages) -> None
     held = {first.claimed(), second.claimed()}
     assert held == {"0", "1"}
     third = stages("third", ids)
-    assert third.claimed(timeout=1.5) is None  # both held: it waits
+    assert third.said("waiting for one to come free")  # both held: it waits, however slow
+    assert third.claimed(timeout=0.5) is None
     first.stop()
     assert third.claimed() == first.out.read_text()  # the GPU that came free
-    assert "waiting for one to come free" in third.stop()
+    assert "came free" in third.stop()
     second.stop()
 
 
@@ -110,7 +121,8 @@ def test_a_spread_model_holds_every_gpu(stages) -> None:
     spread = stages("spread", ids, mode="all")
     assert spread.claimed() == "all"
     single = stages("single", ids)
-    assert single.claimed(timeout=1.5) is None
+    assert single.said("waiting for one to come free")
+    assert single.claimed(timeout=0.5) is None
     spread.stop()
     assert single.claimed() in {"0", "1"}
     single.stop()

@@ -196,11 +196,8 @@ OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 # What docs/pipeline.md ("Reproducibility") says may move on another CPU, per metrics file:
 # the largest change of any number in it, relative to the number (or to 1 below 1); 0: identical.
 TOLERANCE = {
-    "data/steps/metrics.json": 0,
-    "data/prepare/metrics.json": 0,
     "data/vectors/metrics.json": 0,
     "data/report/metrics.json": 0,
-    "data/questions/metrics.json": 0,
     "data/transcoder/metrics.json": 1e-3,
     "data/traces/metrics.json": 5e-3,
     "data/neurons/metrics.json": 1e-2,
@@ -227,8 +224,12 @@ def differs(a: object, b: object, tolerance: float) -> bool:
 def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> None:
     before = {path: leaves(json.loads((repo / path).read_text())) for path in TOLERANCE}
     texts = pq.read_table(repo / "data/steer/judged.parquet").column("text").to_pylist()
-    proc = run(repo, "dvc", "repro", "-f", env=OTHER_CPU)
-    assert ran(proc) == ALL
+    # every stage with float work on the model, and what follows it (the tiny pipeline's
+    # steps come from a file and its questions from reasoning-gym: no model runs there)
+    proc = run(
+        repo, "dvc", "repro", "-f", "--downstream", "activations", "transcoder", env=OTHER_CPU
+    )
+    assert ran(proc) == ALL - {"steps_dataset", "prepare", "questions"}
     for path, tolerance in TOLERANCE.items():
         after = leaves(json.loads((repo / path).read_text()))
         assert set(after) == set(before[path]), path
