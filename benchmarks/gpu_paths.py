@@ -118,7 +118,14 @@ def check_fit(args: Any) -> Result:
         gen_peak = peak_since(
             dev,
             lambda: generate(
-                model, gen_prompts, max_new_tokens=10, batch_size=rows, pad_id=0, progress=False
+                model,
+                gen_prompts,
+                max_new_tokens=10,
+                temperature=0.6,
+                top_p=0.95,
+                batch_size=rows,
+                pad_id=0,
+                progress=False,
             ),
         )
     gen_s = time.perf_counter() - start
@@ -198,7 +205,7 @@ def check_device_map(args: Any) -> Result:
     finally:
         gpus.release_all()
     rows = prompts(4, 30, 500)
-    kwargs: dict[str, Any] = {"max_new_tokens": 8, "temperature": 0.0}
+    kwargs: dict[str, Any] = {"max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0}
     kwargs["pad_id"] = int(tok.pad_token_id)
     a = generate(spread, rows, progress=False, **kwargs)
     b = generate(one, rows, progress=False, **kwargs)

@@ -184,7 +184,13 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     vocab = int(model.config.vocab_size) if args.shape != "packaged" else len(tok)
     pad = int(tok.pad_token_id)
-    gen = {"max_new_tokens": args.new_tokens, "batch_size": args.batch_size, "pad_id": pad}
+    gen = {  # the seed's sampling, as seed_generate's
+        "max_new_tokens": args.new_tokens,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "batch_size": args.batch_size,
+        "pad_id": pad,
+    }
     rows: list[dict[str, Any]] = []
 
     def add(work: str, path: str, seconds: float, tokens: int) -> None:

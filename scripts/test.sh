@@ -8,4 +8,5 @@ export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 python -m ruff check .
 python -m ruff format --check .
 python -m mypy
-python -m pytest -q "$@"
+# two workers (the CI machine has two cores); each pipeline module keeps its repository on one
+python -m pytest -q -n 2 --dist loadgroup "$@"

@@ -113,7 +113,8 @@ def main() -> None:
         transcoders,
         mode=p.mode,
         max_new_tokens=p.max_new_tokens,
-        temperature=0.0,
+        temperature=0.0,  # greedy: top_p does nothing
+        top_p=1.0,
         batch_size=p.batch_size,
         pad_id=int(tok.pad_token_id),
     )

@@ -21,6 +21,7 @@ import pyarrow as pa
 from steerpipe.batches import ClaudeParams
 from steerpipe.claude_labels import label_rows_with_claude
 from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.generation import check_sampling
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.step_traces import build_rows
 from steerpipe.steps import SCHEMA, gym_problems, load_rows
@@ -48,10 +49,7 @@ class StepsParams:
 
     def __post_init__(self) -> None:
         check(self.n_problems >= 1, "steps.n_problems", "at least 1")
-        check(self.max_new_tokens >= 1, "steps.max_new_tokens", "at least 1")
-        check(self.temperature >= 0, "steps.temperature", "at least 0 (0: greedy)")
-        check(0 < self.top_p <= 1, "steps.top_p", "in (0, 1]")
-        check(self.batch_size >= 1, "steps.batch_size", "at least 1")
+        check_sampling(self, self.SECTION)
 
 
 def main() -> None:

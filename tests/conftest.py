@@ -23,6 +23,14 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.models import PACKAGED_SMOLLM2, load_tokenizer, randomize_norms
 
+# Under pytest-xdist (scripts/test.sh runs two workers on the two-core CI machine) each worker
+# and the stages it starts get one torch thread: OpenMP threads that outnumber the cores spin
+# against each other (a 14 s test took 100 s with two workers of two threads each). The thread
+# count does not change the bits (benchmarks/cpu_kernels.py).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:

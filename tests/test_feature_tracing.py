@@ -66,7 +66,9 @@ def test_step_features_are_those_of_the_last_real_token(tiny_model) -> None:
 
 
 def test_steps_end_at_eos(tiny_model) -> None:
-    plain = generate(tiny_model, PROMPTS, max_new_tokens=5, temperature=0.0, progress=False)
+    plain = generate(
+        tiny_model, PROMPTS, max_new_tokens=5, temperature=0.0, top_p=1.0, progress=False
+    )
     config = tiny_model.generation_config
     old = config.eos_token_id
     config.eos_token_id = plain[1][1]  # the second token of row 1 now ends it
@@ -90,7 +92,7 @@ def test_rows_steer_their_own_features(tiny_model) -> None:
         FeatureSteer(2, torch.arange(64), 0.0),
     ]
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
-    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "progress": False}
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
     mixed = generate_steered(tiny_model, prompts, steers, transcoders, batch_size=4, **kwargs)
     base = generate(tiny_model, prompts, **kwargs)
     assert mixed[0] == base[0] and mixed[1] == base[0]  # strength 1.0 is the model itself

@@ -10,7 +10,7 @@ from steerpipe.generation import SamplingParams, Steer, generate, left_pad, samp
 from steerpipe.hooks import add_to_resid_pre
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
-GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "progress": False}
+GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
 
 
 def test_left_pad() -> None:

@@ -52,7 +52,9 @@ def test_training_explains_the_variance() -> None:
     )
     m = evaluate(tc, x, y)
     assert m["fraction_variance_explained"] > 0.9
-    untrained = train_transcoder(x, y, layer=0, d_sae=64, steps=0, progress=False)
+    untrained = train_transcoder(
+        x, y, layer=0, d_sae=64, l1=1e-4, lr=3e-3, steps=0, batch_size=256, progress=False
+    )
     assert evaluate(untrained, x, y)["fraction_variance_explained"] < 0.5
 
 
@@ -66,7 +68,9 @@ def test_more_l1_gives_fewer_active_features() -> None:
 
 def test_log_frequency_and_dead_features() -> None:
     x, y = _sparse_task(n=64)
-    tc = train_transcoder(x, y, layer=0, d_sae=8, steps=0, progress=False)
+    tc = train_transcoder(
+        x, y, layer=0, d_sae=8, l1=1e-3, lr=1e-3, steps=0, batch_size=64, progress=False
+    )
     tc.b_enc[0] = -1e6  # never fires
     tc.b_enc[1] = 1e6  # always fires
     freq = log_frequency(tc, x)
@@ -112,7 +116,9 @@ def test_fidelity_gate_refuses_the_wrong_convention(tiny_model) -> None:
     train = [torch.randint(3, 1000, (40,), generator=g).tolist() for _ in range(200)]
     held = [torch.randint(3, 1000, (40,), generator=g).tolist() for _ in range(12)]
     x, y = collect_mlp_io(model, train, 1, progress=False)
-    tc = train_transcoder(x, y, layer=1, d_sae=256, steps=1500, batch_size=256, progress=False)
+    tc = train_transcoder(
+        x, y, layer=1, d_sae=256, l1=1e-3, lr=1e-3, steps=1500, batch_size=256, progress=False
+    )
     tc.source = "ours.safetensors"
     gain = norm_gain(mlp_modules(model, 1)[0])
     same = Transcoder(  # the same map of x / rms(x): the gain folded into W_enc, b_dec into b_enc

@@ -30,12 +30,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import anthropic
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from steerpipe.batch_store import AnswerStore, BatchJournal
 from steerpipe.config import StageError, check
+
+if TYPE_CHECKING:
+    import anthropic
 
 MAX_REQUESTS = 100_000  # per batch, the API's limit
 MAX_BYTES = 256_000_000  # per batch, under the API's 256 MB
@@ -153,6 +154,8 @@ class BatchRunner:
         return self.stats
 
     def _create(self, chunk: list[dict[str, Any]]) -> str:
+        import anthropic
+
         intent = self.journal.intent(len(chunk))
         quiet = self.client.with_options(max_retries=0)
         for attempt in range(4):
@@ -255,6 +258,8 @@ def run_batches(
             f"{settings.SECTION}: Claude needs ANTHROPIC_API_KEY in the environment; "
             "nothing was submitted"
         )
+    import anthropic  # here, not at the top: the SDK takes seconds to import, rule runs skip it
+
     runner = BatchRunner(
         anthropic.Anthropic(),
         answers,

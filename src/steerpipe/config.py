@@ -131,7 +131,7 @@ def stage_args(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, Path]
     ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
     for name in (*inputs, *outputs):
         ap.add_argument(f"--{name}", type=Path, required=True)
-    return {k: v for k, v in vars(ap.parse_args()).items()}
+    return dict(vars(ap.parse_args()))
 
 
 def run_stage(main: Callable[[], None]) -> None:

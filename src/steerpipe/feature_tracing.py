@@ -85,6 +85,7 @@ def trace_features(
         prompts,
         max_new_tokens=n_steps,
         temperature=0.0,
+        top_p=1.0,
         batch_size=batch_size,
         pad_id=pad_id,
         batch_hook=record,

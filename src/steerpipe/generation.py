@@ -51,10 +51,15 @@ class SamplingParams:
     batch_size: int
 
     def __post_init__(self) -> None:
-        check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "at least 1")
-        check(self.temperature >= 0, "sampling.temperature", "at least 0 (0: greedy)")
-        check(0 < self.top_p <= 1, "sampling.top_p", "in (0, 1]")
-        check(self.batch_size >= 1, "sampling.batch_size", "at least 1")
+        check_sampling(self, self.SECTION)
+
+
+def check_sampling(p: Any, section: str) -> None:
+    """The rules for sampling settings, in every section that has them (sampling, steps)."""
+    check(p.max_new_tokens >= 1, f"{section}.max_new_tokens", "at least 1")
+    check(p.temperature >= 0, f"{section}.temperature", "at least 0 (0: greedy)")
+    check(0 < p.top_p <= 1, f"{section}.top_p", "in (0, 1]")
+    check(p.batch_size >= 1, f"{section}.batch_size", "at least 1")
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,9 @@ def generate(
     prompts: list[list[int]],
     *,
     steers: Sequence[Steer | None] | None = None,
-    max_new_tokens: int = 10,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
     seed: int = 0,
     batch_size: int = 16,
     pad_id: int | None = None,

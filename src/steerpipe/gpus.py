@@ -20,6 +20,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -58,39 +60,48 @@ def _try_lock(name: str, folder: Path) -> bool:
     return True
 
 
+def _wait(take: Callable[[], bool], message: str, poll_s: float) -> bool:
+    """Call ``take`` until it succeeds, saying once on stderr that the stage waits; whether
+    it had to wait."""
+    waited = False
+    while not take():
+        if not waited:
+            print(message, file=sys.stderr)
+            waited = True
+        time.sleep(poll_s)
+    return waited
+
+
 def claim_one(ids: list[str], *, folder: Path | None = None, poll_s: float = 5.0) -> int:
     """The index of a GPU in ``ids`` that this process now holds; waits while all are held."""
     if not ids:
         raise ValueError("no GPUs to claim")
-    folder = folder or lock_dir()
-    waited = False
-    while True:
+    where = folder or lock_dir()
+    taken: list[int] = []
+
+    def take() -> bool:
         for i, name in enumerate(ids):
-            if _try_lock(name, folder):
-                if waited:
-                    print(f"gpus: {name} came free", file=sys.stderr)
-                return i
-        if not waited:
-            print(
-                f"gpus: all {len(ids)} GPUs are held by other stages (locks in {folder}); "
-                "waiting for one to come free",
-                file=sys.stderr,
-            )
-            waited = True
-        time.sleep(poll_s)
+            if _try_lock(name, where):
+                taken.append(i)
+                return True
+        return False
+
+    message = (
+        f"gpus: all {len(ids)} GPUs are held by other stages (locks in {where}); "
+        "waiting for one to come free"
+    )
+    if _wait(take, message, poll_s):
+        print(f"gpus: {ids[taken[0]]} came free", file=sys.stderr)
+    return taken[0]
 
 
 def claim_all(ids: list[str], *, folder: Path | None = None, poll_s: float = 5.0) -> None:
     """Hold every GPU in ``ids``, taking them in a fixed order (two processes that both want
     all of them cannot each end up holding some and waiting for the rest)."""
-    folder = folder or lock_dir()
+    where = folder or lock_dir()
     for name in sorted(ids):
-        announced = False
-        while not _try_lock(name, folder):
-            if not announced:
-                print(f"gpus: waiting for {name}, held by another stage", file=sys.stderr)
-                announced = True
-            time.sleep(poll_s)
+        message = f"gpus: waiting for {name}, held by another stage"
+        _wait(partial(_try_lock, name, where), message, poll_s)
 
 
 def release_all() -> None:

@@ -4,6 +4,8 @@ Tables are Parquet (pyarrow), tensors safetensors with string metadata, metrics 
 A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file.
 ``tensor_file`` streams one large tensor to disk row by row (activation dumps).
 ``load_table`` reads the input data sets: a hub id through ``datasets``, or a local Parquet file.
+torch is imported by the tensor writers only, so that stages without tensors (the judge, the
+reports) start in a second rather than five.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from steerpipe.config import StageError
+
+if TYPE_CHECKING:
+    import torch
 
 _META_KEY = "steerpipe"
 
@@ -86,6 +89,8 @@ def write_tensors(
     which would make DVC see a changed output (and re-run everything downstream) after every
     re-run. So the metadata goes in as one JSON string with sorted keys, under ``steerpipe``.
     """
+    from safetensors.torch import save_file
+
     meta = {_META_KEY: json.dumps(metadata, sort_keys=True)}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -103,6 +108,8 @@ def tensor_file(
     for the same tensor (byte for byte: the same header, written as safetensors writes it)
     and appears at ``path`` only when the block exits without an error.
     """
+    import torch
+
     nbytes = 4 * int(np.prod(shape))
     header = {
         "__metadata__": {_META_KEY: json.dumps(metadata, sort_keys=True)},

@@ -1,0 +1,129 @@
+"""DVC experiments on the tiny pipeline (``pipeline_repo``): ``dvc exp run -S``, a queued
+sweep, a new data file, and the Anthropic batch backend against a local fake server.
+
+A repository of its own, so that these run beside ``test_pipeline`` under ``pytest -n 2``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fake_batches import FakeServer, FakeState, rule_answer
+from pipeline_repo import EXPERIMENT_B, build_repo, ran, restore, run, set_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_experiments")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    return build_repo(tmp_path_factory.mktemp("pipeline"), tiny_model_dir)
+
+
+@pytest.fixture(autouse=True)
+def clean(repo: Path) -> None:
+    restore(repo)
+
+
+def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
+    rows = [
+        {"question": f"is {i} even", "answer": i % 2 == 0, "passage": f"{i} is a number."}
+        for i in range(12)
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), repo / "boolq.parquet")
+    set_params(repo, questions__source="boolq.parquet")
+    assert ran(run(repo, "dvc", "repro")) == EXPERIMENT_B
+    traces = pq.read_table(repo / "data/traces/traces.parquet").to_pylist()
+    assert len(traces) == 3 * 4 and all(" even\nPassage: " in t["prompt"] for t in traces)
+    set_params(repo, questions__n_eval=7)  # more evaluation questions: the traces stay cached
+    assert ran(run(repo, "dvc", "repro")) == {"questions", "neuron_eval", "neuron_report"}
+
+
+def test_exp_run_with_set_param(repo: Path) -> None:
+    # a new steer cell re-runs steer and what follows it; nothing before steer
+    proc = run(repo, "dvc", "exp", "run", "-S", "steer.layer=2", "-S", "steer.position=1")
+    assert ran(proc) == {"steer", "judge@steer", "report"}
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert "data/report/metrics.json" in text and "fisher_p" in text
+
+
+def _experiment(shown: object, name: str) -> dict | None:
+    """The ``data`` of experiment ``name`` in ``dvc exp show --json`` (nested revisions)."""
+    if isinstance(shown, dict):
+        if shown.get("name") == name and isinstance(shown.get("data"), dict):
+            return shown["data"]
+        shown = list(shown.values())
+    if isinstance(shown, list):
+        for item in shown:
+            found = _experiment(item, name)
+            if found is not None:
+                return found
+    return None
+
+
+def test_queued_sweep(repo: Path) -> None:
+    for layer in (1, 2):
+        run(
+            repo,
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            f"steer.layer={layer}",
+            "-S",
+            "steer.position=0",
+            "-n",
+            f"q-layer-{layer}",
+        )
+    run(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 600
+    status = run(repo, "dvc", "queue", "status").stdout
+    while re.search(r"\b(Queued|Running)\b", status):
+        assert time.monotonic() < deadline, f"the queue did not finish in 600 s:\n{status}"
+        time.sleep(3)
+        status = run(repo, "dvc", "queue", "status").stdout
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+    for layer in (1, 2):
+        line = next(x for x in status.splitlines() if f"q-layer-{layer}" in x)
+        assert "Success" in line, status
+        data = _experiment(shown, f"q-layer-{layer}")
+        assert data is not None, f"q-layer-{layer} not in dvc exp show"
+        params = data["params"]["params.yaml"]["data"]
+        assert (params["steer"]["layer"], params["steer"]["position"]) == (layer, 0)
+        metrics = data["metrics"]["data/report/metrics.json"]["data"]
+        assert metrics["cell"]["layer"] == layer and metrics["steered"]["n"] == 3 * 2
+
+
+def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) -> None:
+    want = (repo / "data/report/metrics.json").read_text()
+    server = FakeServer(FakeState(answer=rule_answer))
+    env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+    try:
+        set_params(
+            repo,
+            judge__backend="anthropic",
+            judge__store=str(tmp_path / "store"),
+            judge__poll_seconds=0.05,
+            judge__max_poll_seconds=0.2,
+        )
+        proc = run(repo, "dvc", "repro", env=env)
+        assert {"judge@sweep", "judge@steer"} <= ran(proc)
+        assert (repo / "data/report/metrics.json").read_text() == want
+        stats = json.loads((repo / "data/sweep/judge.json").read_text())
+        assert stats["backend"] == "anthropic" and stats["unjudged"] == 0
+        assert stats["requests_sent"] == stats["unique_requests"] > 0
+        sent = server.state.requests_received
+        set_params(repo, judge__max_wait_seconds=100)  # re-runs both judges: all cached
+        assert {"judge@sweep", "judge@steer"} <= ran(run(repo, "dvc", "repro", env=env))
+        assert server.state.requests_received == sent
+        assert json.loads((repo / "data/sweep/judge.json").read_text())["requests_sent"] == 0
+    finally:
+        server.stop()
+        restore(repo)
