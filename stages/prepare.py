@@ -13,12 +13,27 @@ from __future__ import annotations
 
 from steerpipe.config import StageError, load, run_stage, stage_args
 from steerpipe.models import ModelParams, load_tokenizer
-from steerpipe.prompts import PrepareParams, select_examples
+from steerpipe.prompts import PrepareParams, select_examples, steps_of_kind
 from steerpipe.steps import validate_rows
 from steerpipe.storage import read_parquet, write_json, write_parquet
 
 INPUTS = ("steps",)
 OUTPUTS = ("examples", "metrics")
+
+
+def too_few(
+    kind: str, left: int, labelled: int, problems: int, dropped: dict[str, int], p: PrepareParams
+) -> str:
+    """Why a kind has too few examples: the labeller's count first, then each filter's."""
+    return (
+        f"only {left} '{kind}' examples are left, and prepare.test_size={p.test_size} needs "
+        f"more than {p.test_size}. The labeller found '{kind}' steps in {labelled} of "
+        f"{problems} problems (the steps stage; more come from steps.n_problems, a longer "
+        "steps.max_new_tokens, an instruction that asks for them, or steps.labeller=anthropic). "
+        f"Of those, {dropped['min_step_tokens']} had a step shorter than "
+        f"prepare.min_step_tokens={p.min_step_tokens} and {dropped['max_prompt_tokens']} a "
+        f"prompt longer than prepare.max_prompt_tokens={p.max_prompt_tokens}."
+    )
 
 
 def main() -> None:
@@ -29,7 +44,7 @@ def main() -> None:
     tok = load_tokenizer(load(ModelParams).name)
     examples, metrics = [], {}
     for kind in p.kinds:
-        chosen = select_examples(
+        chosen, dropped = select_examples(
             rows,
             tok,
             kind,
@@ -37,17 +52,18 @@ def main() -> None:
             min_step_tokens=p.min_step_tokens,
             max_prompt_tokens=p.max_prompt_tokens,
         )
+        labelled = sum(bool(steps_of_kind(r, kind)) for r in rows)
         if len(chosen) <= p.test_size:
-            raise StageError(
-                f"only {len(chosen)} '{kind}' examples are left after filtering "
-                f"(prepare.min_step_tokens={p.min_step_tokens}, "
-                f"prepare.max_prompt_tokens={p.max_prompt_tokens}); prepare.test_size="
-                f"{p.test_size} needs more to leave a training set"
-            )
+            raise StageError(too_few(kind, len(chosen), labelled, len(rows), dropped, p))
         for i, ex in enumerate(chosen):
             ex["split"] = "test" if i < p.test_size else "train"
         examples += chosen
-        metrics[kind] = {"test": p.test_size, "train": len(chosen) - p.test_size}
+        metrics[kind] = {
+            "problems_labelled": labelled,
+            "dropped": dropped,
+            "test": p.test_size,
+            "train": len(chosen) - p.test_size,
+        }
     write_parquet(examples, paths["examples"])
     write_json(metrics, paths["metrics"])
     print(metrics)

@@ -57,7 +57,7 @@ def main() -> None:
     p = load(StepsParams)
     if p.source == "generate":
         model, tok = load_from_params(load(ModelParams))
-        rows = build_rows(
+        rows, cut = build_rows(
             model,
             tok,
             gym_problems(p.task, p.n_problems, p.problem_seed),
@@ -69,7 +69,7 @@ def main() -> None:
             batch_size=p.batch_size,
         )
     else:
-        rows = load_rows(p.source)
+        rows, cut = load_rows(p.source), None
     label_stats = label_rows_with_claude(rows, p.claude) if p.labeller == "anthropic" else None
     n_steps = sum(len(r["steps"]) for r in rows)
     n_verification = sum(len(r["verification_steps"]) for r in rows)
@@ -82,6 +82,7 @@ def main() -> None:
         "other_steps": n_steps - n_conclusion - n_verification,
         "problems_with_conclusion": sum(bool(r["conclusion_steps"]) for r in rows),
         "problems_with_verification": sum(bool(r["verification_steps"]) for r in rows),
+        "traces_cut_at_max_new_tokens": cut,  # their last, unfinished step is dropped
         "labeller": {"backend": p.labeller, **(label_stats or {})},
     }
     write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), paths["steps"])

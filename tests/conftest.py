@@ -73,3 +73,10 @@ def device(request: pytest.FixtureRequest) -> str:
 def model_on_device(tiny_model: PreTrainedModel, device: str) -> PreTrainedModel:
     """``tiny_model`` on ``--device`` (the same weights)."""
     return tiny_model if device == "cpu" else copy.deepcopy(tiny_model).to(device)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort): under ``pytest -n 2`` the pipeline groups, then the
+    other minute-long runs, are handed out before the many short tests that fill the gaps, so
+    that the two workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

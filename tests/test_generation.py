@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from tiny import params
@@ -106,6 +108,17 @@ def test_shared_prefill_gives_the_same_greedy_tokens(model_on_device) -> None:
     )
     assert shared == plain
     assert shared[0] != shared[9]  # the steered samples differ from the control ones
+
+
+def test_no_deprecation_warnings_from_our_calls(tiny_model) -> None:
+    """transformers deprecates ``past_key_values`` for ``cache`` (in generate and forward):
+    the shared prefill and the sampled decoding ask for nothing deprecated."""
+    prompts = [p for p in PROMPTS for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        out = generate(tiny_model, prompts, seed=1, **{**GREEDY, "temperature": 0.7})
+    assert len(out) == len(prompts)
 
 
 def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> None:

@@ -173,8 +173,16 @@ def test_empty_after_filtering_fails_cleanly(repo: Path) -> None:
     set_params(repo, prepare__min_step_tokens=500)
     proc = run_stage(repo, "prepare")
     assert proc.returncode == 1
-    assert "only 0 'conclusion' examples are left after filtering" in proc.stderr
-    assert "prepare.min_step_tokens=500" in proc.stderr
+    # the labeller's count from the data set, then each filter's, each with its parameter
+    rows = pq.read_table(repo / "data/steps/steps.parquet").to_pylist()
+    labelled = sum(bool(r["conclusion_steps"]) for r in rows)
+    assert labelled > 0
+    message = " ".join(proc.stderr.split())
+    assert "only 0 'conclusion' examples are left, and prepare.test_size=3" in message
+    assert f"found 'conclusion' steps in {labelled} of {len(rows)} problems" in message
+    assert "steps.labeller=anthropic" in message
+    assert f"Of those, {labelled} had a step shorter than prepare.min_step_tokens=500" in message
+    assert "and 0 a prompt longer than prepare.max_prompt_tokens=" in message
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
 
 

@@ -39,18 +39,21 @@ def test_steps_of_kind() -> None:
 def test_select_examples_is_seeded_and_filtered(tokenizer) -> None:
     rows = synthetic_rows(10)
     kwargs = {"seed": 3, "min_step_tokens": 5, "max_prompt_tokens": 1600}
-    a = select_examples(rows, tokenizer, "other", **kwargs)
-    b = select_examples(rows, tokenizer, "other", **kwargs)
-    assert a == b and len(a) == 10
+    a, dropped = select_examples(rows, tokenizer, "other", **kwargs)
+    b, _ = select_examples(rows, tokenizer, "other", **kwargs)
+    assert a == b and len(a) == 10 and dropped == {"min_step_tokens": 0, "max_prompt_tokens": 0}
     assert {e["step"] for e in a} <= {0, 1}
-    c = select_examples(rows, tokenizer, "other", **{**kwargs, "seed": 4})
+    c, _ = select_examples(rows, tokenizer, "other", **{**kwargs, "seed": 4})
     assert [(e["row"], e["step"]) for e in c] != [(e["row"], e["step"]) for e in a]
     ex = a[0]
     row = rows[ex["row"]]
     prompt = reconstruct_prompt(tokenizer, row["problem"], row["steps"], ex["step"])
     assert ex["prompt_ids"] == tokenizer.encode(prompt, add_special_tokens=False)
-    assert select_examples(rows, tokenizer, "other", **{**kwargs, "max_prompt_tokens": 10}) == []
-    assert select_examples(rows, tokenizer, "other", **{**kwargs, "min_step_tokens": 500}) == []
+    # each filter's count: every one of the 10 drawn steps fails the one filter made strict
+    none, dropped = select_examples(rows, tokenizer, "other", **{**kwargs, "max_prompt_tokens": 10})
+    assert none == [] and dropped == {"min_step_tokens": 0, "max_prompt_tokens": 10}
+    none, dropped = select_examples(rows, tokenizer, "other", **{**kwargs, "min_step_tokens": 500})
+    assert none == [] and dropped == {"min_step_tokens": 10, "max_prompt_tokens": 0}
 
 
 def test_held_out_takes_the_first_of_a_kind() -> None:

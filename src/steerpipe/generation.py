@@ -242,7 +242,7 @@ def _generate_batch(
         result = model.generate(  # type: ignore[operator]
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
-            past_key_values=cache,
+            cache=cache,
             pad_token_id=pad,
             eos_token_id=eos_ids or None,
             **kwargs,
@@ -295,7 +295,7 @@ def _prefill(
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
             position_ids=positions.to(model.device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )

@@ -78,8 +78,10 @@ def select_examples(
     seed: int,
     min_step_tokens: int,
     max_prompt_tokens: int,
-) -> list[dict[str, Any]]:
-    """One step of ``kind`` per problem, drawn with a seeded generator, then filtered.
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One step of ``kind`` per problem, drawn with a seeded generator, then filtered; and how
+    many drawn steps each filter dropped (``min_step_tokens``, ``max_prompt_tokens``; a step
+    may fail both).
 
     Problems are visited in a seeded shuffled order (the original shuffled with seed 42 and
     drew the step unseeded). Each example keeps the token ids of its prompt and of its step.
@@ -88,6 +90,7 @@ def select_examples(
     order = list(range(len(rows)))
     rng.shuffle(order)
     examples = []
+    dropped = {"min_step_tokens": 0, "max_prompt_tokens": 0}
     for r in order:
         row = rows[r]
         candidates = steps_of_kind(row, kind)
@@ -97,12 +100,15 @@ def select_examples(
         prompt = reconstruct_prompt(tokenizer, row["problem"], row["steps"], k)
         prompt_ids = list(tokenizer.encode(prompt, add_special_tokens=False))
         step_ids = list(tokenizer.encode(row["steps"][k], add_special_tokens=False))
-        if len(step_ids) < min_step_tokens or len(prompt_ids) > max_prompt_tokens:
+        short, long = len(step_ids) < min_step_tokens, len(prompt_ids) > max_prompt_tokens
+        dropped["min_step_tokens"] += short
+        dropped["max_prompt_tokens"] += long
+        if short or long:
             continue
         examples.append(
             {"kind": kind, "row": r, "step": k, "prompt_ids": prompt_ids, "step_ids": step_ids}
         )
-    return examples
+    return examples, dropped
 
 
 def held_out(

@@ -30,8 +30,9 @@ def build_rows(
     seed: int,
     batch_size: int,
     progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Let the model reason on each problem and label its steps.
+) -> tuple[list[dict[str, Any]], int]:
+    """Let the model reason on each problem and label its steps: the rows, and how many
+    traces ``max_new_tokens`` cut off before the model ended them.
 
     The ``problem`` column holds the whole user message the model saw (instruction and
     problem), so that ``prompts.reconstruct_prompt`` rebuilds exactly the context of each step.
@@ -50,9 +51,10 @@ def build_rows(
         progress=progress,
     )
     eos = set(tokenizer.all_special_ids)
-    rows = []
+    rows, cut = [], 0
     for message, out in zip(messages, outs, strict=True):
         finished = bool(out) and out[-1] in eos
+        cut += not finished
         steps = split_steps(str(tokenizer.decode(out, skip_special_tokens=True)))
         if not finished:
             steps = steps[:-1]
@@ -65,4 +67,4 @@ def build_rows(
                 "conclusion_steps": conclusion,
             }
         )
-    return rows
+    return rows, cut
