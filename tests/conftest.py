@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pipeline_repo import build_repo, restore
 from tiny import tiny_config
 from transformers import LlamaForCausalLM, PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
@@ -58,6 +59,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenize
     tiny_config(len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def built_repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny pipeline run once and committed (``pipeline_repo``): one repository per test
+    module that asks, so that the pipeline modules run side by side under ``pytest -n 2``."""
+    return build_repo(tmp_path_factory.mktemp("pipeline"), tiny_model_dir)
+
+
+@pytest.fixture
+def repo(built_repo: Path) -> Path:
+    """``built_repo`` back at its first commit's params, code and outputs: each test starts
+    there, so the pipeline tests pass in any order."""
+    restore(built_repo)
+    return built_repo
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

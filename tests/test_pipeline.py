@@ -1,8 +1,9 @@
 """The DVC pipeline end to end on the tiny pipeline (``pipeline_repo``): its outputs, caching,
 what an edit re-runs, another CPU's kernels, and bad input failing with a clear message.
 
-The tests share one repository; each starts from its first commit (``clean``), so they pass
-in any order. ``test_pipeline_experiments`` holds the sweeps, the queue and the Claude backend.
+The tests share one repository; each starts from its first commit (the ``repo`` fixture in
+conftest), so they pass in any order. ``test_pipeline_experiments`` holds the sweeps, the
+queue and the Claude backend.
 """
 
 from __future__ import annotations
@@ -13,22 +14,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pipeline_repo import ALL, build_repo, ran, restore, run, run_stage, set_params
+from pipeline_repo import ALL, ran, restore, run, run_stage, set_params
 from tiny import synthetic_rows
 
 from steerpipe.steps import SCHEMA
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    return build_repo(tmp_path_factory.mktemp("pipeline"), tiny_model_dir)
-
-
-@pytest.fixture(autouse=True)
-def clean(repo: Path) -> None:
-    restore(repo)
 
 
 def test_outputs_and_metrics(repo: Path) -> None:

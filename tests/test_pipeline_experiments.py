@@ -15,19 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_batches import FakeServer, FakeState, rule_answer
-from pipeline_repo import EXPERIMENT_B, build_repo, ran, restore, run, set_params
+from pipeline_repo import EXPERIMENT_B, ran, restore, run, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_experiments")]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    return build_repo(tmp_path_factory.mktemp("pipeline"), tiny_model_dir)
-
-
-@pytest.fixture(autouse=True)
-def clean(repo: Path) -> None:
-    restore(repo)
 
 
 def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:

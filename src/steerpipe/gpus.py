@@ -20,8 +20,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -60,48 +58,39 @@ def _try_lock(name: str, folder: Path) -> bool:
     return True
 
 
-def _wait(take: Callable[[], bool], message: str, poll_s: float) -> bool:
-    """Call ``take`` until it succeeds, saying once on stderr that the stage waits; whether
-    it had to wait."""
+def _wait(names: list[str], folder: Path, message: str, poll_s: float) -> tuple[int, bool]:
+    """The index of the first of ``names`` that this process could lock, waiting while all are
+    held (saying so once on stderr); and whether it had to wait."""
     waited = False
-    while not take():
+    while (i := next((i for i, n in enumerate(names) if _try_lock(n, folder)), None)) is None:
         if not waited:
             print(message, file=sys.stderr)
             waited = True
         time.sleep(poll_s)
-    return waited
+    return i, waited
 
 
 def claim_one(ids: list[str], *, folder: Path | None = None, poll_s: float = 5.0) -> int:
     """The index of a GPU in ``ids`` that this process now holds; waits while all are held."""
     if not ids:
         raise ValueError("no GPUs to claim")
-    where = folder or lock_dir()
-    taken: list[int] = []
-
-    def take() -> bool:
-        for i, name in enumerate(ids):
-            if _try_lock(name, where):
-                taken.append(i)
-                return True
-        return False
-
+    folder = folder or lock_dir()
     message = (
-        f"gpus: all {len(ids)} GPUs are held by other stages (locks in {where}); "
+        f"gpus: all {len(ids)} GPUs are held by other stages (locks in {folder}); "
         "waiting for one to come free"
     )
-    if _wait(take, message, poll_s):
-        print(f"gpus: {ids[taken[0]]} came free", file=sys.stderr)
-    return taken[0]
+    i, waited = _wait(ids, folder, message, poll_s)
+    if waited:
+        print(f"gpus: {ids[i]} came free", file=sys.stderr)
+    return i
 
 
 def claim_all(ids: list[str], *, folder: Path | None = None, poll_s: float = 5.0) -> None:
     """Hold every GPU in ``ids``, taking them in a fixed order (two processes that both want
     all of them cannot each end up holding some and waiting for the rest)."""
-    where = folder or lock_dir()
+    folder = folder or lock_dir()
     for name in sorted(ids):
-        message = f"gpus: waiting for {name}, held by another stage"
-        _wait(partial(_try_lock, name, where), message, poll_s)
+        _wait([name], folder, f"gpus: waiting for {name}, held by another stage", poll_s)
 
 
 def release_all() -> None:
