@@ -5,7 +5,9 @@
     reads `model.name` and `prepare`
 
 One step per problem and kind (``prepare.kinds``: the positive kind first, then the negative),
-drawn with a seeded generator; steps shorter than ``min_step_tokens`` or prompts longer than
+drawn with a seeded generator, its prompt rebuilt as ``prepare.reconstruction`` says
+(``trace``: the model's own tokens up to the step; ``original``: the notebook's rule; see
+``prompts``); steps shorter than ``min_step_tokens`` or prompts longer than
 ``max_prompt_tokens`` are dropped; the first ``test_size`` of each kind are the test set.
 """
 
@@ -14,8 +16,8 @@ from __future__ import annotations
 from steerpipe.config import StageError, load, run_stage, stage_args
 from steerpipe.models import ModelParams, load_tokenizer
 from steerpipe.prompts import PrepareParams, select_examples, steps_of_kind
-from steerpipe.steps import validate_rows
-from steerpipe.storage import read_parquet, write_json, write_parquet
+from steerpipe.steps import read_steps
+from steerpipe.storage import write_json, write_parquet
 
 INPUTS = ("steps",)
 OUTPUTS = ("examples", "metrics")
@@ -39,8 +41,7 @@ def too_few(
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
     p = load(PrepareParams)
-    rows = read_parquet(paths["steps"])
-    validate_rows(rows)
+    rows, separator = read_steps(paths["steps"])
     tok = load_tokenizer(load(ModelParams).name)
     examples, metrics = [], {}
     for kind in p.kinds:
@@ -48,6 +49,8 @@ def main() -> None:
             rows,
             tok,
             kind,
+            separator=separator,
+            reconstruction=p.reconstruction,
             seed=p.seed,
             min_step_tokens=p.min_step_tokens,
             max_prompt_tokens=p.max_prompt_tokens,

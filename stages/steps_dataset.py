@@ -16,15 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import pyarrow as pa
-
 from steerpipe.batches import ClaudeParams
 from steerpipe.claude_labels import label_rows_with_claude
 from steerpipe.config import check, load, run_stage, stage_args
 from steerpipe.generation import check_sampling
+from steerpipe.labels import count_matches
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.step_traces import build_rows
-from steerpipe.steps import SCHEMA, gym_problems, load_rows
+from steerpipe.steps import gym_problems, load_rows, steps_table
 from steerpipe.storage import write_json, write_parquet
 
 INPUTS: tuple[str, ...] = ()
@@ -39,16 +38,19 @@ class StepsParams:
     n_problems: int
     problem_seed: int
     instruction: str  # put before each problem in the user message
+    separator: str  # between two steps of a trace
     max_new_tokens: int
     temperature: float
     top_p: float
     seed: int
     batch_size: int
     labeller: Literal["rule", "anthropic"]
+    label_mid_step: bool  # rule labeller: also by a later line's or sentence's opening
     claude: ClaudeParams
 
     def __post_init__(self) -> None:
         check(self.n_problems >= 1, "steps.n_problems", "at least 1")
+        check(self.separator != "", "steps.separator", "not empty")
         check_sampling(self, self.SECTION)
 
 
@@ -62,6 +64,8 @@ def main() -> None:
             tok,
             gym_problems(p.task, p.n_problems, p.problem_seed),
             instruction=p.instruction,
+            separator=p.separator,
+            label_mid_step=p.label_mid_step,
             max_new_tokens=p.max_new_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
@@ -83,9 +87,16 @@ def main() -> None:
         "problems_with_conclusion": sum(bool(r["conclusion_steps"]) for r in rows),
         "problems_with_verification": sum(bool(r["verification_steps"]) for r in rows),
         "traces_cut_at_max_new_tokens": cut,  # their last, unfinished step is dropped
-        "labeller": {"backend": p.labeller, **(label_stats or {})},
+        # where the rule's patterns match each kind; with label_mid_step false, steps matched
+        # only at a later line or sentence are not labelled (the rule labeller misses them)
+        "rule_matches": count_matches([r["steps"] for r in rows]),
+        "labeller": {
+            "backend": p.labeller,
+            "label_mid_step": p.label_mid_step,
+            **(label_stats or {}),
+        },
     }
-    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMA), paths["steps"])
+    write_parquet(steps_table(rows, p.separator), paths["steps"])
     write_json(metrics, paths["metrics"])
     print(metrics)
 

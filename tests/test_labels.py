@@ -1,10 +1,19 @@
-"""labels: the rule-based labeller's patterns, on the seed's own examples."""
+"""labels: the rule-based labeller's patterns, on the seed's own examples and on the shapes
+other models write (numbered steps, conclusions inside a paragraph or on a later line)."""
 
 from __future__ import annotations
 
 import pytest
 
-from steerpipe.labels import CONCLUDING, OTHER, VERIFYING, classify_opening, label_steps
+from steerpipe.labels import (
+    CONCLUDING,
+    OTHER,
+    VERIFYING,
+    classify_opening,
+    count_matches,
+    find,
+    label_steps,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +67,40 @@ def test_other(text: str) -> None:
 def test_label_steps_gives_indices_per_kind() -> None:
     steps = ["Add 2 and 3.", "Wait, let me check that.", "So the answer is 5.", "Done."]
     assert label_steps(steps) == ([1], [2])
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "where"),
+    [
+        ("1. Therefore, the answer is 3.", CONCLUDING, "opening"),
+        ("**Step 3:** Let me verify this.", VERIFYING, "opening"),
+        ("3.5 apples remain.", OTHER, None),  # a number, not a step's number
+        ("Add them: 12 + 5 = 17. Therefore, the answer is 17.", CONCLUDING, "sentence"),
+        ("1. Add 12 and 5.\n2. Therefore, the answer is 17.", CONCLUDING, "line"),
+        ("We get 17.\n**Final Answer**\n\\boxed{17}", CONCLUDING, "line"),
+        (
+            "We get 17. Let me double-check: 12 + 5 = 17. So the answer is 17.",
+            VERIFYING,
+            "sentence",
+        ),
+        ("Add 12 and 5 to get 17.\nThat is the total.", OTHER, None),
+    ],
+)
+def test_find_says_where_a_step_matches(text: str, category: int, where: str | None) -> None:
+    assert find(text) == (category, where)
+
+
+def test_mid_step_labels_only_when_asked() -> None:
+    steps = [
+        "Add 12 and 5: 17. Therefore, the answer is 17.",
+        "Wait, let me check.",
+        "We get 4.\nThe answer is 4.",
+        "Done.",
+    ]
+    assert label_steps(steps) == ([1], [])
+    assert label_steps(steps, mid_step=True) == ([1], [0, 2])
+    counts = count_matches([steps, ["The answer is 5."]])
+    assert counts == {
+        "conclusion": {"opening": 1, "line": 1, "sentence": 1},
+        "verification": {"opening": 1, "line": 0, "sentence": 0},
+    }

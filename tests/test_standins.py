@@ -9,7 +9,7 @@ import torch
 
 from steerpipe.activations import capture_resid_pre
 from steerpipe.models import load_bridge, load_model
-from steerpipe.prompts import chat_prompt, chat_prompt_ids, reconstruct_prompt
+from steerpipe.prompts import chat_prompt, chat_prompt_ids, original_prompt, step_tokens
 from steerpipe.transcoder_sets import load_layers
 from steerpipe.yesno import prompt_ids
 from steerpipe_presets.standins import ARCHITECTURES, chat_template, write_model, write_transcoders
@@ -41,7 +41,7 @@ def test_r1_distill_template(standin) -> None:
     prompt = chat_prompt(tok, "What is 2+2?")
     # the generation prompt opens the thinking block: reconstructed steps follow <think>\n
     assert prompt == "<｜begin▁of▁sentence｜><｜User｜>What is 2+2?<｜Assistant｜><think>\n"
-    rebuilt = reconstruct_prompt(tok, "What is 2+2?", ["First, 2+2.", "So 4.", "Done."], 2)
+    rebuilt = original_prompt(tok, "What is 2+2?", ["First, 2+2.", "So 4.", "Done."], 2)
     assert rebuilt == prompt + "First, 2+2.\n\nSo 4.\n\n"
     ids = chat_prompt_ids(tok, "What is 2+2?")
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id  # no second BOS
@@ -49,6 +49,23 @@ def test_r1_distill_template(standin) -> None:
     turn = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a</think>b"}]
     rendered = tok.apply_chat_template(turn, tokenize=False)
     assert rendered == "<｜begin▁of▁sentence｜><｜User｜>Q<｜Assistant｜>b<｜end▁of▁sentence｜>"
+
+
+@pytest.mark.parametrize("name", [R1, LLAMA])
+def test_step_prompts_round_trip_under_the_real_templates(standin, name: str) -> None:
+    """prompt + step is a prefix of the chat prompt followed by the trace's tokens, for every
+    step; step 0 follows the generation prompt with nothing between."""
+    _, tok = standin[name]
+    steps = ["First, 2 + 2 = 4.", "\nThen 4 * 3 = 12.", "So the answer is 12.\n"]
+    row = {"problem": "What is (2+2)*3?", "steps": steps}
+    head = chat_prompt_ids(tok, row["problem"])
+    trace = head + tok.encode("\n\n".join(steps), add_special_tokens=False)
+    for k, text in enumerate(steps):
+        prompt, step = step_tokens(tok, row, k, separator="\n\n", reconstruction="trace")
+        assert prompt + step == trace[: len(prompt) + len(step)]
+        assert tok.decode(step) == text and (k > 0 or prompt == head)
+    original, _ = step_tokens(tok, row, 0, separator="\n\n", reconstruction="original")
+    assert tok.decode(original) == tok.decode(head) + "\n\n"  # a boundary the model never wrote
 
 
 def test_llama31_template(standin) -> None:

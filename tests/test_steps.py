@@ -8,12 +8,34 @@ import pytest
 from tiny import synthetic_rows
 
 from steerpipe.config import StageError
-from steerpipe.steps import SCHEMA, gym_problems, load_rows, split_steps, validate_rows
+from steerpipe.steps import (
+    SCHEMA,
+    gym_problems,
+    load_rows,
+    read_steps,
+    split_steps,
+    steps_table,
+    validate_rows,
+)
 
 
-def test_split_steps() -> None:
+def test_split_steps_keeps_the_text() -> None:
     text = "First step.\n\nSecond step.\n\n\n\nThird.\n\n</think>The answer."
-    assert split_steps(text) == ["First step.", "Second step.", "Third."]
+    steps = split_steps(text, "\n\n")
+    assert steps == ["First step.", "Second step.", "\n\nThird.\n\n"]
+    assert "\n\n".join(steps) == text.split("</think>")[0]  # each step is found in the text
+    assert split_steps("\n\nA\n\n \n\nB", "\n\n") == ["\n\nA", " \n\nB"]
+    assert split_steps("1. A\n2. B\n", "\n") == ["1. A", "2. B\n"]
+    assert split_steps(" \n\n", "\n\n") == []
+
+
+def test_steps_table_records_the_separator(tmp_path) -> None:
+    rows = synthetic_rows(3)
+    pq.write_table(steps_table(rows, "\n"), tmp_path / "s.parquet")
+    assert read_steps(tmp_path / "s.parquet") == (rows, "\n")
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp_path / "old.parquet")
+    with pytest.raises(StageError, match="no step separator"):
+        read_steps(tmp_path / "old.parquet")
 
 
 def test_load_rows_from_local_parquet(tmp_path) -> None:

@@ -4,11 +4,19 @@ The patterns live here and only here. They label reasoning steps for the default
 (``steps``) and classify continuations in the rule-based judge (``judge``), in the seed's
 categories: 1 concluding, 2 verifying, 3 other. Patterns look at the opening of the text, the
 way the original judge prompt describes the categories ("the output should start with ...").
+
+Models that write one paragraph per answer put the conclusion at the start of a later line
+("1. ...\\n2. Therefore, ...") or sentence ("... = 17. So the answer is 17."). ``find`` says
+where in a step a pattern first matches (``opening``, ``line``, ``sentence``); ``label_steps``
+labels by the opening only unless asked (``steps.label_mid_step``), and ``count_matches`` gives
+the counts per place for the data set's metrics, so that what the opening rule misses shows.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from typing import Literal
 
 CONCLUDING = 1
 VERIFYING = 2
@@ -46,11 +54,19 @@ CONCLUSION_PATTERNS: tuple[str, ...] = (
 
 _VERIFICATION = re.compile("|".join(f"(?:{p})" for p in VERIFICATION_PATTERNS), re.IGNORECASE)
 _CONCLUSION = re.compile("|".join(f"(?:{p})" for p in CONCLUSION_PATTERNS), re.IGNORECASE)
-_LEADING = re.compile(r"^[\s\"'*#>\-\u2013\u2014.]*")
+_MARKUP = r"[\s\"'*#>\-\u2013\u2014.]*"
+_NUMBER = r"(?:\d{1,2}[.)]\s+|step\s*\d+\s*[:.)])"  # "2. " or "Step 2:"
+_LEADING = re.compile(rf"^{_MARKUP}(?:{_NUMBER}{_MARKUP})?", re.IGNORECASE)
+# where a later sentence starts: after . ! or ? and a space, inside a line
+_SENTENCE = re.compile(r"(?<=[.!?])[ \t]+(?=\S)")
+
+Where = Literal["opening", "line", "sentence"]
+PLACES: tuple[Where, ...] = ("opening", "line", "sentence")
+KIND_OF = {CONCLUDING: "conclusion", VERIFYING: "verification"}
 
 
 def opening(text: str) -> str:
-    """The text without leading whitespace, quotes or markdown bullets."""
+    """The text without leading whitespace, quotes, markdown bullets or a step's number."""
     return _LEADING.sub("", text)
 
 
@@ -68,13 +84,44 @@ def classify_opening(text: str) -> int:
     return OTHER
 
 
-def label_steps(steps: list[str]) -> tuple[list[int], list[int]]:
-    """(verification_steps, conclusion_steps): the indices of steps of each kind."""
-    verification, conclusion = [], []
+def find(step: str) -> tuple[int, Where | None]:
+    """The category of a step and where it first matched: its opening, else the start of a
+    later line, else the start of a later sentence; (OTHER, None) when nowhere."""
+    category = classify_opening(step)
+    if category != OTHER:
+        return category, "opening"
+    lines = step.split("\n")
+    for line in lines[1:]:
+        category = classify_opening(line)
+        if category != OTHER:
+            return category, "line"
+    for line in lines:
+        for m in _SENTENCE.finditer(line):
+            category = classify_opening(line[m.end() :])
+            if category != OTHER:
+                return category, "sentence"
+    return OTHER, None
+
+
+def label_steps(steps: list[str], *, mid_step: bool = False) -> tuple[list[int], list[int]]:
+    """(verification_steps, conclusion_steps): the indices of steps of each kind, by how they
+    open, or with ``mid_step`` also by a later line or sentence."""
+    verification: list[int] = []
+    conclusion: list[int] = []
     for i, step in enumerate(steps):
-        category = classify_opening(step)
-        if category == VERIFYING:
-            verification.append(i)
-        elif category == CONCLUDING:
-            conclusion.append(i)
+        category, where = find(step)
+        if where is None or (where != "opening" and not mid_step):
+            continue
+        (verification if category == VERIFYING else conclusion).append(i)
     return verification, conclusion
+
+
+def count_matches(rows_steps: list[list[str]]) -> dict[str, dict[str, int]]:
+    """Per kind, how many steps the patterns match at each place (``find``)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for steps in rows_steps:
+        for step in steps:
+            category, where = find(step)
+            if where is not None:
+                counts[KIND_OF[category], where] += 1
+    return {kind: {w: counts[kind, w] for w in PLACES} for kind in KIND_OF.values()}

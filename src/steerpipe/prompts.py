@@ -1,19 +1,27 @@
 """Chat prompts, prompt reconstruction and the seeded choice of one labelled step per problem.
 
-As in the original: the prompt for step ``k`` is the chat template applied to the problem
-(with the generation prompt), then ``"\\n\\n".join(steps[:k]) + "\\n\\n"``, tokenised without
-extra special tokens (the template already has its own). The labelled step's tokens follow.
+The prompt of step ``k`` is the model's own trace up to that step: the chat prompt (the
+template applied to the problem, with the generation prompt, no extra special tokens), then
+the response's tokens before the step; the step's tokens follow (``step_tokens``). The
+response's tokens are the ones the model wrote where the data set keeps them (our generated
+traces), else the tokenisation of ``separator.join(steps)``; so step 0 follows the generation
+prompt directly and later steps follow the separator's tokens as the model writes them
+(a prompt that ends in ``"\\n\\n"`` is one token on SmolLM2, where the model writes two).
+
+``prepare.reconstruction: original`` is the original notebook's rule instead: the chat prompt
++ ``"\\n\\n".join(steps[:k]) + "\\n\\n"`` and the step, each tokenised alone.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.config import check
+from steerpipe.config import StageError, check
 
 Kind = Literal["conclusion", "verification", "other"]
 KINDS = ("conclusion", "verification", "other")
@@ -25,6 +33,7 @@ class PrepareParams:
 
     SECTION: ClassVar[str] = "prepare"
     kinds: list[Kind]  # the positive kind, then the negative
+    reconstruction: Literal["trace", "original"]
     seed: int
     min_step_tokens: int
     max_prompt_tokens: int
@@ -51,11 +60,71 @@ def chat_prompt(tokenizer: Tokenizer, user_message: str) -> str:
 
 
 def chat_prompt_ids(tokenizer: Tokenizer, user_message: str) -> list[int]:
-    return list(tokenizer.encode(chat_prompt(tokenizer, user_message), add_special_tokens=False))
+    return _encode(tokenizer, chat_prompt(tokenizer, user_message))
 
 
-def reconstruct_prompt(tokenizer: Tokenizer, problem: str, steps: list[str], k: int) -> str:
+def original_prompt(tokenizer: Tokenizer, problem: str, steps: list[str], k: int) -> str:
+    """The original notebook's prompt of step ``k`` (``util.reconstruct_prompt``)."""
     return chat_prompt(tokenizer, problem) + "\n\n".join(steps[:k]) + "\n\n"
+
+
+def step_spans(text: str, steps: list[str]) -> list[tuple[int, int]]:
+    """Where each step lies in the response text: (start, end) characters, in order."""
+    spans, pos = [], 0
+    for k, step in enumerate(steps):
+        start = text.find(step, pos)
+        if start < 0:
+            raise StageError(f"step {k} is not in the trace's text after step {k - 1}")
+        spans.append((start, start + len(step)))
+        pos = start + len(step)
+    return spans
+
+
+def _last(ok: Callable[[int], bool], n: int) -> int:
+    """The largest ``t`` in 0..n with ``ok(t)``, for ``ok`` true up to a point, then false."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def step_tokens(
+    tokenizer: Tokenizer, row: dict[str, Any], k: int, *, separator: str, reconstruction: str
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, step ids) of step ``k`` of a data-set row; see the module's docstring.
+
+    With ``trace``, prompt + step is a prefix of the trace's tokens: the prompt holds the
+    tokens that end before the step, the step the tokens from there to the one that covers
+    its last character (a token that straddles a boundary goes to the step).
+    """
+    steps = row["steps"]
+    if reconstruction == "original":
+        prompt = original_prompt(tokenizer, row["problem"], steps, k)
+        return _encode(tokenizer, prompt), _encode(tokenizer, steps[k])
+
+    ids = row.get("response_ids")
+    if not ids:
+        ids = _encode(tokenizer, separator.join(steps))
+    prefixes: dict[int, str] = {}
+
+    def decoded(t: int) -> str:
+        if t not in prefixes:
+            prefixes[t] = str(tokenizer.decode(ids[:t], skip_special_tokens=True))
+        return prefixes[t]
+
+    text = decoded(len(ids))
+    start, end = step_spans(text, steps)[k]
+    # A prefix that ends inside a character decodes to a replacement character, which is not
+    # a prefix of the text; the search may then stop early, and the step takes a token more.
+    before = _last(lambda t: len(decoded(t)) <= start and text.startswith(decoded(t)), len(ids))
+    through = 1 + _last(lambda t: len(decoded(t)) < end, len(ids) - 1)
+    head = chat_prompt_ids(tokenizer, row["problem"])
+    return head + ids[:before], ids[before:through]
+
+
+def _encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 def steps_of_kind(row: dict[str, Any], kind: str) -> list[int]:
@@ -75,6 +144,8 @@ def select_examples(
     tokenizer: Tokenizer,
     kind: str,
     *,
+    separator: str,
+    reconstruction: str,
     seed: int,
     min_step_tokens: int,
     max_prompt_tokens: int,
@@ -97,9 +168,9 @@ def select_examples(
         if not candidates:
             continue
         k = rng.choice(candidates)
-        prompt = reconstruct_prompt(tokenizer, row["problem"], row["steps"], k)
-        prompt_ids = list(tokenizer.encode(prompt, add_special_tokens=False))
-        step_ids = list(tokenizer.encode(row["steps"][k], add_special_tokens=False))
+        prompt_ids, step_ids = step_tokens(
+            tokenizer, row, k, separator=separator, reconstruction=reconstruction
+        )
         short, long = len(step_ids) < min_step_tokens, len(prompt_ids) > max_prompt_tokens
         dropped["min_step_tokens"] += short
         dropped["max_prompt_tokens"] += long

@@ -1,7 +1,7 @@
 """The offline steps data set: the model reasons on packaged problems, its steps labelled by rule.
 
 Problems come from a packaged ``reasoning-gym`` task (``steps.gym_problems``); the model writes
-its reasoning under its chat template; the text is split into steps on blank lines
+its reasoning under its chat template; the text is split into steps on ``steps.separator``
 (``steps.split_steps``) and labelled by the rule-based labeller in ``labels``.
 """
 
@@ -24,6 +24,8 @@ def build_rows(
     problems: list[str],
     *,
     instruction: str,
+    separator: str,
+    label_mid_step: bool,
     max_new_tokens: int,
     temperature: float,
     top_p: float,
@@ -35,8 +37,9 @@ def build_rows(
     traces ``max_new_tokens`` cut off before the model ended them.
 
     The ``problem`` column holds the whole user message the model saw (instruction and
-    problem), so that ``prompts.reconstruct_prompt`` rebuilds exactly the context of each step.
-    A trace cut off by ``max_new_tokens`` loses its last, unfinished step.
+    problem) and ``response_ids`` the tokens it wrote, so that ``prompts.step_tokens``
+    rebuilds exactly the context of each step. A trace cut off by ``max_new_tokens`` loses
+    its last, unfinished step.
     """
     messages = [instruction + p for p in problems]
     prompts = [chat_prompt_ids(tokenizer, m) for m in messages]
@@ -55,16 +58,17 @@ def build_rows(
     for message, out in zip(messages, outs, strict=True):
         finished = bool(out) and out[-1] in eos
         cut += not finished
-        steps = split_steps(str(tokenizer.decode(out, skip_special_tokens=True)))
+        steps = split_steps(str(tokenizer.decode(out, skip_special_tokens=True)), separator)
         if not finished:
             steps = steps[:-1]
-        verification, conclusion = label_steps(steps)
+        verification, conclusion = label_steps(steps, mid_step=label_mid_step)
         rows.append(
             {
                 "problem": message,
                 "steps": steps,
                 "verification_steps": verification,
                 "conclusion_steps": conclusion,
+                "response_ids": list(out),
             }
         )
     return rows, cut

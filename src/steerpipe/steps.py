@@ -12,9 +12,11 @@ Schema of ``immindich/reasoning-steps-labeled`` (the paper's data set): ``proble
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from steerpipe.config import StageError
 from steerpipe.storage import load_table
@@ -29,12 +31,45 @@ SCHEMA = pa.schema(
 )
 FIELDS = tuple(SCHEMA.names)
 HUB_ID = "immindich/reasoning-steps-labeled"
+# Our own traces keep the token ids the model wrote, so that prompts rebuild its exact context.
+RESPONSE_IDS = pa.field("response_ids", pa.list_(pa.int64()))
 
 
-def split_steps(text: str) -> list[str]:
-    """Steps of a trace: the text before ``</think>`` split on blank lines, empty ones dropped."""
-    text = text.split("</think>")[0]
-    return [s.strip() for s in text.split("\n\n") if s.strip()]
+def split_steps(text: str, separator: str) -> list[str]:
+    """Steps of a trace: the text before ``</think>`` split on ``separator``.
+
+    Nothing is stripped: a piece of only whitespace joins the next step (at the end, the one
+    before), so that ``separator.join(steps)`` is the text and each step can be found in it.
+    """
+    steps: list[str] = []
+    carry = ""
+    for piece in text.split("</think>")[0].split(separator):
+        if piece.strip():
+            steps.append(carry + piece)
+            carry = ""
+        else:
+            carry += piece + separator
+    if carry and steps:
+        steps[-1] += separator + carry[: -len(separator)]
+    return steps
+
+
+def steps_table(rows: list[dict[str, Any]], separator: str) -> pa.Table:
+    """The data set as a table; the schema's metadata records the separator its steps were
+    split on (``prepare`` joins them with it), and traces we generated keep their token ids."""
+    schema = SCHEMA.append(RESPONSE_IDS) if rows and "response_ids" in rows[0] else SCHEMA
+    return pa.Table.from_pylist(rows, schema=schema.with_metadata({"separator": separator}))
+
+
+def read_steps(path: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """The rows of a data set written by ``steps_table``, validated, and its separator."""
+    table = pq.read_table(path)
+    separator = (table.schema.metadata or {}).get(b"separator")
+    if separator is None:
+        raise StageError(f"{path} has no step separator in its metadata; re-run steps_dataset")
+    rows = table.to_pylist()
+    validate_rows(rows)
+    return rows, separator.decode()
 
 
 def validate_rows(rows: list[dict[str, Any]]) -> None:
