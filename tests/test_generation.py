@@ -143,7 +143,7 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
             input_ids=ids[expand, -1:],
             attention_mask=mask[expand],
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
         ).logits[:, -1]
     for row, i in enumerate(expand.tolist()):
         deltas = {} if steers[i] is None else {1: steers[i].vector[None]}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steerpipe.config import StageError
-from steerpipe.models import load_bridge, load_model, parse_dtype
+from steerpipe.models import load_bridge, load_model, parse_dtype, supported_architectures
 
 
 def test_random_init_from_config_folder(tiny_model_dir) -> None:
@@ -54,6 +54,18 @@ def test_unsupported_architecture_is_named(tmp_path, tokenizer) -> None:
     tokenizer.save_pretrained(tmp_path)
     with pytest.raises(StageError, match=r"is a DiffLlamaForCausalLM, which TransformerLens"):
         load_model(str(tmp_path), random_init=True)
+
+
+def test_supported_architectures_are_read_once_per_version(tmp_path, monkeypatch) -> None:
+    """Importing TransformerLens for its list takes about 5 s; every stage that loads a model
+    checks it, so the list is kept in the cache, one file per TransformerLens version."""
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    monkeypatch.setenv("STEERPIPE_CACHE", str(tmp_path))
+    assert supported_architectures() == set(SUPPORTED_ARCHITECTURES)
+    (kept,) = tmp_path.glob("transformer-lens-*-architectures.json")
+    kept.write_text('["MadeUpForCausalLM"]')
+    assert supported_architectures() == {"MadeUpForCausalLM"}  # read back, not imported again
 
 
 def test_bad_dtype() -> None:

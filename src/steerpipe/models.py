@@ -18,6 +18,8 @@ Names:
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,9 @@ from transformers import (
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError, check
-from steerpipe.gguf_weights import PACKAGED_SMOLLM2, local_folder
+from steerpipe.gguf_weights import PACKAGED_SMOLLM2, cache_root, local_folder
 from steerpipe.gpus import pick_device
+from steerpipe.storage import write_json
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -189,10 +192,24 @@ def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
                 bias.copy_((torch.randn(bias.shape, generator=g) * 0.2).to(bias.dtype))
 
 
+def supported_architectures() -> set[str]:
+    """The architectures TransformerLens's bridge supports. Importing TransformerLens for the
+    list takes about 5 s, in every stage that loads a model, so the list is kept in the cache,
+    one file per TransformerLens version."""
+    version = importlib.metadata.version("transformer-lens")
+    kept = cache_root() / f"transformer-lens-{version}-architectures.json"
+    if kept.exists():
+        return set(json.loads(kept.read_text()))
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    write_json(sorted(SUPPORTED_ARCHITECTURES), kept)
+    return set(SUPPORTED_ARCHITECTURES)
+
+
 def check_architecture(config: PretrainedConfig, name: str) -> None:
     """A clear error for a model whose architecture TransformerLens's bridge does not know
     (the pipeline's hooks use the bridge's hook names, and the tests compare against it)."""
-    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     architectures = list(getattr(config, "architectures", None) or [])
@@ -201,10 +218,11 @@ def check_architecture(config: PretrainedConfig, name: str) -> None:
         if causal is None:
             raise StageError(f"model.name {name!r}: {config.model_type!r} is not a causal LM")
         architectures = [causal]
-    if not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
+    supported = supported_architectures()
+    if not any(a in supported for a in architectures):
         raise StageError(
             f"model.name {name!r} is a {', '.join(architectures)}, which TransformerLens's "
-            f"TransformerBridge does not support ({len(SUPPORTED_ARCHITECTURES)} architectures "
+            f"TransformerBridge does not support ({len(supported)} architectures "
             "do, e.g. LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Gemma2ForCausalLM)"
         )
 
