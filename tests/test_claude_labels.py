@@ -10,7 +10,7 @@ from fake_batches import FakeServer, FakeState
 from tiny import params, synthetic_rows
 
 from steerpipe.batches import ClaudeParams
-from steerpipe.claude_labels import label_rows_with_claude, parse_labels
+from steerpipe.claude_labels import label_request, label_rows_with_claude, parse_labels
 from steerpipe.labels import label_steps
 
 
@@ -63,3 +63,10 @@ def test_label_rows_with_claude(tmp_path, monkeypatch) -> None:
 )
 def test_parse_labels(answer: str, labels) -> None:
     assert parse_labels(answer, 3) == labels
+
+
+def test_label_request_shows_steps_without_their_surrounding_whitespace() -> None:
+    settings = params(ClaudeParams)
+    request = label_request("Q?", ["\n\nFirst.\n", "So 4. "], settings)
+    text = request["messages"][0]["content"][0]["text"]
+    assert text.endswith("Steps:\n[0] First.\n\n[1] So 4.")

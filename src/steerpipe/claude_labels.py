@@ -34,7 +34,8 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def label_request(problem: str, steps: list[str], settings: ClaudeParams) -> dict[str, Any]:
-    numbered = "\n\n".join(f"[{i}] {s}" for i, s in enumerate(steps))
+    # steps keep the whitespace around them (so that prompts rebuild the trace); not shown here
+    numbered = "\n\n".join(f"[{i}] {s.strip()}" for i, s in enumerate(steps))
     prompt = LABEL_PROMPT.replace("{problem}", problem).replace("{steps}", numbered)
     return {
         "model": settings.model,
