@@ -2,25 +2,49 @@
 
     dvc repro report
     paths from dvc.yaml's cmd: --steer --sweep --metrics --table --figure
+    reads params.yaml section `report`
 
-Outputs: metrics (rates with 95% Wilson intervals, counts per category, a two-sided Fisher
-exact p-value), a table (a DVC plot: concluding rate per layer and position) and the same as a
-heat map.
+Outputs: metrics, a table (a DVC plot: concluding rate per layer and position) and the same as
+a heat map. The metrics hold two analyses (``stats``):
+- per sample, as the original: rates with 95% Wilson intervals, counts per category, and a
+  two-sided Fisher exact p-value, as if every sample were independent;
+- per prompt (``prompt_level``): the samples of one prompt are correlated, so the intervals
+  come from a bootstrap over prompts, and the test is a sign-flip permutation test of each
+  prompt's steered minus control rate (both conditions run on the same prompts).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from steerpipe.cells import best_cell, concluding_by_cell
-from steerpipe.config import run_stage, stage_args
+from steerpipe.config import check, load, run_stage, stage_args
 from steerpipe.labels import CATEGORIES, CONCLUDING
 from steerpipe.plots import plt, save_png, write_csv
-from steerpipe.stats import fisher_p, rate_summary
+from steerpipe.stats import (
+    cluster_ci,
+    fisher_p,
+    pooled_difference,
+    pooled_rate,
+    rate_summary,
+    sign_flip_p,
+)
 from steerpipe.storage import read_parquet, write_json
 
 INPUTS = ("steer", "sweep")
 OUTPUTS = ("metrics", "table", "figure")
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    SECTION: ClassVar[str] = "report"
+    seed: int  # of the bootstrap and, above 2^16 sign flips, of the permutation test
+    n_resamples: int
+
+    def __post_init__(self) -> None:
+        check(self.n_resamples >= 100, "report.n_resamples", "at least 100")
 
 
 def condition_summary(rows: list[dict]) -> dict:
@@ -31,8 +55,37 @@ def condition_summary(rows: list[dict]) -> dict:
     return summary
 
 
+def prompt_level(steer: list[dict[str, Any]], p: ReportParams) -> dict[str, Any]:
+    """Intervals and the paired test with the prompt, not the sample, as the unit."""
+    counts: dict[tuple[int, int], dict[str, list[int]]] = {}
+    for r in steer:
+        per = counts.setdefault((r["row"], r["step"]), {"control": [0, 0], "steered": [0, 0]})
+        per[r["condition"]][0] += r["category"] == CONCLUDING
+        per[r["condition"]][1] += 1
+    prompts = [c for _, c in sorted(counts.items()) if c["control"][1] and c["steered"][1]]
+    columns = {
+        name: ([c[name][0] for c in prompts], [c[name][1] for c in prompts])
+        for name in ("control", "steered")
+    }
+    kw = {"seed": p.seed, "n_resamples": p.n_resamples}
+    out: dict[str, Any] = {"prompts": len(prompts)}
+    if len(prompts) < 2:  # no spread to resample: the sample-level analysis is all there is
+        return out
+    for name, column in columns.items():
+        lo, hi = cluster_ci(pooled_rate, column, **kw)
+        out[name] = {"ci95_low": lo, "ci95_high": hi}
+    lo, hi = cluster_ci(pooled_difference, (*columns["steered"], *columns["control"]), **kw)
+    out["difference"] = {"ci95_low": lo, "ci95_high": hi}
+    per_prompt = [
+        c["steered"][0] / c["steered"][1] - c["control"][0] / c["control"][1] for c in prompts
+    ]
+    out["sign_flip_p"] = sign_flip_p(per_prompt, **kw)
+    return out
+
+
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
+    p = load(ReportParams)
     steer = read_parquet(paths["steer"])
     sweep = read_parquet(paths["sweep"])
     control = condition_summary([r for r in steer if r["condition"] == "control"])
@@ -50,6 +103,7 @@ def main() -> None:
         "steered": steered,
         "difference": steered["rate"] - control["rate"],
         "fisher_p": fisher_p(steered["count"], steered["n"], control["count"], control["n"]),
+        "prompt_level": prompt_level(steer, p),
         "sweep": {
             "cells": len(cells),
             "samples": len(sweep),

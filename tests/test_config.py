@@ -38,6 +38,7 @@ SECTIONS: list[type] = [
     stage_class("sweep", "SweepParams"),
     stage_class("steer", "SteerParams"),
     JudgeParams,
+    stage_class("report", "ReportParams"),
     stage_class("transcoder", "TranscoderParams"),
     stage_class("questions", "QuestionsParams"),
     TracesParams,

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 
 def test_outputs_and_metrics(repo: Path) -> None:
-    from steerpipe.stats import fisher_p
+    from steerpipe.stats import fisher_p, sign_flip_p
 
     metrics = json.loads((repo / "data/report/metrics.json").read_text())
     control, steered = metrics["control"], metrics["steered"]
@@ -33,6 +33,17 @@ def test_outputs_and_metrics(repo: Path) -> None:
     assert metrics["fisher_p"] == pytest.approx(want_p)
     assert metrics["difference"] == pytest.approx(steered["rate"] - control["rate"])
     assert steered["count"] == steered["categories"]["concluding"]
+    # per prompt: 3 prompts, each steered and unsteered; the test on their differences
+    judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
+    rate = {
+        (c, k): sum(r["category"] == 1 for r in judged if (r["condition"], r["row"]) == (c, k)) / 2
+        for c in ("control", "steered")
+        for k in {r["row"] for r in judged}
+    }
+    diffs = [rate["steered", k] - rate["control", k] for k in sorted({k for _, k in rate})]
+    level = metrics["prompt_level"]
+    assert level["prompts"] == 3
+    assert level["sign_flip_p"] == pytest.approx(sign_flip_p(diffs, seed=0, n_resamples=100_000))
     assert (repo / "data/report/sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 3
 

@@ -1,10 +1,23 @@
-"""stats: Wilson intervals and Fisher's exact test against textbook values."""
+"""stats: Wilson intervals and Fisher's exact test against textbook values; the per-prompt
+bootstrap and sign-flip test against scipy and a hand enumeration."""
 
 from __future__ import annotations
 
-import pytest
+import itertools
 
-from steerpipe.stats import fisher_p, rate_summary, wilson_interval
+import numpy as np
+import pytest
+import scipy.stats
+
+from steerpipe.stats import (
+    cluster_ci,
+    fisher_p,
+    pooled_difference,
+    pooled_rate,
+    rate_summary,
+    sign_flip_p,
+    wilson_interval,
+)
 
 
 def test_wilson_known_values() -> None:
@@ -30,3 +43,43 @@ def test_rate_summary() -> None:
     s = rate_summary(22, 250)
     assert s["rate"] == pytest.approx(0.088)
     assert s["count"] == 22 and s["n"] == 250
+
+
+def test_sign_flip_p_enumerates_every_flip_of_four_prompts() -> None:
+    d = [1.0, 0.5, 0.25, -0.25]
+    observed = abs(sum(d))
+    flips = list(itertools.product([1, -1], repeat=4))
+    by_hand = sum(
+        abs(sum(s * x for s, x in zip(f, d, strict=True))) >= observed - 1e-12 for f in flips
+    )
+    # with 1 and 0.5 of one sign, three of the four signs of (0.25, -0.25) reach 1.5: 6 of 16
+    assert len(flips) == 16 and by_hand == 6
+    assert sign_flip_p(d, seed=0, n_resamples=10_000) == pytest.approx(by_hand / 16)
+    assert sign_flip_p([0.5] * 3, seed=0, n_resamples=10_000) == pytest.approx(2 / 8)
+
+
+def test_cluster_ci_is_seeded_and_matches_scipy() -> None:
+    hits = [4, 3, 0, 1, 4, 2, 0, 4]
+    totals = [4] * 8
+    lo, hi = cluster_ci(pooled_rate, (hits, totals), seed=3, n_resamples=2000)
+    assert (lo, hi) == cluster_ci(pooled_rate, (hits, totals), seed=3, n_resamples=2000)
+    want = scipy.stats.bootstrap(
+        (np.array(hits, float), np.array(totals, float)),
+        lambda h, n, axis: h.sum(axis) / n.sum(axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(3),
+    ).confidence_interval
+    assert (lo, hi) == (want.low, want.high)
+    assert lo < sum(hits) / sum(totals) < hi
+    # prompts that all agree leave no spread; one prompt gives no interval
+    assert cluster_ci(pooled_rate, ([2, 2, 2], [4, 4, 4]), seed=0, n_resamples=100) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        cluster_ci(pooled_rate, ([1], [4]), seed=0, n_resamples=100)
+
+
+def test_pooled_difference_of_the_same_prompts() -> None:
+    a, b, n = np.array([4.0, 2.0]), np.array([1.0, 1.0]), np.array([4.0, 4.0])
+    assert pooled_difference(a, n, b, n) == pytest.approx(6 / 8 - 2 / 8)

@@ -20,7 +20,13 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "cell": {"layer": 7, "position": 3, "coefficient": 2.0},
         "control": _rate(5, 40),
         "steered": _rate(11, 40),
+        "difference": 0.15,
         "fisher_p": 0.0123,
+        "prompt_level": {
+            "prompts": 10,
+            "difference": {"ci95_low": -0.025, "ci95_high": 0.3},
+            "sign_flip_p": 0.0625,
+        },
     }
     (tmp_path / "report" / "metrics.json").write_text(json.dumps(report))
     conditions = {
@@ -34,7 +40,11 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     assert lines[0].startswith("Experiment A: steering at layer 7, position 3, coefficient 2 ")
     assert "| control | 5/40 | 0.125 | 0.010 - 0.990 |" in lines
     assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
-    assert "Fisher exact p = 0.012" in lines
+    assert "Per sample, as the original: Fisher exact p = 0.012" in lines
+    assert (
+        "Per prompt (10 prompts): difference +0.150, 95% interval -0.025 to +0.300 "
+        "(bootstrap over prompts), sign-flip p = 0.062"
+    ) in lines
     assert any(line.endswith("(layer 3: 12 reasoning, 34 memory)") for line in lines)
     assert "| reasoning@3x2 | 28/64 | 0.125 |" in lines
 

@@ -1,10 +1,19 @@
-"""Proportions with 95% Wilson intervals and a two-sided Fisher exact test."""
+"""Proportions with 95% intervals and tests, per sample and per prompt.
+
+Per sample (the original's analysis): Wilson intervals and a two-sided Fisher exact test, as if
+every sample were independent. Per prompt: the samples of one prompt are correlated, so
+``cluster_ci`` resamples whole prompts (a seeded percentile bootstrap, ``scipy.stats.bootstrap``)
+and ``sign_flip_p`` tests the per-prompt differences between two conditions on the same prompts
+(``scipy.stats.permutation_test``: exact, all 2^n sign flips, up to ``n_resamples``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
-from scipy.stats import fisher_exact
+import numpy as np
+from scipy.stats import bootstrap, fisher_exact, permutation_test
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -35,3 +44,58 @@ def rate_summary(successes: int, n: int) -> dict[str, float | int]:
         "ci95_low": lo,
         "ci95_high": hi,
     }
+
+
+def cluster_ci(
+    statistic: Callable[..., np.ndarray],
+    columns: Sequence[Sequence[float]],
+    *,
+    seed: int,
+    n_resamples: int,
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``statistic(*columns, axis)``, resampling the
+    clusters (one entry per column each): the prompts, with their counts per condition."""
+    data = tuple(np.asarray(c, dtype=float) for c in columns)
+    if len(data[0]) < 2:
+        raise ValueError(f"a bootstrap over clusters needs at least 2, got {len(data[0])}")
+    result = bootstrap(
+        data,
+        statistic,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return (float(ci.low), float(ci.high))
+
+
+def pooled_rate(successes: np.ndarray, totals: np.ndarray, axis: int = -1) -> np.ndarray:
+    """successes / totals summed over the clusters."""
+    return np.sum(successes, axis=axis) / np.sum(totals, axis=axis)
+
+
+def pooled_difference(
+    a: np.ndarray, a_n: np.ndarray, b: np.ndarray, b_n: np.ndarray, axis: int = -1
+) -> np.ndarray:
+    """Rate of a minus rate of b, over the same clusters."""
+    return pooled_rate(a, a_n, axis) - pooled_rate(b, b_n, axis)
+
+
+def sign_flip_p(differences: Sequence[float], *, seed: int, n_resamples: int) -> float:
+    """Two-sided p-value that the mean per-cluster difference is 0: the differences' signs
+    flipped independently (exact when 2^n <= n_resamples)."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) == 0:
+        raise ValueError("a sign-flip test needs at least one difference")
+    result = permutation_test(
+        (d,),
+        lambda x, axis: np.mean(x, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.pvalue)

@@ -25,7 +25,7 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
         f"Experiment A: steering at layer {cell['layer']}, position {cell['position']}, "
         f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening only)",
         "",
-        "| condition | concluding | rate | 95% interval |",
+        "| condition | concluding | rate | 95% interval (Wilson, per sample) |",
         "|---|---|---|---|",
     ]
     for name in ("control", "steered"):
@@ -34,7 +34,15 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
             f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
             f"| {r['ci95_low']:.3f} - {r['ci95_high']:.3f} |"
         )
-    lines.append(f"Fisher exact p = {report['fisher_p']:.2g}")
+    lines.append(f"Per sample, as the original: Fisher exact p = {report['fisher_p']:.2g}")
+    level = report.get("prompt_level", {})
+    if "difference" in level:
+        d = level["difference"]
+        lines.append(
+            f"Per prompt ({level['prompts']} prompts): difference {report['difference']:+.3f}, "
+            f"95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} (bootstrap over "
+            f"prompts), sign-flip p = {level['sign_flip_p']:.2g}"
+        )
     return lines
 
 
