@@ -2,11 +2,13 @@
 
     dvc repro neuron_report
     paths from dvc.yaml's cmd: --generations --metrics --table --figure
+    reads params.yaml section `stats`
 
 Outputs: metrics (per condition: accuracy with a 95% Wilson interval, the rate of answers with
-no Yes/No, and how often the answer, or the text, differs from base's on the same question), a
-table (a DVC plot: accuracy per strength, one line per neuron set and layer, base as a flat
-line) and the same as a figure.
+no Yes/No, and how often the answer, or the text, differs from base's on the same question;
+and, paired with base on the same questions, the accuracy difference with a bootstrap interval
+over questions and McNemar's exact test), a table (a DVC plot: accuracy per strength, one line
+per neuron set and layer, base as a flat line) and the same as a figure.
 """
 
 from __future__ import annotations
@@ -14,36 +16,62 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from steerpipe.config import run_stage, stage_args
+from steerpipe.config import load, run_stage, stage_args
 from steerpipe.plots import plt, save_png, write_csv
-from steerpipe.stats import rate_summary
+from steerpipe.stats import StatsParams, cluster_ci, mcnemar_p, pooled_difference, rate_summary
 from steerpipe.storage import read_parquet, write_json
 
 INPUTS = ("generations",)
 OUTPUTS = ("metrics", "table", "figure")
 
 
-def summarise(rows: list[dict], base: dict[int, dict]) -> dict[str, Any]:
+def paired(rows: list[dict], base: dict[int, dict], p: StatsParams) -> dict[str, Any]:
+    """The condition against base on the same questions: the accuracy difference with a
+    bootstrap interval over questions, the discordant pairs and McNemar's exact test."""
+    ours = [float(r["correct"]) for r in rows]
+    theirs = [float(base[r["id"]]["correct"]) for r in rows]
+    ones = [1.0] * len(rows)
+    lo, hi = cluster_ci(
+        pooled_difference, (ours, ones, theirs, ones), seed=p.seed, n_resamples=p.n_resamples
+    )
+    pairs = [(r["correct"], base[r["id"]]["correct"]) for r in rows]
+    only_base = sum(bool(b and not o) for o, b in pairs)
+    only_ours = sum(bool(o and not b) for o, b in pairs)
+    return {
+        "accuracy_difference": (sum(ours) - sum(theirs)) / len(rows),
+        "ci95_low": lo,
+        "ci95_high": hi,
+        "right_under_base_only": only_base,
+        "right_under_condition_only": only_ours,
+        "mcnemar_p": mcnemar_p(only_ours, only_base),
+    }
+
+
+def summarise(rows: list[dict], base: dict[int, dict], p: StatsParams) -> dict[str, Any]:
     n = len(rows)
     changed = sum(r["parsed"] != base[r["id"]]["parsed"] for r in rows)
     text_changed = sum(r["generation"] != base[r["id"]]["generation"] for r in rows)
-    return {
+    out = {
         "accuracy": rate_summary(sum(r["correct"] for r in rows), n),
         "unparsable_rate": sum(r["parsed"] is None for r in rows) / n,
         "answer_changed_rate": changed / n,
         "text_changed_rate": text_changed / n,
         **{k: rows[0][k] for k in ("layer", "neurons", "strength", "n_features")},
     }
+    if rows[0]["condition"] != "base":
+        out["paired_with_base"] = paired(rows, base, p)
+    return out
 
 
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
+    p = load(StatsParams)
     rows = read_parquet(paths["generations"])
     by_condition: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_condition[r["condition"]].append(r)
     base = {r["id"]: r for r in by_condition["base"]}
-    conditions = {name: summarise(part, base) for name, part in by_condition.items()}
+    conditions = {name: summarise(part, base, p) for name, part in by_condition.items()}
     metrics = {
         "questions": len(base),
         "yes_rate": sum(r["answer"] for r in base.values()) / len(base),

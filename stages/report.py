@@ -2,7 +2,7 @@
 
     dvc repro report
     paths from dvc.yaml's cmd: --steer --sweep --metrics --table --figure
-    reads params.yaml section `report`
+    reads params.yaml section `stats`
 
 Outputs: metrics, a table (a DVC plot: concluding rate per layer and position) and the same as
 a heat map. The metrics hold two analyses (``stats``):
@@ -16,14 +16,14 @@ a heat map. The metrics hold two analyses (``stats``):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from steerpipe.cells import best_cell, concluding_by_cell
-from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.config import load, run_stage, stage_args
 from steerpipe.labels import CATEGORIES, CONCLUDING
 from steerpipe.plots import plt, save_png, write_csv
 from steerpipe.stats import (
+    StatsParams,
     cluster_ci,
     fisher_p,
     pooled_difference,
@@ -37,16 +37,6 @@ INPUTS = ("steer", "sweep")
 OUTPUTS = ("metrics", "table", "figure")
 
 
-@dataclass(frozen=True)
-class ReportParams:
-    SECTION: ClassVar[str] = "report"
-    seed: int  # of the bootstrap and, above 2^16 sign flips, of the permutation test
-    n_resamples: int
-
-    def __post_init__(self) -> None:
-        check(self.n_resamples >= 100, "report.n_resamples", "at least 100")
-
-
 def condition_summary(rows: list[dict]) -> dict:
     counts = Counter(r["category"] for r in rows)
     summary: dict[str, object] = dict(rate_summary(counts[CONCLUDING], len(rows)))
@@ -55,7 +45,7 @@ def condition_summary(rows: list[dict]) -> dict:
     return summary
 
 
-def prompt_level(steer: list[dict[str, Any]], p: ReportParams) -> dict[str, Any]:
+def prompt_level(steer: list[dict[str, Any]], p: StatsParams) -> dict[str, Any]:
     """Intervals and the paired test with the prompt, not the sample, as the unit."""
     counts: dict[tuple[int, int], dict[str, list[int]]] = {}
     for r in steer:
@@ -85,7 +75,7 @@ def prompt_level(steer: list[dict[str, Any]], p: ReportParams) -> dict[str, Any]
 
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
-    p = load(ReportParams)
+    p = load(StatsParams)
     steer = read_parquet(paths["steer"])
     sweep = read_parquet(paths["sweep"])
     control = condition_summary([r for r in steer if r["condition"] == "control"])

@@ -22,6 +22,7 @@ from steerpipe.judge import JudgeParams
 from steerpipe.models import ModelParams
 from steerpipe.neurons import TracesParams
 from steerpipe.prompts import PrepareParams
+from steerpipe.stats import StatsParams
 from steerpipe_presets.presets import flatten, load_preset, merge
 
 
@@ -38,7 +39,7 @@ SECTIONS: list[type] = [
     stage_class("sweep", "SweepParams"),
     stage_class("steer", "SteerParams"),
     JudgeParams,
-    stage_class("report", "ReportParams"),
+    StatsParams,
     stage_class("transcoder", "TranscoderParams"),
     stage_class("questions", "QuestionsParams"),
     TracesParams,

@@ -119,3 +119,14 @@ def test_a_missing_or_unreadable_gguf_says_so(tmp_path, monkeypatch) -> None:
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file")
     with pytest.raises(StageError, match="transformers cannot read it"):
         load_model(str(tmp_path / "junk.gguf"))
+
+
+def test_the_packaged_model_has_one_folder_per_wheel_version(tmp_path, monkeypatch) -> None:
+    """Every virtual environment installs its own copy of the file; they share one folder."""
+    from steerpipe.gguf_weights import local_folder
+
+    monkeypatch.setenv("STEERPIPE_CACHE", str(tmp_path))
+    size = packaged_smollm2_gguf().stat().st_size
+    (tmp_path / f"SmolLM2-135M-Instruct-{size}").mkdir()
+    (tmp_path / f"SmolLM2-135M-Instruct-{size}" / "config.json").write_text("{}")
+    assert local_folder("packaged:smollm2") == str(tmp_path / f"SmolLM2-135M-Instruct-{size}")

@@ -49,6 +49,8 @@ def test_outputs_and_metrics(repo: Path) -> None:
 
 
 def test_experiment_b_outputs(repo: Path) -> None:
+    from steerpipe.stats import mcnemar_p
+
     counts = json.loads((repo / "data/neurons/metrics.json").read_text())["layer_1"]
     assert counts["features"] == 32
     assert counts["reasoning"] + counts["memory"] == counts["alive"] <= 32
@@ -64,6 +66,19 @@ def test_experiment_b_outputs(repo: Path) -> None:
     assert (repo / "data/neuron_report/accuracy.png").read_bytes()[:4] == b"\x89PNG"
     rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
     assert len(rows) == 7 * 6 and not any(r["generation"].startswith("Question") for r in rows)
+    # each condition paired with base on the same questions: the discordant pairs and McNemar
+    base = {r["id"]: r["correct"] for r in rows if r["condition"] == "base"}
+    for name in names:
+        mine = [(r["correct"], base[r["id"]]) for r in rows if r["condition"] == name]
+        pair = conditions[name]["paired_with_base"]
+        only_base = sum(b and not c for c, b in mine)
+        only_mine = sum(c and not b for c, b in mine)
+        assert (pair["right_under_base_only"], pair["right_under_condition_only"]) == (
+            only_base,
+            only_mine,
+        )
+        assert pair["mcnemar_p"] == mcnemar_p(only_mine, only_base)
+        assert pair["accuracy_difference"] == pytest.approx((only_mine - only_base) / 6)
     traced = {r["id"] for r in pq.read_table(repo / "data/questions/trace.parquet").to_pylist()}
     assert traced and not traced & {r["id"] for r in rows}
     fidelity = json.loads((repo / "data/traces/metrics.json").read_text())["fidelity"]["layer_1"]
@@ -107,6 +122,8 @@ def differs(a: object, b: object, tolerance: float) -> bool:
 
 
 def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> None:
+    from steerpipe.stats import mcnemar_p
+
     before = {path: leaves(json.loads((repo / path).read_text())) for path in TOLERANCE}
     texts = pq.read_table(repo / "data/steer/judged.parquet").column("text").to_pylist()
     # every stage with float work on the model, and what follows it (the tiny pipeline's
@@ -119,9 +136,23 @@ def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> N
         after = leaves(json.loads((repo / path).read_text()))
         assert set(after) == set(before[path]), path
         moved = {
-            k: (v, after[k]) for k, v in before[path].items() if differs(v, after[k], tolerance)
+            k: (v, after[k])
+            for k, v in before[path].items()
+            if differs(v, after[k], tolerance) and ".paired_with_base." not in k
         }
         assert not moved, (path, moved)
+    # the paired comparisons follow the answers that move (docs/pipeline.md): each condition's
+    # test and difference are those of its discordant counts
+    for pair in (
+        c.get("paired_with_base")
+        for c in json.loads((repo / "data/neuron_report/metrics.json").read_text())[
+            "conditions"
+        ].values()
+    ):
+        if pair:
+            only_base, only_mine = pair["right_under_base_only"], pair["right_under_condition_only"]
+            assert pair["mcnemar_p"] == mcnemar_p(only_mine, only_base)
+            assert pair["accuracy_difference"] == pytest.approx((only_mine - only_base) / 6)
     assert pq.read_table(repo / "data/steer/judged.parquet").column("text").to_pylist() == texts
 
 

@@ -12,6 +12,7 @@ import scipy.stats
 from steerpipe.stats import (
     cluster_ci,
     fisher_p,
+    mcnemar_p,
     pooled_difference,
     pooled_rate,
     rate_summary,
@@ -83,3 +84,10 @@ def test_cluster_ci_is_seeded_and_matches_scipy() -> None:
 def test_pooled_difference_of_the_same_prompts() -> None:
     a, b, n = np.array([4.0, 2.0]), np.array([1.0, 1.0]), np.array([4.0, 4.0])
     assert pooled_difference(a, n, b, n) == pytest.approx(6 / 8 - 2 / 8)
+
+
+def test_mcnemar_exact_small_cases_by_hand() -> None:
+    assert mcnemar_p(0, 5) == pytest.approx(2 * 0.5**5)  # 0.0625
+    assert mcnemar_p(4, 1) == pytest.approx(2 * (1 + 5) / 32)  # P(X <= 1) twice: 0.375
+    assert mcnemar_p(3, 3) == pytest.approx(1.0)
+    assert mcnemar_p(0, 0) == 1.0  # no discordant pair: no evidence either way

