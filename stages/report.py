@@ -11,6 +11,8 @@ a heat map. The metrics hold two analyses (``stats``):
 - per prompt (``prompt_level``): the samples of one prompt are correlated, so the intervals
   come from a bootstrap over prompts, and the test is a sign-flip permutation test of each
   prompt's steered minus control rate (both conditions run on the same prompts).
+The controls (``controls``: the negated vector, random directions of its norm) get the same
+comparison with control, each under its own name.
 """
 
 from __future__ import annotations
@@ -37,40 +39,50 @@ INPUTS = ("steer", "sweep")
 OUTPUTS = ("metrics", "table", "figure")
 
 
-def condition_summary(rows: list[dict]) -> dict:
+def condition_summary(rows: list[dict]) -> dict[str, Any]:
     counts = Counter(r["category"] for r in rows)
-    summary: dict[str, object] = dict(rate_summary(counts[CONCLUDING], len(rows)))
+    summary: dict[str, Any] = dict(rate_summary(counts[CONCLUDING], len(rows)))
     summary["categories"] = {name: counts[c] for c, name in CATEGORIES.items()}
     summary["unjudged"] = counts[None]
     return summary
 
 
-def prompt_level(steer: list[dict[str, Any]], p: StatsParams) -> dict[str, Any]:
-    """Intervals and the paired test with the prompt, not the sample, as the unit."""
+def prompt_level(steer: list[dict[str, Any]], name: str, p: StatsParams) -> dict[str, Any]:
+    """Condition ``name`` against control with the prompt, not the sample, as the unit:
+    intervals from a bootstrap over prompts and a sign-flip test of per-prompt differences."""
     counts: dict[tuple[int, int], dict[str, list[int]]] = {}
     for r in steer:
-        per = counts.setdefault((r["row"], r["step"]), {"control": [0, 0], "steered": [0, 0]})
-        per[r["condition"]][0] += r["category"] == CONCLUDING
-        per[r["condition"]][1] += 1
-    prompts = [c for _, c in sorted(counts.items()) if c["control"][1] and c["steered"][1]]
+        if r["condition"] in ("control", name):
+            per = counts.setdefault((r["row"], r["step"]), {"control": [0, 0], name: [0, 0]})
+            per[r["condition"]][0] += r["category"] == CONCLUDING
+            per[r["condition"]][1] += 1
+    prompts = [c for _, c in sorted(counts.items()) if c["control"][1] and c[name][1]]
     columns = {
-        name: ([c[name][0] for c in prompts], [c[name][1] for c in prompts])
-        for name in ("control", "steered")
+        k: ([c[k][0] for c in prompts], [c[k][1] for c in prompts]) for k in ("control", name)
     }
     kw = {"seed": p.seed, "n_resamples": p.n_resamples}
     out: dict[str, Any] = {"prompts": len(prompts)}
     if len(prompts) < 2:  # no spread to resample: the sample-level analysis is all there is
         return out
-    for name, column in columns.items():
+    for k, column in columns.items():
         lo, hi = cluster_ci(pooled_rate, column, **kw)
-        out[name] = {"ci95_low": lo, "ci95_high": hi}
-    lo, hi = cluster_ci(pooled_difference, (*columns["steered"], *columns["control"]), **kw)
+        out[k] = {"ci95_low": lo, "ci95_high": hi}
+    lo, hi = cluster_ci(pooled_difference, (*columns[name], *columns["control"]), **kw)
     out["difference"] = {"ci95_low": lo, "ci95_high": hi}
-    per_prompt = [
-        c["steered"][0] / c["steered"][1] - c["control"][0] / c["control"][1] for c in prompts
-    ]
+    per_prompt = [c[name][0] / c[name][1] - c["control"][0] / c["control"][1] for c in prompts]
     out["sign_flip_p"] = sign_flip_p(per_prompt, **kw)
     return out
+
+
+def against_control(
+    steer: list[dict[str, Any]], name: str, control: dict[str, Any], p: StatsParams
+) -> dict[str, Any]:
+    """A condition's rate, and its comparison with control per sample and per prompt."""
+    mine = condition_summary([r for r in steer if r["condition"] == name])
+    mine["difference"] = mine["rate"] - control["rate"]
+    mine["fisher_p"] = fisher_p(mine["count"], mine["n"], control["count"], control["n"])
+    mine["prompt_level"] = prompt_level(steer, name, p)
+    return mine
 
 
 def main() -> None:
@@ -80,6 +92,7 @@ def main() -> None:
     sweep = read_parquet(paths["sweep"])
     control = condition_summary([r for r in steer if r["condition"] == "control"])
     steered = condition_summary([r for r in steer if r["condition"] == "steered"])
+    others = sorted({r["condition"] for r in steer} - {"control", "steered"})
     first = steer[0]
     cells = concluding_by_cell(sweep)
     best = best_cell(sweep)  # the rule that steer.layer auto follows
@@ -93,7 +106,9 @@ def main() -> None:
         "steered": steered,
         "difference": steered["rate"] - control["rate"],
         "fisher_p": fisher_p(steered["count"], steered["n"], control["count"], control["n"]),
-        "prompt_level": prompt_level(steer, p),
+        "prompt_level": prompt_level(steer, "steered", p),
+        # the same comparison for the controls: the negated vector, random directions
+        "controls": {name: against_control(steer, name, control, p) for name in others},
         "sweep": {
             "cells": len(cells),
             "samples": len(sweep),

@@ -5,8 +5,11 @@
     reads `model`, `sampling`, `prepare.kinds`, `steer`
 
 The cell is ``steer.layer`` / ``steer.position``; ``auto`` takes the sweep cell with the
-highest judged concluding rate (ties: lower layer, then lower position). Steered and control
-rows share batches. Output: one row per sample (``condition``: control / steered).
+highest judged concluding rate (ties: lower layer, then lower position). Beside control (no
+vector) and steered, the controls of ``controls``: the negated vector and ``steer.n_random``
+random directions of the vector's norm at the same cell. All conditions share batches; control
+and steered come first, so adding controls leaves their samples as they were. Output: one row
+per sample (``condition``: control / steered / negated / random_k).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import ClassVar, Literal
 
 from steerpipe.cells import best_cell, check_cell
 from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.controls import control_vectors
 from steerpipe.generation import SamplingParams, Steer, sample_conditions
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams, held_out
@@ -33,11 +37,13 @@ class SteerParams:
     coefficient: float
     n_prompts: Literal["all"] | int  # test prompts of the negative kind
     n_samples: int  # per prompt and condition
-    seed: int
+    n_random: int  # random directions of the vector's norm, as controls
+    seed: int  # of the sampling and of the random directions
 
     def __post_init__(self) -> None:
         check(self.n_prompts == "all" or self.n_prompts >= 1, "steer.n_prompts", "all or >= 1")
         check(self.n_samples >= 1, "steer.n_samples", "at least 1")
+        check(self.n_random >= 0, "steer.n_random", "at least 0")
 
 
 def main() -> None:
@@ -58,6 +64,8 @@ def main() -> None:
         ({"condition": "control", **cell}, None),
         ({"condition": "steered", **cell}, Steer(layer, vec)),
     ]
+    for name, control in control_vectors(vec, p.n_random, p.seed).items():
+        conditions.append(({"condition": name, **cell}, Steer(layer, control)))
     records = sample_conditions(
         model,
         tok,

@@ -33,6 +33,12 @@ def test_outputs_and_metrics(repo: Path) -> None:
     assert metrics["fisher_p"] == pytest.approx(want_p)
     assert metrics["difference"] == pytest.approx(steered["rate"] - control["rate"])
     assert steered["count"] == steered["categories"]["concluding"]
+    # the controls at the same cell, each compared with control as steered is
+    controls = metrics["controls"]
+    assert set(controls) == {"negated", "random_0", "random_1"}
+    for c in controls.values():
+        assert c["n"] == 6 and c["prompt_level"]["prompts"] == 3
+        assert c["fisher_p"] == pytest.approx(fisher_p(c["count"], 6, control["count"], 6))
     # per prompt: 3 prompts, each steered and unsteered; the test on their differences
     judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
     rate = {

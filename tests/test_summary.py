@@ -22,6 +22,7 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "steered": _rate(11, 40),
         "difference": 0.15,
         "fisher_p": 0.0123,
+        "controls": {"negated": _rate(2, 40)},
         "prompt_level": {
             "prompts": 10,
             "difference": {"ci95_low": -0.025, "ci95_high": 0.3},
@@ -40,6 +41,7 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     assert lines[0].startswith("Experiment A: steering at layer 7, position 3, coefficient 2 ")
     assert "| control | 5/40 | 0.125 | 0.010 - 0.990 |" in lines
     assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
+    assert "| negated | 2/40 | 0.050 | 0.010 - 0.990 |" in lines
     assert "Per sample, as the original: Fisher exact p = 0.012" in lines
     assert (
         "Per prompt (10 prompts): difference +0.150, 95% interval -0.025 to +0.300 "

@@ -28,8 +28,9 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
         "| condition | concluding | rate | 95% interval (Wilson, per sample) |",
         "|---|---|---|---|",
     ]
-    for name in ("control", "steered"):
-        r = report[name]
+    rows = [("control", report["control"]), ("steered", report["steered"])]
+    rows += list(report.get("controls", {}).items())  # the negated vector, random directions
+    for name, r in rows:
         lines.append(
             f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
             f"| {r['ci95_low']:.3f} - {r['ci95_high']:.3f} |"
