@@ -1,0 +1,77 @@
+"""replication: the queued commands, and the table of three hand-made experiment records in
+the nesting of ``dvc exp show --json`` (DVC 3: a revision's ``experiments``, each ``revs``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steerpipe.replication import SEEDS, experiments, main, pooled, queue_commands
+
+
+def report(diff: float, control: int, low: float, high: float, p: float) -> dict:
+    steered = control + round(diff * 64)
+    return {
+        "cell": {"layer": 15, "position": 1, "coefficient": 1.0},
+        "control": {"count": control, "n": 64},
+        "steered": {"count": steered, "n": 64},
+        "difference": diff,
+        "prompt_level": {
+            "prompts": 16,
+            "difference": {"ci95_low": low, "ci95_high": high},
+            "sign_flip_p": p,
+        },
+    }
+
+
+def record(name: str, rep: dict | None) -> dict:
+    metrics = {"data/report/metrics.json": {"data": rep}} if rep else {}
+    data = {"metrics": metrics, "params": {"params.yaml": {"data": {"steer": {"seed": 1}}}}}
+    return {"rev": name * 4, "name": name, "data": data}
+
+
+SHOWN = [
+    {"rev": "workspace", "name": None, "data": {"metrics": {}}, "experiments": None},
+    {
+        "rev": "abc",
+        "name": "main",
+        "data": {"metrics": {}},  # the baseline commit: not one of the experiments
+        "experiments": [
+            {"revs": [record("seed-2", report(0.25, 10, 0.1, 0.4, 0.01))]},
+            {"revs": [record("seed-1", report(0.5, 13, 0.3, 0.7, 1e-4))]},
+            {"revs": [record("seed-3", report(0.125, 8, -0.05, 0.3, 0.2))]},
+            {"revs": [record("queued", None)]},  # no report yet
+        ],
+    },
+]
+
+
+def test_queue_sets_every_seed_per_experiment() -> None:
+    (one, two) = queue_commands([3, 4])
+    assert one[:6] == ["dvc", "exp", "run", "--queue", "-n", "seed-3"] and one[-1] == "report"
+    assert [one[i + 1] for i, w in enumerate(one) if w == "-S"] == [f"{k}=3" for k in SEEDS]
+    assert "steer.seed=4" in two
+
+
+def test_pooled_is_a_t_interval_over_experiments() -> None:
+    got = pooled([0.5, 0.25, 0.125])
+    mean = 0.875 / 3
+    sd = (((0.5 - mean) ** 2 + (0.25 - mean) ** 2 + (0.125 - mean) ** 2) / 2) ** 0.5
+    half = 4.302652729911275 * sd / 3**0.5  # t(0.975, 2 df), the textbook 4.303
+    assert got == pytest.approx(
+        {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half, "sd": sd}
+    )
+
+
+def test_table_of_three_experiments(tmp_path: Path, capsys) -> None:
+    assert [e["name"] for e in experiments(SHOWN)] == ["seed-1", "seed-2", "seed-3"]
+    (tmp_path / "shown.json").write_text(json.dumps(SHOWN))
+    main(["table", "--json", str(tmp_path / "shown.json"), "--out", str(tmp_path / "out")])
+    lines = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert lines[2] == "| seed-1 | 15/1 | 13/64 | 45/64 | +0.500 | +0.300 to +0.700 | 0.0001 |"
+    assert lines[4] == "| seed-3 | 15/1 | 8/64 | 16/64 | +0.125 | -0.050 to +0.300 | 0.2 |"
+    assert lines[5].startswith("| pooled (3 experiments) | | | | +0.292 | ")
+    assert (tmp_path / "out" / "forest.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.splitlines() == lines
