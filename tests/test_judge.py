@@ -6,7 +6,14 @@ import pytest
 from tiny import params
 
 from steerpipe.config import StageError
-from steerpipe.judge import ORIGINAL_USER_PROMPT, ClaudeJudge, JudgeParams, RuleJudge, make_judge
+from steerpipe.judge import (
+    ORIGINAL_USER_PROMPT,
+    ClaudeJudge,
+    JudgeParams,
+    RuleJudge,
+    agreement,
+    make_judge,
+)
 
 
 def test_rule_judge_categories() -> None:
@@ -38,3 +45,24 @@ def test_original_prompt_is_verbatim() -> None:
     assert "which reasons step by step by step" in ORIGINAL_USER_PROMPT  # sic, as in the seed
     assert ORIGINAL_USER_PROMPT.startswith("\n        Attached to this prompt")
     assert ORIGINAL_USER_PROMPT.endswith("{completion}\n        ")
+
+
+def test_agreement_with_the_rule_judge() -> None:
+    ours = [1, 1, 3, None, 2, 3]
+    rule = [1, 3, 3, 1, 2, None]
+    got = agreement(ours, rule)
+    assert got["samples"] == 4  # the pairs where both judged
+    assert got["confusion"]["concluding"] == {"concluding": 1, "verifying": 0, "other": 1}
+    assert (
+        got["confusion"]["other"]["other"] == 1 and got["confusion"]["verifying"]["verifying"] == 1
+    )
+    # p_o = 3/4; p_e = (2/4)(1/4) + (1/4)(1/4) + (1/4)(2/4) = 5/16
+    assert got["kappa"] == pytest.approx((3 / 4 - 5 / 16) / (1 - 5 / 16))
+    assert agreement([None], [1]) == {
+        "samples": 0,
+        "kappa": None,
+        "confusion": {
+            a: {b: 0 for b in ("concluding", "verifying", "other")}
+            for a in ("concluding", "verifying", "other")
+        },
+    }

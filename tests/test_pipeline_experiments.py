@@ -109,6 +109,10 @@ def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) ->
         stats = json.loads((repo / "data/sweep/judge.json").read_text())
         assert stats["backend"] == "anthropic" and stats["unjudged"] == 0
         assert stats["requests_sent"] == stats["unique_requests"] > 0
+        # the fake server answers as the rule judge does: full agreement, all on the diagonal
+        agree = stats["agreement_with_rule"]
+        assert agree["kappa"] == 1.0 and agree["samples"] == stats["samples"]
+        assert sum(agree["confusion"][c][c] for c in agree["confusion"]) == stats["samples"]
         sent = server.state.requests_received
         set_params(repo, judge__max_wait_seconds=100)  # re-runs both judges: all cached
         assert {"judge@sweep", "judge@steer"} <= ran(run(repo, "dvc", "repro", env=env))

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import ROOT
 
-from steerpipe.replication import SEEDS, experiments, main, pooled, queue_commands
+from steerpipe.replication import SEEDS, experiments, main, pooled, queue_commands, report_path
 
 
 def report(diff: float, control: int, low: float, high: float, p: float) -> dict:
@@ -65,8 +66,11 @@ def test_pooled_is_a_t_interval_over_experiments() -> None:
     )
 
 
-def test_table_of_three_experiments(tmp_path: Path, capsys) -> None:
-    assert [e["name"] for e in experiments(SHOWN)] == ["seed-1", "seed-2", "seed-3"]
+def test_table_of_three_experiments(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # the report's path comes from dvc.yaml
+    assert report_path() == "data/report/metrics.json"
+    names = [e["name"] for e in experiments(SHOWN, report_path())]
+    assert names == ["seed-1", "seed-2", "seed-3"]
     (tmp_path / "shown.json").write_text(json.dumps(SHOWN))
     main(["table", "--json", str(tmp_path / "shown.json"), "--out", str(tmp_path / "out")])
     lines = (tmp_path / "out" / "table.md").read_text().splitlines()

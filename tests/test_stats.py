@@ -4,6 +4,7 @@ bootstrap and sign-flip test against scipy and a hand enumeration."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import scipy.stats
 
 from steerpipe.stats import (
     cluster_ci,
+    cohen_kappa,
     fisher_p,
     mcnemar_p,
     pooled_difference,
@@ -91,3 +93,14 @@ def test_mcnemar_exact_small_cases_by_hand() -> None:
     assert mcnemar_p(4, 1) == pytest.approx(2 * (1 + 5) / 32)  # P(X <= 1) twice: 0.375
     assert mcnemar_p(3, 3) == pytest.approx(1.0)
     assert mcnemar_p(0, 0) == 1.0  # no discordant pair: no evidence either way
+
+
+def test_cohen_kappa_textbook_table() -> None:
+    # 50 items: both say yes 20, A yes B no 5, A no B yes 10, both no 15 (p_o 0.7, p_e 0.5)
+    a = [1] * 20 + [1] * 5 + [0] * 10 + [0] * 15
+    b = [1] * 20 + [0] * 5 + [1] * 10 + [0] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa([1, 2, 3, 1], [1, 2, 3, 1]) == 1.0
+    assert math.isnan(cohen_kappa([1, 1], [1, 1]))  # one label only: chance agreement is 1
+    with pytest.raises(ValueError, match="one length"):
+        cohen_kappa([1], [1, 2])

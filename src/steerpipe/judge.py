@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from steerpipe.batches import ClaudeParams, request_id, run_batches
 from steerpipe.config import StageError
-from steerpipe.labels import classify_opening
+from steerpipe.labels import CATEGORIES, classify_opening
 
 # The original notebook's judge prompt, kept verbatim (indentation included) so that the
 # Claude backend reproduces the paper's numbers. {completion} is the 10-token continuation.
@@ -119,3 +119,19 @@ class ClaudeJudge:
 def make_judge(params: JudgeParams) -> Judge:
     """The judge that the ``judge`` section of params.yaml asks for."""
     return RuleJudge() if params.backend == "rule" else ClaudeJudge(params)
+
+
+def agreement(ours: Sequence[int | None], rule: Sequence[int | None]) -> dict[str, Any]:
+    """How a judge's categories agree with the rule judge's on the same samples (the free
+    second opinion): Cohen's kappa and the confusion counts, over the samples both judged."""
+    from steerpipe.stats import (
+        cohen_kappa,
+    )  # scipy takes a second to import; the rule judge needs none
+
+    pairs = [(a, b) for a, b in zip(ours, rule, strict=True) if a is not None and b is not None]
+    confusion = {
+        CATEGORIES[a]: {CATEGORIES[b]: sum(p == (a, b) for p in pairs) for b in CATEGORIES}
+        for a in CATEGORIES
+    }
+    kappa = cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+    return {"samples": len(pairs), "kappa": kappa, "confusion": confusion}

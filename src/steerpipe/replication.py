@@ -10,7 +10,7 @@ Each queued experiment sets every seed that decides experiment A's data, split a
 and writes one row per experiment (the cell, the rates, the difference with its interval over
 prompts, the sign-flip p) and the pooled difference: the mean over experiments with a 95%
 t interval over them, which answers "how much does the effect depend on the draw". Not a
-stage: nothing here is in dvc.yaml.
+stage: nothing here is in dvc.yaml. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
 from scipy.stats import t as student_t
 
 # The seeds that decide experiment A's data (problems, traces), split and samples.
 SEEDS = ("steps.problem_seed", "steps.seed", "prepare.seed", "sweep.seed", "steer.seed")
-REPORT = "data/report/metrics.json"
+
+
+def report_path(dvc_yaml: Path = Path("dvc.yaml")) -> str:
+    """The report stage's metrics file, as dvc.yaml declares it (paths live there only)."""
+    metrics = yaml.safe_load(dvc_yaml.read_text())["stages"]["report"]["metrics"]
+    first = metrics[0]
+    return str(first if isinstance(first, str) else next(iter(first)))
 
 
 def queue_commands(seeds: list[int], prefix: str = "seed") -> list[list[str]]:
@@ -38,8 +45,8 @@ def queue_commands(seeds: list[int], prefix: str = "seed") -> list[list[str]]:
     return commands
 
 
-def experiments(shown: Any) -> list[dict[str, Any]]:
-    """Every named experiment with a report in ``dvc exp show --json``, by name."""
+def experiments(shown: Any, report: str) -> list[dict[str, Any]]:
+    """Every named experiment with metrics file ``report`` in ``dvc exp show --json``."""
     found: list[dict[str, Any]] = []
 
     def walk(node: Any) -> None:
@@ -48,9 +55,9 @@ def experiments(shown: Any) -> list[dict[str, Any]]:
                 walk(item)
         elif isinstance(node, dict):
             data = node.get("data") or {}
-            report = (data.get("metrics") or {}).get(REPORT, {}).get("data")
-            if node.get("name") and report:
-                found.append({"name": node["name"], "report": report})
+            metrics = (data.get("metrics") or {}).get(report, {}).get("data")
+            if node.get("name") and metrics:
+                found.append({"name": node["name"], "report": metrics})
             for value in node.values():  # experiments nest under their baseline's revisions
                 if isinstance(value, list | dict) and value is not data:
                     walk(value)
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
         ).stdout
     )
-    rows = [row(e) for e in experiments(json.loads(text))]
+    rows = [row(e) for e in experiments(json.loads(text), report_path())]
     if not rows:
         raise SystemExit("no experiment with a report: run the queued experiments first")
     pool = pooled([r["difference"] for r in rows])

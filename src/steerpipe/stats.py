@@ -5,7 +5,8 @@ every sample were independent. Per prompt: the samples of one prompt are correla
 ``cluster_ci`` resamples whole prompts (a seeded percentile bootstrap, ``scipy.stats.bootstrap``)
 and ``sign_flip_p`` tests the per-prompt differences between two conditions on the same prompts
 (``scipy.stats.permutation_test``: exact, all 2^n sign flips, up to ``n_resamples``).
-Paired answers (the same questions with and without a hook) get ``mcnemar_p``.
+Paired answers (the same questions with and without a hook) get ``mcnemar_p``; two judges of
+the same samples, ``cohen_kappa``.
 """
 
 from __future__ import annotations
@@ -123,3 +124,14 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     and under b only (a binomial test of one count against their sum at 1/2)."""
     n = only_a + only_b
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+
+
+def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
+    """Cohen's kappa of two raters' labels of the same items: their agreement beyond what
+    their label frequencies give by chance, (p_o - p_e) / (1 - p_e); nan when p_e is 1."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        raise ValueError(f"kappa needs two label lists of one length, got {n} and {len(b)}")
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    expected = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in set(a) | set(b))
+    return math.nan if expected == 1 else (observed - expected) / (1 - expected)
