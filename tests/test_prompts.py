@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny import synthetic_rows
 
+from steerpipe.config import StageError
 from steerpipe.prompts import (
     chat_prompt_ids,
     held_out,
@@ -133,3 +134,18 @@ def test_held_out_takes_the_first_of_a_kind() -> None:
     ]
     assert [e["i"] for e in held_out(ex, "a")] == [0, 2]
     assert [e["i"] for e in held_out(ex, "a", 1)] == [0]
+
+
+def test_a_step_the_tokens_do_not_give_back_names_its_row(tokenizer) -> None:
+    rows = [{**synthetic_rows(1)[0], "response_ids": tokens(tokenizer, "Something else.")}]
+    with pytest.raises(StageError, match=r"data set row 0: step 0 is not in the trace's text"):
+        select_examples(
+            rows,
+            tokenizer,
+            "other",
+            separator="\n\n",
+            reconstruction="trace",
+            seed=0,
+            min_step_tokens=1,
+            max_prompt_tokens=1600,
+        )

@@ -74,7 +74,8 @@ def step_spans(text: str, steps: list[str]) -> list[tuple[int, int]]:
     for k, step in enumerate(steps):
         start = text.find(step, pos)
         if start < 0:
-            raise StageError(f"step {k} is not in the trace's text after step {k - 1}")
+            where = f" after step {k - 1}" if k else ""
+            raise StageError(f"step {k} is not in the trace's text{where}")
         spans.append((start, start + len(step)))
         pos = start + len(step)
     return spans
@@ -168,9 +169,16 @@ def select_examples(
         if not candidates:
             continue
         k = rng.choice(candidates)
-        prompt_ids, step_ids = step_tokens(
-            tokenizer, row, k, separator=separator, reconstruction=reconstruction
-        )
+        try:
+            prompt_ids, step_ids = step_tokens(
+                tokenizer, row, k, separator=separator, reconstruction=reconstruction
+            )
+        except StageError as e:  # the tokenizer does not give the steps' text back
+            raise StageError(
+                f"data set row {r}: {e}; the tokenizer's decoding changes the text, so the "
+                "steps cannot be found in the trace's tokens (prepare.reconstruction: original "
+                "tokenises each step alone)"
+            ) from e
         short, long = len(step_ids) < min_step_tokens, len(prompt_ids) > max_prompt_tokens
         dropped["min_step_tokens"] += short
         dropped["max_prompt_tokens"] += long
