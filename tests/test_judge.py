@@ -58,6 +58,7 @@ def test_agreement_with_the_rule_judge() -> None:
     )
     # p_o = 3/4; p_e = (2/4)(1/4) + (1/4)(1/4) + (1/4)(2/4) = 5/16
     assert got["kappa"] == pytest.approx((3 / 4 - 5 / 16) / (1 - 5 / 16))
+    assert agreement([3, 3], [3, 3])["kappa"] is None  # one category only: kappa undefined
     assert agreement([None], [1]) == {
         "samples": 0,
         "kappa": None,

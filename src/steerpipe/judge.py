@@ -13,6 +13,7 @@ backends chosen by ``make_judge(JudgeParams)`` from params.yaml ``judge``:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,5 +134,10 @@ def agreement(ours: Sequence[int | None], rule: Sequence[int | None]) -> dict[st
         CATEGORIES[a]: {CATEGORIES[b]: sum(p == (a, b) for p in pairs) for b in CATEGORIES}
         for a in CATEGORIES
     }
-    kappa = cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
-    return {"samples": len(pairs), "kappa": kappa, "confusion": confusion}
+    kappa = cohen_kappa([a for a, _ in pairs], [b for _, b in pairs]) if pairs else math.nan
+    # undefined (no pairs, or both judges gave every sample one category): null in the JSON
+    return {
+        "samples": len(pairs),
+        "kappa": None if math.isnan(kappa) else kappa,
+        "confusion": confusion,
+    }
