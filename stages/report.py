@@ -91,7 +91,9 @@ def main() -> None:
     steer = read_parquet(paths["steer"])
     sweep = read_parquet(paths["sweep"])
     control = condition_summary([r for r in steer if r["condition"] == "control"])
-    steered = condition_summary([r for r in steer if r["condition"] == "steered"])
+    steered = against_control(steer, "steered", control, p)
+    # steered's comparison with control sits at the top of the metrics, the controls' in each
+    comparison = {k: steered.pop(k) for k in ("difference", "fisher_p", "prompt_level")}
     others = sorted({r["condition"] for r in steer} - {"control", "steered"})
     first = steer[0]
     cells = concluding_by_cell(sweep)
@@ -104,9 +106,7 @@ def main() -> None:
         },
         "control": control,
         "steered": steered,
-        "difference": steered["rate"] - control["rate"],
-        "fisher_p": fisher_p(steered["count"], steered["n"], control["count"], control["n"]),
-        "prompt_level": prompt_level(steer, "steered", p),
+        **comparison,
         # the same comparison for the controls: the negated vector, random directions
         "controls": {name: against_control(steer, name, control, p) for name in others},
         "sweep": {

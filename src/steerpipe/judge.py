@@ -125,9 +125,8 @@ def make_judge(params: JudgeParams) -> Judge:
 def agreement(ours: Sequence[int | None], rule: Sequence[int | None]) -> dict[str, Any]:
     """How a judge's categories agree with the rule judge's on the same samples (the free
     second opinion): Cohen's kappa and the confusion counts, over the samples both judged."""
-    from steerpipe.stats import (
-        cohen_kappa,
-    )  # scipy takes a second to import; the rule judge needs none
+    # imported here: scipy takes a second to import, and the rule judge needs none
+    from steerpipe.stats import cohen_kappa
 
     pairs = [(a, b) for a, b in zip(ours, rule, strict=True) if a is not None and b is not None]
     confusion = {
