@@ -1,11 +1,16 @@
 """Stage report: concluding rate with and without the vector, and the sweep heat map.
 
     dvc repro report
-    paths from dvc.yaml's cmd: --steer --sweep --metrics --table --figure
+    paths from dvc.yaml's cmd: --steer --sweep --scores --metrics --table --figure
+                               --dose_table --dose_figure
     reads params.yaml section `stats`
 
-Outputs: metrics, a table (a DVC plot: concluding rate per layer and position) and the same as
-a heat map. The metrics hold two analyses (``stats``):
+Outputs: metrics, a table (a DVC plot: per layer and position, the judged concluding rate
+and the logprob score of ``sweep_logprob``) and both as heat maps, with the rank correlation of
+the two metrics over the grid in the metrics; the dose-response (the concluding rate against
+the coefficient: control at 0, the negated vector, steered and the doses of
+``steer.coefficients``) as a table (a DVC plot) and a figure, with intervals over prompts.
+The metrics hold two analyses (``stats``):
 - per sample, as the original: rates with 95% Wilson intervals, counts per category, and a
   two-sided Fisher exact p-value, as if every sample were independent;
 - per prompt (``prompt_level``): the samples of one prompt are correlated, so the intervals
@@ -20,8 +25,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from steerpipe.cells import best_cell, concluding_by_cell
+from steerpipe.cells import best_cell, best_scored_cell, concluding_by_cell
 from steerpipe.config import load, run_stage, stage_args
+from steerpipe.controls import condition_coefficient
 from steerpipe.labels import CATEGORIES, CONCLUDING
 from steerpipe.plots import plt, save_png, write_csv
 from steerpipe.stats import (
@@ -30,13 +36,14 @@ from steerpipe.stats import (
     fisher_p,
     pooled_difference,
     pooled_rate,
+    rank_correlation,
     rate_summary,
     sign_flip_p,
 )
 from steerpipe.storage import read_parquet, write_json
 
-INPUTS = ("steer", "sweep")
-OUTPUTS = ("metrics", "table", "figure")
+INPUTS = ("steer", "sweep", "scores")
+OUTPUTS = ("metrics", "table", "figure", "dose_table", "dose_figure")
 
 
 def condition_summary(rows: list[dict]) -> dict[str, Any]:
@@ -85,6 +92,59 @@ def against_control(
     return mine
 
 
+def dose_response(
+    steer: list[dict[str, Any]], summaries: dict[str, dict[str, Any]], coefficient: float
+) -> list[dict[str, Any]]:
+    """The conditions on the vector's axis (control at 0, negated, steered, the doses) in
+    order of coefficient, each with its rate, Wilson interval, interval over prompts and its
+    comparison with control."""
+    norms = {r["condition"]: r["vector_norm"] for r in steer}
+    points = []
+    for name, s in summaries.items():
+        c = condition_coefficient(name, coefficient)
+        if c is None:  # a random direction: not the vector
+            continue
+        level = s["prompt_level"]
+        own = level.get("control" if name == "control" else name, {})
+        point = {"coefficient": c, "condition": name, "vector_norm": norms[name]}
+        point.update({k: s[k] for k in ("count", "n", "rate", "ci95_low", "ci95_high")})
+        point["prompt_ci95_low"] = own.get("ci95_low")
+        point["prompt_ci95_high"] = own.get("ci95_high")
+        if name != "control":
+            point.update(difference=s["difference"], fisher_p=s["fisher_p"])
+            point["sign_flip_p"] = level.get("sign_flip_p")
+        points.append(point)
+    return sorted(points, key=lambda q: q["coefficient"])
+
+
+def plot_dose(points: list[dict[str, Any]], scale: str, layer: int, paths: dict) -> None:
+    header = ["coefficient", "concluding_rate", "prompt_ci95_low", "prompt_ci95_high"]
+    header += ["wilson_ci95_low", "wilson_ci95_high", "n", "condition"]
+    rows = [
+        [q["coefficient"], q["rate"], q["prompt_ci95_low"], q["prompt_ci95_high"]]
+        + [q["ci95_low"], q["ci95_high"], q["n"], q["condition"]]
+        for q in points
+    ]
+    write_csv(header, rows, paths["dose_table"])
+    x = [q["coefficient"] for q in points]
+    y = [q["rate"] for q in points]
+    err: list[list[float]] = [[], []]
+    for q in points:  # the interval over prompts where there is one (2 prompts or more)
+        has = q["prompt_ci95_low"] is not None
+        err[0].append(q["rate"] - (q["prompt_ci95_low"] if has else q["ci95_low"]))
+        err[1].append((q["prompt_ci95_high"] if has else q["ci95_high"]) - q["rate"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
+    ax.axhline(y[x.index(0.0)], color="grey", lw=0.8, ls="--", label="control")
+    unit = "the layer's mean residual norm" if scale == "norm" else "the vector"
+    ax.set_xlabel(f"coefficient (in {unit})")
+    ax.set_ylabel("concluding rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"dose-response at layer {layer}; 95% intervals over prompts")
+    ax.legend(loc="best")
+    save_png(fig, paths["dose_figure"])
+
+
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
     p = load(StatsParams)
@@ -95,9 +155,16 @@ def main() -> None:
     # steered's comparison with control sits at the top of the metrics, the controls' in each
     comparison = {k: steered.pop(k) for k in ("difference", "fisher_p", "prompt_level")}
     others = sorted({r["condition"] for r in steer} - {"control", "steered"})
+    doses = [name for name in others if name.startswith("dose_")]
+    controls = {
+        name: against_control(steer, name, control, p) for name in others if name not in doses
+    }
     first = steer[0]
     cells = concluding_by_cell(sweep)
-    best = best_cell(sweep)  # the rule that steer.layer auto follows
+    best = best_cell(sweep)  # the rules that steer.layer auto follows, by sweep.metric
+    scores = {(r["layer"], r["position"]): r["score"] for r in read_parquet(paths["scores"])}
+    best_scored = best_scored_cell(read_parquet(paths["scores"]))
+    both = sorted(set(cells) & set(scores))
     metrics = {
         "cell": {
             "layer": first["layer"],
@@ -108,37 +175,66 @@ def main() -> None:
         "steered": steered,
         **comparison,
         # the same comparison for the controls: the negated vector, random directions
-        "controls": {name: against_control(steer, name, control, p) for name in others},
+        "controls": controls,
+        "dose_response": dose_response(
+            steer,
+            {
+                "control": {**control, "prompt_level": comparison["prompt_level"]},
+                "steered": {**steered, **comparison},
+                **controls,
+                **{name: against_control(steer, name, control, p) for name in doses},
+            },
+            first["coefficient"],
+        ),
         "sweep": {
             "cells": len(cells),
             "samples": len(sweep),
             "best_layer": best[0],
             "best_position": best[1],
             "best_rate": cells[best][0] / cells[best][1],
+            "best_logprob_layer": best_scored[0],
+            "best_logprob_position": best_scored[1],
+            "best_logprob_score": scores[best_scored],
+            # do the sampled-and-judged and the teacher-forced metrics rank the cells alike?
+            "rank_correlation": rank_correlation(
+                [cells[c][0] / cells[c][1] for c in both], [scores[c] for c in both]
+            ),
         },
     }
     write_json(metrics, paths["metrics"])
+    plot_dose(metrics["dose_response"], first["scale"], first["layer"], paths)
 
-    layers = sorted({c[0] for c in cells})
-    positions = sorted({c[1] for c in cells})
-    table = [[layer, pos, hit / n, n] for (layer, pos), (hit, n) in sorted(cells.items())]
-    write_csv(["layer", "position", "concluding_rate", "n"], table, paths["table"])
-    grid = [
-        [
-            cells[(lay, pos)][0] / cells[(lay, pos)][1] if (lay, pos) in cells else float("nan")
-            for pos in positions
-        ]
+    layers = sorted({c[0] for c in cells} | {c[0] for c in scores})
+    positions = sorted({c[1] for c in cells} | {c[1] for c in scores})
+    nan = float("nan")
+    table = [
+        [lay, pos, cells[(lay, pos)][0] / cells[(lay, pos)][1] if (lay, pos) in cells else nan]
+        + [cells[(lay, pos)][1] if (lay, pos) in cells else 0, scores.get((lay, pos), nan)]
         for lay in layers
+        for pos in positions
     ]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(positions), 1.2 + 0.35 * len(layers)))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(positions)), [str(p) for p in positions])
-    ax.set_yticks(range(len(layers)), [str(lay) for lay in layers])
-    ax.set_xlabel("step position of the vector")
-    ax.set_ylabel("layer (hook_resid_pre)")
+    header = ["layer", "position", "concluding_rate", "n", "logprob_score"]
+    write_csv(header, table, paths["table"])
+    rates = [[row[2] for row in table if row[0] == lay] for lay in layers]
+    logps = [[row[4] for row in table if row[0] == lay] for lay in layers]
+    width = 1.2 + 0.8 * len(positions)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 1, 1.2 + 0.35 * len(layers)))
     per_cell = max(n for _, n in cells.values())
-    ax.set_title(f"concluding rate ({per_cell} samples a cell); control {control['rate']:.2f}")
-    fig.colorbar(im, ax=ax)
+    rho = metrics["sweep"]["rank_correlation"]["spearman"]
+    titles = [
+        f"concluding rate ({per_cell} samples a cell); control {control['rate']:.2f}",
+        "logprob score (nats)" + ("" if rho is None else f"; Spearman {rho:+.2f} with the left"),
+    ]
+    for ax, grid, title, limits in zip(
+        axes, (rates, logps), titles, ((0, 1), (None, None)), strict=True
+    ):
+        im = ax.imshow(grid, vmin=limits[0], vmax=limits[1], cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(positions)), [str(p) for p in positions])
+        ax.set_yticks(range(len(layers)), [str(lay) for lay in layers])
+        ax.set_xlabel("step position of the vector")
+        ax.set_ylabel("layer (hook_resid_pre)")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(im, ax=ax)
     save_png(fig, paths["figure"])
     print(metrics)
 

@@ -12,11 +12,8 @@ Output: one row per sample; the judge stage scores it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
-from steerpipe.cells import check_cell
-from steerpipe.config import check, load, run_stage, stage_args
+from steerpipe.cells import SweepParams, check_cell
+from steerpipe.config import load, run_stage, stage_args
 from steerpipe.generation import SamplingParams, Steer, sample_conditions
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams, held_out
@@ -24,22 +21,6 @@ from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "examples")
 OUTPUTS = ("generations",)
-
-
-@dataclass(frozen=True)
-class SweepParams:
-    SECTION: ClassVar[str] = "sweep"
-    layers: list[int]
-    positions: list[int]
-    coefficient: float
-    n_prompts: int  # the first test prompts of the negative kind
-    n_samples: int  # per prompt and cell
-    seed: int
-
-    def __post_init__(self) -> None:
-        check(bool(self.layers) and bool(self.positions), "sweep.layers/positions", "non-empty")
-        check(self.n_prompts >= 1, "sweep.n_prompts", "at least 1")
-        check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
 
 
 def main() -> None:

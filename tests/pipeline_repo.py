@@ -29,6 +29,7 @@ ALL = {
     "activations",
     "vectors",
     "sweep",
+    "sweep_logprob",
     "judge@sweep",
     "steer",
     "judge@steer",
@@ -102,6 +103,8 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         sweep__n_prompts=1,
         sweep__n_samples=2,
         steer__n_samples=2,
+        steer__coefficients=[2.0],
+        steer__scale="norm",  # the default is absolute; this exercises the other
         transcoder__layers=[1],
         transcoder__tasks=["gsm_symbolic"],
         transcoder__texts_per_task=6,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steerpipe.cells import best_cell, check_cell, concluding_by_cell
+from steerpipe.cells import best_cell, best_scored_cell, check_cell, concluding_by_cell
 from steerpipe.config import StageError
 
 
@@ -21,6 +21,18 @@ def test_best_cell_highest_rate_then_lowest_cell() -> None:
 def test_best_cell_needs_samples() -> None:
     with pytest.raises(StageError):
         best_cell([])
+
+
+def test_best_scored_cell_highest_score_then_lowest_cell() -> None:
+    scores = [
+        {"layer": 6, "position": 0, "score": 0.5},
+        {"layer": 3, "position": 4, "score": 0.9},
+        {"layer": 3, "position": 1, "score": 0.9},
+        {"layer": 9, "position": 2, "score": -2.0},
+    ]
+    assert best_scored_cell(scores) == (3, 1)
+    with pytest.raises(StageError, match="sweep.metric: logprob"):
+        best_scored_cell([])
 
 
 def test_check_cell_names_the_parameter() -> None:

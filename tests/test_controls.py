@@ -1,10 +1,18 @@
-"""controls: the negated vector and random directions of the vector's norm."""
+"""controls: the negated vector, random directions of the vector's norm, and the doses."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from steerpipe.controls import control_vectors, random_directions
+from steerpipe.controls import (
+    condition_coefficient,
+    control_vectors,
+    dose_coefficients,
+    dose_name,
+    random_directions,
+    unit_vector,
+)
 
 
 def test_random_directions_have_the_vectors_norm_and_are_seeded() -> None:
@@ -27,3 +35,30 @@ def test_control_vectors_names_and_the_negated_vector() -> None:
     assert list(controls) == ["negated", "random_0", "random_1"]
     assert torch.equal(controls["negated"], -1.5 * vector)  # the vector at coefficient -c
     assert control_vectors(vector, 0, seed=0).keys() == {"negated"}
+
+
+def test_unit_vector_absolute_is_the_vector_and_norm_has_the_layers_length() -> None:
+    vector = torch.randn(16, generator=torch.Generator().manual_seed(3))
+    assert unit_vector(vector, "absolute", None) is vector
+    unit = unit_vector(vector, "norm", 7.5)
+    torch.testing.assert_close(unit.norm(), torch.tensor(7.5))
+    cos = torch.nn.functional.cosine_similarity(unit, vector, dim=0)
+    torch.testing.assert_close(cos, torch.tensor(1.0))
+    # a dose of 2 in norm units is twice the layer's mean residual norm long
+    torch.testing.assert_close((2.0 * unit).norm(), torch.tensor(15.0))
+    with pytest.raises(ValueError, match="mean residual-stream norm"):
+        unit_vector(vector, "norm", None)
+
+
+def test_dose_coefficients_skip_what_other_conditions_sample() -> None:
+    # 0 is control, 1 steered, -1 negated; repeats are sampled once; the order is kept
+    assert dose_coefficients(1.0, [2.0, 0.0, 1.0, -1.0, 0.5, 2.0, -3.0]) == [2.0, 0.5, -3.0]
+    assert dose_coefficients(1.0, []) == []
+    assert [dose_name(c) for c in (0.25, 2.0, -3.0)] == ["dose_0.25", "dose_2.0", "dose_-3.0"]
+
+
+def test_condition_coefficient_places_each_condition_on_the_dose_axis() -> None:
+    want = {"control": 0.0, "steered": 1.5, "negated": -1.5, "dose_0.25": 0.25, "dose_-3.0": -3.0}
+    assert {name: condition_coefficient(name, 1.5) for name in want} == want
+    assert condition_coefficient("random_0", 1.5) is None
+    assert condition_coefficient(dose_name(0.1 + 0.2), 1.0) == 0.1 + 0.2  # exactly

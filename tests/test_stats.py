@@ -104,3 +104,22 @@ def test_cohen_kappa_textbook_table() -> None:
     assert math.isnan(cohen_kappa([1, 1], [1, 1]))  # one label only: chance agreement is 1
     with pytest.raises(ValueError, match="one length"):
         cohen_kappa([1], [1, 2])
+
+
+def test_rank_correlation_is_scipys_spearman_and_null_when_undefined() -> None:
+    from scipy.stats import spearmanr
+
+    from steerpipe.stats import rank_correlation
+
+    x, y = [0.0, 0.25, 0.5, 1.0, 0.25], [-0.3, 0.1, 0.0, 0.9, 0.2]
+    want = spearmanr(x, y)
+    got = rank_correlation(x, y)
+    assert got == {
+        "spearman": pytest.approx(want.statistic),
+        "p": pytest.approx(want.pvalue),
+        "n": 5,
+    }
+    # ranks 1..4 against 4..1: exactly -1
+    assert rank_correlation([1, 2, 3, 4], [8, 6, 4, 2])["spearman"] == pytest.approx(-1.0)
+    assert rank_correlation([0.5] * 4, [1, 2, 3, 4]) == {"spearman": None, "p": None, "n": 4}
+    assert rank_correlation([1, 2], [2, 1])["spearman"] is None

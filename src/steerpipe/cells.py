@@ -1,12 +1,34 @@
-"""Sweep cells (layer, position): checking them against the vectors and picking the best one."""
+"""Sweep cells (layer, position): the sweep's params, checking cells against the vectors, and
+picking the best one by either metric (``sweep.metric``: the judged concluding rate of sampled
+continuations, or the teacher-forced log-probability score of ``steerpipe/logprob.py``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
-from steerpipe.config import StageError
+from steerpipe.config import StageError, check
 from steerpipe.labels import CONCLUDING
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    SECTION: ClassVar[str] = "sweep"
+    layers: list[int]
+    positions: list[int]
+    coefficient: float
+    n_prompts: int  # the first test prompts of the negative kind
+    n_samples: int  # per prompt and cell
+    seed: int
+    metric: Literal["judged", "logprob"]  # which one steer's auto cell follows
+    logprob_examples: int  # per kind: the first training examples the logprob metric scores
+
+    def __post_init__(self) -> None:
+        check(bool(self.layers) and bool(self.positions), "sweep.layers/positions", "non-empty")
+        check(self.n_prompts >= 1, "sweep.n_prompts", "at least 1")
+        check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
+        check(self.logprob_examples >= 1, "sweep.logprob_examples", "at least 1")
 
 
 def check_cell(layer: int, pos: int, layers: list[int], positions: list[int], key: str) -> None:
@@ -33,3 +55,11 @@ def best_cell(judged: list[dict[str, Any]]) -> tuple[int, int]:
     if not counts:
         raise StageError("'auto' needs judged sweep samples, and there are none")
     return min(counts, key=lambda c: (-counts[c][0] / counts[c][1], c))
+
+
+def best_scored_cell(scores: list[dict[str, Any]]) -> tuple[int, int]:
+    """The cell with the highest logprob score; ties as ``best_cell``."""
+    if not scores:
+        raise StageError("'auto' with sweep.metric: logprob needs scored cells, and there are none")
+    best = min(scores, key=lambda r: (-r["score"], r["layer"], r["position"]))
+    return int(best["layer"]), int(best["position"])

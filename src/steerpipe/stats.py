@@ -135,3 +135,17 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
     observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
     expected = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in set(a) | set(b))
     return math.nan if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int | None]:
+    """Spearman's rank correlation of paired values with its two-sided p-value (scipy's);
+    both null where it is undefined (fewer than 3 pairs, or one side constant)."""
+    from scipy.stats import spearmanr
+
+    n = len(x)
+    if n != len(y):
+        raise ValueError(f"rank correlation needs pairs, got {n} and {len(y)} values")
+    if n < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return {"spearman": None, "p": None, "n": n}
+    result = spearmanr(x, y)
+    return {"spearman": float(result.statistic), "p": float(result.pvalue), "n": n}

@@ -1,0 +1,73 @@
+"""Stage sweep_logprob: the sweep's grid scored without sampling or a judge.
+
+    dvc repro sweep_logprob
+    paths from dvc.yaml's cmd: --vectors --examples --scores
+    reads `model`, `prepare.kinds`, `sampling.batch_size`, `sweep` (layers, positions,
+    coefficient, logprob_examples)
+
+For each cell, the change in the teacher-forced log-probability of the first
+``sweep.logprob_examples`` training examples of each kind's step openings when the cell's
+vector (times ``sweep.coefficient``) is added, positive kind against negative
+(``steerpipe/logprob.py``). One forward for the plain model and one per cell over the same
+examples, all sharing batches. Output: one row per cell (``score`` in nats, the two kinds'
+mean changes); ``sweep.metric: logprob`` makes ``steer``'s ``auto`` cell the best one.
+"""
+
+from __future__ import annotations
+
+from steerpipe.cells import SweepParams, check_cell
+from steerpipe.config import StageError, load, run_stage, stage_args
+from steerpipe.generation import SamplingParams, Steer
+from steerpipe.logprob import cell_score, opening_logprobs, scored_rows
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.prompts import PrepareParams
+from steerpipe.storage import read_parquet, read_tensors, write_parquet
+
+INPUTS = ("vectors", "examples")
+OUTPUTS = ("scores",)
+
+
+def main() -> None:
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(SweepParams)
+    positive, negative = load(PrepareParams).kinds
+    tensors, meta = read_tensors(paths["vectors"])
+    cells = [(layer, pos) for layer in p.layers for pos in p.positions]
+    for layer, pos in cells:
+        check_cell(layer, pos, meta["layers"], meta["positions"], "sweep.layers/positions")
+    train = [e for e in read_parquet(paths["examples"]) if e["split"] == "train"]
+    examples = [e for e in train if e["kind"] == positive][: p.logprob_examples]
+    examples += [e for e in train if e["kind"] == negative][: p.logprob_examples]
+    is_positive = [e["kind"] == positive for e in examples]
+    if all(is_positive) or not any(is_positive):
+        raise StageError(f"the logprob metric needs training examples of {positive} and {negative}")
+    # an opening as long as the positions the vectors were read at
+    rows = scored_rows(examples, n_tokens=len(meta["positions"]))
+    model, tok = load_from_params(load(ModelParams))
+    steers: list[Steer | None] = [None] * len(rows)
+    for layer, pos in cells:
+        vector = p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos]
+        steers += [Steer(layer, vector)] * len(rows)
+    logp = opening_logprobs(
+        model,
+        rows * (1 + len(cells)),
+        steers,
+        pad_id=int(tok.pad_token_id),
+        batch_size=load(SamplingParams).batch_size,
+    )
+    plain, n = logp[: len(rows)], len(rows)
+    records = []
+    for k, (layer, pos) in enumerate(cells, start=1):
+        score = cell_score(plain, logp[k * n : (k + 1) * n], is_positive)
+        records.append({"layer": layer, "position": pos, "coefficient": p.coefficient, **score})
+    write_parquet(records, paths["scores"])
+    best = max(records, key=lambda r: r["score"])
+    print(
+        f"{len(cells)} cells scored on {sum(is_positive)} {positive} and "
+        f"{n - sum(is_positive)} {negative} openings; best: layer {best['layer']}, "
+        f"position {best['position']}, {best['score']:+.3f} nats"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
