@@ -1,15 +1,18 @@
 """Stage neuron_eval: answers to held-out Yes/No questions with the neurons scaled.
 
     dvc repro neuron_eval
-    paths from dvc.yaml's cmd: --questions --masks --generations
+    paths from dvc.yaml's cmd: --questions --masks --generations --matched
     reads `model`, `traces`, `neuron_eval`
 
 On the evaluation questions (disjoint from the trace questions), greedy generation under
 `base` (no hook) and, at each traced layer and each strength in `neuron_eval.strengths`, with
-the reasoning neurons scaled and, as a control, an equal number of memory neurons drawn at
-random (seeded). All conditions share the batches, each row with its own hook.
-Output: the text generated after the prompt, the parsed Yes/No answer (null when there is
-none) and whether it is right, one row per question and condition.
+the reasoning neurons scaled and two controls: as many memory neurons drawn at random (seeded;
+the original's control), and as many memory neurons with the same total mean activation over
+the traces within `neuron_eval.match_tolerance` (``matched``: the random draw, then swaps;
+``steerpipe.neurons.matched_features``). All conditions share the batches, each row with its
+own hook. Outputs: the text generated after the prompt, the parsed Yes/No answer (null when
+there is none) and whether it is right, one row per question and condition; and per layer the
+match achieved (metrics), also where the memory neurons cannot reach the target.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import torch
 from steerpipe.config import StageError, check, load, run_stage, stage_args
 from steerpipe.feature_tracing import FeatureSteer, generate_steered
 from steerpipe.models import ModelParams, load_from_params
-from steerpipe.neurons import TracesParams
-from steerpipe.storage import read_parquet, read_tensors, write_parquet
+from steerpipe.neurons import TracesParams, matched_features
+from steerpipe.storage import read_parquet, read_tensors, write_json, write_parquet
 from steerpipe.transcoder_sets import placed_layers
 from steerpipe.yesno import parse_answer, prompt_ids, render
 
 INPUTS = ("questions", "masks")
-OUTPUTS = ("generations",)
+OUTPUTS = ("generations", "matched")
 
 
 @dataclass(frozen=True)
@@ -40,17 +43,23 @@ class NeuronEvalParams:
     mode: Literal["delta", "replace"]
     max_new_tokens: int
     batch_size: int
-    seed: int  # which memory neurons form the control
+    seed: int  # which memory neurons form the controls
+    match_tolerance: float  # relative: the matched control's total mean activation vs reasoning
 
     def __post_init__(self) -> None:
         check(bool(self.strengths), "neuron_eval.strengths", "a non-empty list")
         check(self.max_new_tokens >= 1, "neuron_eval.max_new_tokens", "at least 1")
         check(self.batch_size >= 1, "neuron_eval.batch_size", "at least 1")
+        check(self.match_tolerance >= 0, "neuron_eval.match_tolerance", "at least 0")
 
 
-def conditions(masks_dir: Path, layers: list[int], strengths: list[float], seed: int) -> list[dict]:
-    """base, then per layer, neuron set and strength: the features each scales."""
+def conditions(
+    masks_dir: Path, layers: list[int], strengths: list[float], seed: int, tolerance: float
+) -> tuple[list[dict], dict[str, dict]]:
+    """base, then per layer, neuron set and strength: the features each scales; and per layer
+    how close the matched control came."""
     out: list[dict] = [{"condition": "base", "layer": None, "neurons": None, "strength": None}]
+    matches: dict[str, dict] = {}
     for layer in layers:
         masks, _ = read_tensors(masks_dir / f"layer_{layer}.safetensors")
         reasoning = torch.nonzero(masks["reasoning"]).flatten()
@@ -59,7 +68,23 @@ def conditions(masks_dir: Path, layers: list[int], strengths: list[float], seed:
         control = memory[torch.randperm(len(memory), generator=gen)[: len(reasoning)]]
         if len(control) < len(reasoning):
             print(f"layer {layer}: only {len(control)} memory neurons for {len(reasoning)}")
-        for name, features in (("reasoning", reasoning), ("memory", control.sort().values)):
+        # the same seed: the matched draw starts from the random control's features
+        matched, match = matched_features(
+            masks["mean.all"],
+            reasoning,
+            memory,
+            generator=torch.Generator().manual_seed(seed + layer),
+            tolerance=tolerance,
+        )
+        matches[f"layer_{layer}"] = match
+        if not match["within_tolerance"]:
+            print(
+                f"layer {layer}: the matched control reaches {match['matched_total_mean']:.4g} "
+                f"of the reasoning neurons' {match['target_total_mean']:.4g} total mean "
+                f"activation (gap {match['relative_gap']:+.1%}, tolerance {tolerance:.1%})"
+            )
+        sets = (("reasoning", reasoning), ("memory", control.sort().values), ("matched", matched))
+        for name, features in sets:
             for s in strengths:
                 out.append(
                     {
@@ -70,7 +95,7 @@ def conditions(masks_dir: Path, layers: list[int], strengths: list[float], seed:
                         "features": features,
                     }
                 )
-    return out
+    return out, matches
 
 
 def main() -> None:
@@ -83,7 +108,8 @@ def main() -> None:
     model, tok = load_from_params(load(ModelParams))
     placed = placed_layers(t.transcoders, t.file, t.layers, model, input_hook=t.input_hook)
     transcoders = {tc.layer: tc for tc in placed}
-    conds = conditions(paths["masks"], t.layers, p.strengths, p.seed)
+    conds, matches = conditions(paths["masks"], t.layers, p.strengths, p.seed, p.match_tolerance)
+    write_json(matches, paths["matched"])
     texts = [render(t.templates[p.style], q) for q in questions]
     ids = [prompt_ids(tok, x, chat_template=t.chat_template) for x in texts]
     records, prompts, steers = [], [], []

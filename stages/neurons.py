@@ -10,8 +10,9 @@ ship none (circuit-tracer, sparsify), the frequency over all trace steps. It is 
 neuron if it is alive and its mean activation over all trace steps rises by more than
 `neurons.reasoning_threshold` from the `neurons.baseline` style to any other style; a memory
 neuron if alive and not reasoning.
-Outputs: ``<masks>/layer_<L>.safetensors`` (the three boolean masks and the mean activation per
-style) and metrics (counts per layer).
+Outputs: ``<masks>/layer_<L>.safetensors`` (the three boolean masks, the mean activation per
+style, and ``mean.all`` over every trace step of every style, which neuron_eval's matched
+control matches) and metrics (counts per layer).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def main() -> None:
             reasoning_threshold=p.reasoning_threshold,
         )
         out = {**masks, **{f"mean.{style}": m for style, m in means.items()}}
+        out["mean.all"] = SparseRows.cat(list(rows.values()), d_sae).column_mean()
         meta = {**meta, "baseline": p.baseline, "frequency_from": frequency_from}
         write_tensors(out, paths["masks"] / f"layer_{layer}.safetensors", meta)
         metrics[f"layer_{layer}"] = {k: int(v.sum()) for k, v in masks.items()} | {

@@ -1,10 +1,11 @@
-"""neurons: sparse feature rows and the masks."""
+"""neurons: sparse feature rows, the masks, and the matched control."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from steerpipe.neurons import SparseRows, neuron_masks
+from steerpipe.neurons import SparseRows, matched_features, neuron_masks
 
 
 def test_sparse_rows_round_trip() -> None:
@@ -41,3 +42,61 @@ def test_neuron_masks() -> None:
     assert masks["alive"].tolist() == [False, True, True, True, True]
     assert masks["reasoning"].tolist() == [False, True, True, False, False]  # feature 0 is dead
     assert masks["memory"].tolist() == [False, False, False, True, True]
+
+
+def test_matched_features_match_count_and_total_mean_within_the_tolerance() -> None:
+    g = torch.Generator().manual_seed(0)
+    means = torch.rand(400, generator=g)
+    target = torch.arange(0, 40)  # 40 features; the pool is the other 360
+    means[target] += 0.3  # the target is more active than a random draw from the pool
+    pool = torch.arange(40, 400)
+    chosen, report = matched_features(
+        means, target, pool, generator=torch.Generator().manual_seed(5), tolerance=0.01
+    )
+    assert len(chosen) == 40 and len(set(chosen.tolist())) == 40
+    assert set(chosen.tolist()) <= set(pool.tolist())
+    want, got = float(means[target].double().sum()), float(means[chosen].double().sum())
+    assert report["target_total_mean"] == pytest.approx(want)
+    assert report["matched_total_mean"] == pytest.approx(got)
+    assert abs(got - want) <= 0.01 * want and report["within_tolerance"]
+    assert report["relative_gap"] == pytest.approx((got - want) / want)
+    # it starts from the unmatched random draw of the same seed, and only the swaps move it
+    draw = pool[torch.randperm(360, generator=torch.Generator().manual_seed(5))[:40]]
+    assert report["unmatched_total_mean"] == pytest.approx(float(means[draw].double().sum()))
+    assert report["swaps"] > 0
+    assert len(set(chosen.tolist()) - set(draw.tolist())) <= report["swaps"]
+    # seeded
+    again, _ = matched_features(
+        means, target, pool, generator=torch.Generator().manual_seed(5), tolerance=0.01
+    )
+    assert torch.equal(chosen, again)
+
+
+def test_matched_features_without_a_gap_is_the_random_draw() -> None:
+    means = torch.arange(10, dtype=torch.float32)
+    pool = torch.arange(3, 10)
+    chosen, report = matched_features(
+        means,
+        torch.tensor([0, 1]),
+        pool,
+        generator=torch.Generator().manual_seed(2),
+        tolerance=float("inf"),
+    )
+    draw = pool[torch.randperm(7, generator=torch.Generator().manual_seed(2))[:2]]
+    assert chosen.tolist() == sorted(draw.tolist()) and report["swaps"] == 0
+
+
+def test_matched_features_report_the_best_they_reach_when_the_pool_cannot_match() -> None:
+    # target total 20 (two features of 10); the pool's two largest give 1 + 2 = 3 at most
+    means = torch.tensor([10.0, 10.0, 0.0, 1.0, 2.0, 0.5])
+    chosen, report = matched_features(
+        means,
+        torch.tensor([0, 1]),
+        torch.arange(2, 6),
+        generator=torch.Generator().manual_seed(0),
+        tolerance=0.05,
+    )
+    assert chosen.tolist() == [3, 4]  # the closest the pool allows
+    assert report["within_tolerance"] is False
+    assert report["matched_total_mean"] == 3.0 and report["target_total_mean"] == 20.0
+    assert report["relative_gap"] == pytest.approx(-0.85)

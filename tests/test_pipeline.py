@@ -109,16 +109,27 @@ def test_experiment_b_outputs(repo: Path) -> None:
     assert counts["reasoning"] + counts["memory"] == counts["alive"] <= 32
     report = json.loads((repo / "data/neuron_report/metrics.json").read_text())
     conditions = report["conditions"]
-    names = {f"{s}@1x{x}" for s in ("reasoning", "memory") for x in ("0.5", "1", "2")}
+    names = {f"{s}@1x{x}" for s in ("reasoning", "memory", "matched") for x in ("0.5", "1", "2")}
     assert set(conditions) == {"base"} | names
     assert all(c["accuracy"]["n"] == 6 for c in conditions.values())
     # strength 1.0 adds exactly nothing: the same text as the unhooked model, in the pipeline
     assert conditions["reasoning@1x1"]["text_changed_rate"] == 0
     assert conditions["memory@1x1"]["text_changed_rate"] == 0
     assert conditions["memory@1x2"]["n_features"] == conditions["reasoning@1x2"]["n_features"]
+    # the matched control: as many features, its total mean activation over the traces as the
+    # masks file gives it, and the report's numbers are those of its features
+    from steerpipe.storage import read_tensors
+
+    match = json.loads((repo / "data/neuron_eval/matched.json").read_text())["layer_1"]
+    assert match["features"] == conditions["matched@1x2"]["n_features"]
+    masks, _ = read_tensors(repo / "data/neurons/layers/layer_1.safetensors")
+    reasoning_total = float(masks["mean.all"][masks["reasoning"]].double().sum())
+    assert match["target_total_mean"] == pytest.approx(reasoning_total)
+    want_within = abs(match["relative_gap"]) <= match["tolerance"]
+    assert match["within_tolerance"] == want_within
     assert (repo / "data/neuron_report/accuracy.png").read_bytes()[:4] == b"\x89PNG"
     rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
-    assert len(rows) == 7 * 6 and not any(r["generation"].startswith("Question") for r in rows)
+    assert len(rows) == 10 * 6 and not any(r["generation"].startswith("Question") for r in rows)
     # each condition paired with base on the same questions: the discordant pairs and McNemar
     base = {r["id"]: r["correct"] for r in rows if r["condition"] == "base"}
     for name in names:

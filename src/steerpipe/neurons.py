@@ -4,6 +4,9 @@
 - ``neuron_masks``: alive (log10 firing frequency above a threshold), reasoning (alive, and
   the mean activation over all trace steps rises by more than a threshold from the baseline
   style to any other style), memory (alive and not reasoning).
+- ``matched_features``: a random set of memory features as many as the reasoning ones and
+  with the same total mean activation (within a tolerance), the control that rules out
+  "scaling any features this active would do the same".
 
 Recording the features over generation, and generating with them scaled, is in
 ``feature_tracing``; this module needs no model, so the neurons stage runs none.
@@ -130,3 +133,58 @@ def neuron_masks(
             rises |= (mean - means[baseline]) > reasoning_threshold
     reasoning = rises & alive
     return {"alive": alive, "reasoning": reasoning, "memory": alive & ~reasoning}
+
+
+def matched_features(
+    means: torch.Tensor,
+    target: torch.Tensor,
+    pool: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    tolerance: float,
+    max_tries: int = 100_000,
+) -> tuple[torch.Tensor, dict[str, float | int | bool]]:
+    """As many features of ``pool`` as ``target`` has (indices), whose total ``means`` is
+    within ``tolerance`` (relative) of the target's total, and how close it came.
+
+    A random draw from the pool (``generator``'s first ``randperm``, so the draw starts where
+    an unmatched random control of the same seed is), then swaps: a random chosen feature is
+    exchanged for the unchosen one that best closes the gap, when that closes it, until the
+    gap is within the tolerance or ``max_tries`` swaps were tried. The set stays random
+    where the means allow it: only as many features move as the gap needs.
+    """
+    k = len(target)
+    m = means.double()
+    order = pool[torch.randperm(len(pool), generator=generator)]
+    chosen, rest = order[:k].clone(), order[k:].clone()
+    want = float(m[target].sum())
+    start = got = float(m[chosen].sum())
+    swaps = tries = stale = 0
+    # stale: tries in a row that found no closing swap; past 4k, every chosen one likely had
+    while abs(want - got) > tolerance * abs(want) and len(rest) and stale < 4 * k + 100:
+        if tries == max_tries:
+            break
+        tries += 1
+        stale += 1
+        i = int(torch.randint(len(chosen), (1,), generator=generator))
+        gap = want - got
+        # the unchosen feature whose mean is closest to what would close the gap
+        j = int((m[rest] - (m[chosen[i]] + gap)).abs().argmin())
+        change = float(m[rest[j]] - m[chosen[i]])
+        if abs(gap - change) < abs(gap):
+            chosen[i], rest[j] = rest[j].clone(), chosen[i].clone()
+            got += change
+            swaps += 1
+            stale = 0
+    got = float(m[chosen].sum())  # summed afresh: no drift from the running total
+    report = {
+        "features": len(chosen),
+        "target_total_mean": want,
+        "matched_total_mean": got,
+        "unmatched_total_mean": start,
+        "relative_gap": (got - want) / want if want else 0.0,
+        "tolerance": tolerance,
+        "within_tolerance": abs(got - want) <= tolerance * abs(want),
+        "swaps": swaps,
+    }
+    return chosen.sort().values, report
