@@ -377,3 +377,36 @@ def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model,
     assert [r["text"] for r in records] == [
         tokenizer.decode(o, skip_special_tokens=True) for o in outs
     ]
+
+
+@pytest.mark.device
+def test_conditions_in_one_batch_equal_each_run_alone(model_on_device, tokenizer) -> None:
+    """The steer stage's conditions share batches; each one alone (at its place in the list)
+    samples the same texts, so nothing leaks between the rows of a batch."""
+    sampling = params(SamplingParams, max_new_tokens=5, batch_size=6, temperature=1.0)
+    prompts = [
+        {"row": 1, "step": 0, "prompt_ids": tokenizer.encode("One two")},
+        {"row": 2, "step": 3, "prompt_ids": tokenizer.encode("Three four five six")},
+    ]
+    vector = 6 * torch.randn(64, generator=torch.Generator().manual_seed(4))
+    conditions = [
+        ({"condition": "control"}, None),
+        ({"condition": "steered"}, Steer(1, vector)),
+        ({"condition": "negated"}, Steer(1, -vector)),
+        ({"condition": "other layer"}, Steer(2, vector)),
+    ]
+    kw = {"n_samples": 3, "sampling": sampling, "seed": 11}
+    together = sample_conditions(model_on_device, tokenizer, conditions, prompts, **kw)
+    for k in range(len(conditions)):
+        alone = sample_conditions(
+            model_on_device, tokenizer, conditions[k : k + 1], prompts, first_condition=k, **kw
+        )
+        assert alone == together[k * 6 : (k + 1) * 6]
+    # the conditions do differ: the test could fail
+    texts = {
+        c: [r["text"] for r in together if r["condition"] == c] for c in ("control", "steered")
+    }
+    assert texts["control"] != texts["steered"]
+    # and the key is the place in the list: at another place, the same condition redraws
+    moved = sample_conditions(model_on_device, tokenizer, conditions[1:2], prompts, **kw)
+    assert [r["text"] for r in moved] != [r["text"] for r in together[6:12]]

@@ -108,6 +108,7 @@ def generate(
     batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None = None,
     share_prefill: bool = True,
     progress: bool = True,
+    first_row: int = 0,
 ) -> list[list[int]]:
     """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
 
@@ -121,7 +122,8 @@ def generate(
     not shared then, since the hook may act on the prompt.
 
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
-    row i's samples depend only on its prompt, steering, ``seed`` and ``i``, not on the batch.
+    row i's samples depend only on its prompt, steering, ``seed`` and ``first_row + i``, not on
+    the batch: rows run alone with their ``first_row + i`` sample what they sample together.
     """
     if not prompts:
         return []
@@ -149,7 +151,7 @@ def generate(
     def work(batch: list[list[int]]) -> None:
         idx = [i for g in batch for i in g]
         if temperature > 0:
-            noise = RowNoise([row_seed(seed, i) for i in idx])
+            noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
             warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
         new = _generate_batch(model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs)
@@ -318,6 +320,7 @@ def sample_conditions(
     n_samples: int,
     sampling: SamplingParams,
     seed: int,
+    first_condition: int = 0,
 ) -> list[dict[str, Any]]:
     """Samples under each condition on each prompt, all sharing batches.
 
@@ -325,6 +328,9 @@ def sample_conditions(
     sweep's are its cells, the steer stage's control and steered); ``prompts`` are prepared
     examples (``row``, ``step``, ``prompt_ids``). One record per condition, prompt and
     sample, in that order, with the sampled ``text`` decoded without special tokens.
+    A sample's noise is keyed by (its condition's place in the list, prompt, sample), so a
+    condition run alone as ``conditions[k:k+1]`` with ``first_condition=k`` samples exactly
+    what it samples beside the others; moving a condition in the list redraws it.
     """
     records, inputs, steers = [], [], []
     for fields, steer in conditions:
@@ -343,6 +349,7 @@ def sample_conditions(
         seed=seed,
         batch_size=sampling.batch_size,
         pad_id=int(tokenizer.pad_token_id),
+        first_row=first_condition * len(prompts) * n_samples,
     )
     for record, out in zip(records, outs, strict=True):
         record["text"] = str(tokenizer.decode(out, skip_special_tokens=True))
