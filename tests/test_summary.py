@@ -23,6 +23,18 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "difference": 0.15,
         "fisher_p": 0.0123,
         "controls": {"negated": _rate(2, 40)},
+        "dose_response": [
+            {"condition": "negated", "coefficient": -2.0, **_rate(2, 40)},
+            {"condition": "control", "coefficient": 0.0, **_rate(5, 40)},
+            {"condition": "dose_0.5", "coefficient": 0.5, **_rate(7, 40)},
+        ],
+        "sweep": {
+            "best_layer": 7,
+            "best_position": 3,
+            "best_logprob_layer": 9,
+            "best_logprob_position": 0,
+            "rank_correlation": {"spearman": 0.4567, "p": 0.01, "n": 40},
+        },
         "prompt_level": {
             "prompts": 10,
             "difference": {"ci95_low": -0.025, "ci95_high": 0.3},
@@ -43,6 +55,12 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
     assert "| negated | 2/40 | 0.050 | 0.010 - 0.990 |" in lines
     assert "Per sample, as the original: Fisher exact p = 0.012" in lines
+    assert "| x0.5 (dose) | 7/40 | 0.175 | 0.010 - 0.990 |" in lines
+    assert not any(line.startswith("| x-2 ") for line in lines)  # the negated one is a control
+    assert (
+        "Sweep: the judged rate picks layer 7, position 3; the logprob score layer 9, "
+        "position 0; Spearman's rho over the grid +0.46"
+    ) in lines
     assert (
         "Per prompt (10 prompts): difference +0.150, 95% interval -0.025 to +0.300 "
         "(bootstrap over prompts), sign-flip p = 0.062"

@@ -30,6 +30,8 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
     ]
     rows = [("control", report["control"]), ("steered", report["steered"])]
     rows += list(report.get("controls", {}).items())  # the negated vector, random directions
+    doses = [q for q in report.get("dose_response", []) if q["condition"].startswith("dose_")]
+    rows += [(f"x{q['coefficient']:g} (dose)", q) for q in doses]
     for name, r in rows:
         lines.append(
             f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
@@ -43,6 +45,15 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
             f"Per prompt ({level['prompts']} prompts): difference {report['difference']:+.3f}, "
             f"95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} (bootstrap over "
             f"prompts), sign-flip p = {level['sign_flip_p']:.2g}"
+        )
+    sweep = report.get("sweep", {})
+    rho = sweep.get("rank_correlation", {}).get("spearman")
+    if "best_logprob_layer" in sweep:
+        lines.append(
+            f"Sweep: the judged rate picks layer {sweep['best_layer']}, position "
+            f"{sweep['best_position']}; the logprob score layer {sweep['best_logprob_layer']}, "
+            f"position {sweep['best_logprob_position']}; Spearman's rho over the grid "
+            + ("undefined" if rho is None else f"{rho:+.2f}")
         )
     return lines
 
