@@ -28,22 +28,32 @@ def report(diff: float, control: int, low: float, high: float, p: float) -> dict
 
 
 def record(name: str, rep: dict | None) -> dict:
-    metrics = {"data/report/metrics.json": {"data": rep}} if rep else {}
+    metrics = {"data/report/metrics.json": {"data": rep}} if rep else {}  # as dvc.yaml says
     data = {"metrics": metrics, "params": {"params.yaml": {"data": {"steer": {"seed": 1}}}}}
     return {"rev": name * 4, "name": name, "data": data}
 
 
+REPORT = "data/report/metrics.json"
 SHOWN = [
     {"rev": "workspace", "name": None, "data": {"metrics": {}}, "experiments": None},
     {
         "rev": "abc",
         "name": "main",
-        "data": {"metrics": {}},  # the baseline commit: not one of the experiments
+        # a commit's own row has a report too, but is not one of the experiments
+        "data": {"metrics": {REPORT: {"data": report(0.9, 1, 0.8, 1.0, 1e-5)}}},
         "experiments": [
             {"revs": [record("seed-2", report(0.25, 10, 0.1, 0.4, 0.01))]},
+            {"revs": [record("queued", None)]},  # no report yet
+            {"revs": [record("coef-2", report(0.75, 10, 0.6, 0.9, 1e-4))]},  # another sweep
+        ],
+    },
+    {
+        "rev": "older",  # experiments queued before the last commit stay under theirs
+        "name": None,
+        "data": {"metrics": {REPORT: {"data": report(0.9, 1, 0.8, 1.0, 1e-5)}}},
+        "experiments": [
             {"revs": [record("seed-1", report(0.5, 13, 0.3, 0.7, 1e-4))]},
             {"revs": [record("seed-3", report(0.125, 8, -0.05, 0.3, 0.2))]},
-            {"revs": [record("queued", None)]},  # no report yet
         ],
     },
 ]
@@ -70,7 +80,8 @@ def test_table_of_three_experiments(tmp_path: Path, capsys, monkeypatch) -> None
     monkeypatch.chdir(ROOT)  # the report's path comes from dvc.yaml
     assert report_path() == "data/report/metrics.json"
     names = [e["name"] for e in experiments(SHOWN, report_path())]
-    assert names == ["seed-1", "seed-2", "seed-3"]
+    assert names == ["coef-2", "seed-1", "seed-2", "seed-3"]
+    assert [e["name"] for e in experiments(SHOWN, report_path(), prefix="seed")] == names[1:]
     (tmp_path / "shown.json").write_text(json.dumps(SHOWN))
     main(["table", "--json", str(tmp_path / "shown.json"), "--out", str(tmp_path / "out")])
     lines = (tmp_path / "out" / "table.md").read_text().splitlines()

@@ -6,11 +6,12 @@
 
 Each queued experiment sets every seed that decides experiment A's data, split and samples
 (``SEEDS``) to the same value, so the experiments differ only in their draws. ``table`` reads
-``dvc exp show --json`` (or a saved copy, ``--json``), keeps every experiment with a report,
-and writes one row per experiment (the cell, the rates, the difference with its interval over
-prompts, the sign-flip p) and the pooled difference: the mean over experiments with a 95%
-t interval over them, which answers "how much does the effect depend on the draw". Not a
-stage: nothing here is in dvc.yaml. Run it from the repository root.
+``dvc exp show --json --all-commits`` (or a saved copy, ``--json``), keeps every experiment
+named ``<prefix>-...`` with a report, whichever commit it was run from, and writes one row per
+experiment (the cell, the rates, the difference with its interval over prompts, the sign-flip
+p) and the pooled difference: the mean over experiments with a 95% t interval over them,
+which answers "how much does the effect depend on the draw". Not a stage: nothing here is in
+dvc.yaml. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -45,24 +46,19 @@ def queue_commands(seeds: list[int], prefix: str = "seed") -> list[list[str]]:
     return commands
 
 
-def experiments(shown: Any, report: str) -> list[dict[str, Any]]:
-    """Every named experiment with metrics file ``report`` in ``dvc exp show --json``."""
+def experiments(shown: Any, report: str, prefix: str | None = None) -> list[dict[str, Any]]:
+    """Every experiment with metrics file ``report`` in ``dvc exp show --json`` (named
+    ``<prefix>-...``, if given): the revisions under each commit's ``experiments`` (a commit's
+    own row, such as the branch tip's, is not an experiment, though it has a report too)."""
     found: list[dict[str, Any]] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
-            data = node.get("data") or {}
-            metrics = (data.get("metrics") or {}).get(report, {}).get("data")
-            if node.get("name") and metrics:
-                found.append({"name": node["name"], "report": metrics})
-            for value in node.values():  # experiments nest under their baseline's revisions
-                if isinstance(value, list | dict) and value is not data:
-                    walk(value)
-
-    walk(shown)
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                data = rev.get("data") or {}
+                metrics = (data.get("metrics") or {}).get(report, {}).get("data")
+                name = rev.get("name")
+                if name and metrics and (prefix is None or name.startswith(f"{prefix}-")):
+                    found.append({"name": name, "report": metrics})
     return sorted(found, key=lambda e: e["name"])
 
 
@@ -140,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("table", help="the table and forest plot of the experiments")
     t.add_argument("--json", type=Path, help="a saved `dvc exp show --json` (default: run it)")
     t.add_argument("--out", type=Path, default=Path("replication"))
+    t.add_argument("--prefix", default="seed", help="only experiments named <prefix>-...")
     args = parser.parse_args(argv)
     if args.command == "queue":
         for command in queue_commands(args.seeds, args.prefix):
@@ -151,10 +148,14 @@ def main(argv: list[str] | None = None) -> None:
         args.json.read_text()
         if args.json
         else subprocess.run(
-            ["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True
+            # every commit's experiments: a commit made after queueing leaves them behind it
+            ["dvc", "exp", "show", "--json", "--all-commits"],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     )
-    rows = [row(e) for e in experiments(json.loads(text), report_path())]
+    rows = [row(e) for e in experiments(json.loads(text), report_path(), args.prefix)]
     if not rows:
         raise SystemExit("no experiment with a report: run the queued experiments first")
     pool = pooled([r["difference"] for r in rows])
