@@ -94,10 +94,10 @@ def against_control(
 
 def dose_response(
     steer: list[dict[str, Any]], summaries: dict[str, dict[str, Any]], coefficient: float
-) -> list[dict[str, Any]]:
-    """The conditions on the vector's axis (control at 0, negated, steered, the doses) in
-    order of coefficient, each with its rate, Wilson interval, interval over prompts and its
-    comparison with control."""
+) -> dict[str, dict[str, Any]]:
+    """The conditions on the vector's axis (control at 0, negated, steered, the doses) by
+    name, in order of coefficient, each with its rate, Wilson interval, interval over prompts
+    and its comparison with control. A dict: ``dvc exp show`` leaves out a list."""
     norms = {r["condition"]: r["vector_norm"] for r in steer}
     points = []
     for name, s in summaries.items():
@@ -114,10 +114,11 @@ def dose_response(
             point.update(difference=s["difference"], fisher_p=s["fisher_p"])
             point["sign_flip_p"] = level.get("sign_flip_p")
         points.append(point)
-    return sorted(points, key=lambda q: q["coefficient"])
+    return {q["condition"]: q for q in sorted(points, key=lambda q: q["coefficient"])}
 
 
-def plot_dose(points: list[dict[str, Any]], scale: str, layer: int, paths: dict) -> None:
+def plot_dose(dose: dict[str, dict[str, Any]], scale: str, layer: int, paths: dict) -> None:
+    points = sorted(dose.values(), key=lambda q: q["coefficient"])
     header = ["coefficient", "concluding_rate", "prompt_ci95_low", "prompt_ci95_high"]
     header += ["wilson_ci95_low", "wilson_ci95_high", "n", "condition"]
     rows = [

@@ -9,8 +9,9 @@ For each cell, the change in the teacher-forced log-probability of the first
 ``sweep.logprob_examples`` training examples of each kind's step openings when the cell's
 vector (times ``sweep.coefficient``) is added, positive kind against negative
 (``steerpipe/logprob.py``). One forward for the plain model and one per cell over the same
-examples, all sharing batches. Output: one row per cell (``score`` in nats, the two kinds'
-mean changes); ``sweep.metric: logprob`` makes ``steer``'s ``auto`` cell the best one.
+examples, sharing batches (each batch mostly one example under many cells: little padding).
+Output: one row per cell (``score`` in nats, the two kinds' mean changes); ``sweep.metric:
+logprob`` makes ``steer``'s ``auto`` cell the best one.
 """
 
 from __future__ import annotations
@@ -44,27 +45,30 @@ def main() -> None:
     # an opening as long as the positions the vectors were read at
     rows = scored_rows(examples, n_tokens=len(meta["positions"]))
     model, tok = load_from_params(load(ModelParams))
-    steers: list[Steer | None] = [None] * len(rows)
+    steers: list[Steer | None] = [None]  # the plain model, then each cell
     for layer, pos in cells:
-        vector = p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos]
-        steers += [Steer(layer, vector)] * len(rows)
+        steers.append(
+            Steer(layer, p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos])
+        )
+    # example by example, each under every cell: a batch is mostly one example, so one length
     logp = opening_logprobs(
         model,
-        rows * (1 + len(cells)),
-        steers,
+        [row for row in rows for _ in steers],
+        [s for _ in rows for s in steers],
         pad_id=int(tok.pad_token_id),
         batch_size=load(SamplingParams).batch_size,
     )
-    plain, n = logp[: len(rows)], len(rows)
+    per = len(steers)
+    plain = logp[0::per]
     records = []
     for k, (layer, pos) in enumerate(cells, start=1):
-        score = cell_score(plain, logp[k * n : (k + 1) * n], is_positive)
+        score = cell_score(plain, logp[k::per], is_positive)
         records.append({"layer": layer, "position": pos, "coefficient": p.coefficient, **score})
     write_parquet(records, paths["scores"])
     best = max(records, key=lambda r: r["score"])
     print(
         f"{len(cells)} cells scored on {sum(is_positive)} {positive} and "
-        f"{n - sum(is_positive)} {negative} openings; best: layer {best['layer']}, "
+        f"{len(rows) - sum(is_positive)} {negative} openings; best: layer {best['layer']}, "
         f"position {best['position']}, {best['score']:+.3f} nats"
     )
 

@@ -54,7 +54,8 @@ def test_outputs_and_metrics(repo: Path) -> None:
     assert level["sign_flip_p"] == pytest.approx(sign_flip_p(diffs, seed=0, n_resamples=100_000))
     assert (repo / "data/report/sweep.png").read_bytes()[:4] == b"\x89PNG"
     # dose-response: control at 0, negated, steered and the dose, by coefficient
-    dose = metrics["dose_response"]
+    # keyed by condition (dvc exp show drops a metric that is a list), in order of coefficient
+    dose = sorted(metrics["dose_response"].values(), key=lambda q: q["coefficient"])
     assert [(q["condition"], q["coefficient"]) for q in dose] == [
         ("negated", -1.0),
         ("control", 0.0),

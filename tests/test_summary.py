@@ -23,11 +23,12 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "difference": 0.15,
         "fisher_p": 0.0123,
         "controls": {"negated": _rate(2, 40)},
-        "dose_response": [
-            {"condition": "negated", "coefficient": -2.0, **_rate(2, 40)},
-            {"condition": "control", "coefficient": 0.0, **_rate(5, 40)},
-            {"condition": "dose_0.5", "coefficient": 0.5, **_rate(7, 40)},
-        ],
+        "dose_response": {
+            "negated": {"condition": "negated", "coefficient": -2.0, **_rate(2, 40)},
+            "dose_3.0": {"condition": "dose_3.0", "coefficient": 3.0, **_rate(9, 40)},
+            "control": {"condition": "control", "coefficient": 0.0, **_rate(5, 40)},
+            "dose_0.5": {"condition": "dose_0.5", "coefficient": 0.5, **_rate(7, 40)},
+        },
         "sweep": {
             "best_layer": 7,
             "best_position": 3,
@@ -55,7 +56,11 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
     assert "| negated | 2/40 | 0.050 | 0.010 - 0.990 |" in lines
     assert "Per sample, as the original: Fisher exact p = 0.012" in lines
-    assert "| x0.5 (dose) | 7/40 | 0.175 | 0.010 - 0.990 |" in lines
+    doses = [line for line in lines if "(dose)" in line]
+    assert doses == [
+        "| x0.5 (dose) | 7/40 | 0.175 | 0.010 - 0.990 |",
+        "| x3 (dose) | 9/40 | 0.225 | 0.010 - 0.990 |",
+    ]
     assert not any(line.startswith("| x-2 ") for line in lines)  # the negated one is a control
     assert (
         "Sweep: the judged rate picks layer 7, position 3; the logprob score layer 9, "

@@ -30,8 +30,10 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
     ]
     rows = [("control", report["control"]), ("steered", report["steered"])]
     rows += list(report.get("controls", {}).items())  # the negated vector, random directions
-    doses = [q for q in report.get("dose_response", []) if q["condition"].startswith("dose_")]
-    rows += [(f"x{q['coefficient']:g} (dose)", q) for q in doses]
+    doses = [q for name, q in report.get("dose_response", {}).items() if name.startswith("dose_")]
+    rows += [
+        (f"x{q['coefficient']:g} (dose)", q) for q in sorted(doses, key=lambda q: q["coefficient"])
+    ]
     for name, r in rows:
         lines.append(
             f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
