@@ -96,8 +96,8 @@ def dose_response(
     steer: list[dict[str, Any]], summaries: dict[str, dict[str, Any]], coefficient: float
 ) -> dict[str, dict[str, Any]]:
     """The conditions on the vector's axis (control at 0, negated, steered, the doses) by
-    name, in order of coefficient, each with its rate, Wilson interval, interval over prompts
-    and its comparison with control. A dict: ``dvc exp show`` leaves out a list."""
+    name, each with its coefficient, rate, Wilson interval, interval over prompts and its
+    comparison with control. A dict, not a list: ``dvc exp show`` leaves out a list."""
     norms = {r["condition"]: r["vector_norm"] for r in steer}
     points = []
     for name, s in summaries.items():
