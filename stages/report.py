@@ -163,8 +163,9 @@ def main() -> None:
     first = steer[0]
     cells = concluding_by_cell(sweep)
     best = best_cell(sweep)  # the rules that steer.layer auto follows, by sweep.metric
-    scores = {(r["layer"], r["position"]): r["score"] for r in read_parquet(paths["scores"])}
-    best_scored = best_scored_cell(read_parquet(paths["scores"]))
+    scored = read_parquet(paths["scores"])
+    scores = {(r["layer"], r["position"]): r["score"] for r in scored}
+    best_scored = best_scored_cell(scored)
     both = sorted(set(cells) & set(scores))
     metrics = {
         "cell": {

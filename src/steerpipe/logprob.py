@@ -29,7 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from steerpipe.activations import right_pad
-from steerpipe.generation import Steer
+from steerpipe.generation import Steer, _batch_deltas
 from steerpipe.hooks import add_to_resid_pre
 from steerpipe.memory import fit_rows, in_batches
 
@@ -69,13 +69,7 @@ def opening_logprobs(
 
     def work(batch: list[int]) -> None:
         ids, mask = right_pad([rows[i][0] for i in batch], pad_id)
-        deltas: dict[int, torch.Tensor] = {}
-        for j, i in enumerate(batch):
-            s = steers[i]
-            if s is not None:
-                if s.layer not in deltas:
-                    deltas[s.layer] = torch.zeros(len(batch), d, dtype=s.vector.dtype)
-                deltas[s.layer][j] = s.vector
+        deltas = _batch_deltas([steers[i] for i in batch], d)  # as generation builds them
         with torch.no_grad(), add_to_resid_pre(model, deltas):
             logits = model(
                 input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
