@@ -18,14 +18,17 @@ sample (``condition``: control / steered / negated / random_k / dose_c; ``coeffi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
 import torch
 
-from steerpipe.cells import SweepParams, best_cell, best_scored_cell, check_cell
-from steerpipe.config import check, load, run_stage, stage_args
-from steerpipe.controls import Scale, control_vectors, dose_coefficients, dose_name, unit_vector
+from steerpipe.cells import SweepParams, check_cell, chosen_cell
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.controls import (
+    SteerParams,
+    control_vectors,
+    dose_coefficients,
+    dose_name,
+    steering_unit,
+)
 from steerpipe.generation import SamplingParams, Steer, sample_conditions
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams, held_out
@@ -35,39 +38,16 @@ INPUTS = ("vectors", "examples", "sweep", "scores")
 OUTPUTS = ("generations",)
 
 
-@dataclass(frozen=True)
-class SteerParams:
-    SECTION: ClassVar[str] = "steer"
-    layer: Literal["auto"] | int  # auto: the best judged sweep cell
-    position: Literal["auto"] | int
-    coefficient: float
-    coefficients: list[float]  # the doses, beside 0 (control) and coefficient (steered)
-    scale: Scale  # absolute: in the vector's length; norm: in the layer's mean resid norm
-    n_prompts: Literal["all"] | int  # test prompts of the negative kind
-    n_samples: int  # per prompt and condition
-    n_random: int  # random directions of the vector's norm, as controls
-    seed: int  # of the sampling and of the random directions
-
-    def __post_init__(self) -> None:
-        check(self.n_prompts == "all" or self.n_prompts >= 1, "steer.n_prompts", "all or >= 1")
-        check(self.n_samples >= 1, "steer.n_samples", "at least 1")
-        check(self.n_random >= 0, "steer.n_random", "at least 0")
-
-
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
     p = load(SteerParams)
     negative = load(PrepareParams).kinds[1]  # the kind the vector steers away from
     tensors, meta = read_tensors(paths["vectors"])
-    if load(SweepParams).metric == "judged":
-        auto = best_cell(read_parquet(paths["sweep"]))
-    else:
-        auto = best_scored_cell(read_parquet(paths["scores"]))
-    layer = auto[0] if p.layer == "auto" else p.layer
-    pos = auto[1] if p.position == "auto" else p.position
+    metric = load(SweepParams).metric
+    sweep, scores = read_parquet(paths["sweep"]), read_parquet(paths["scores"])
+    layer, pos = chosen_cell(p.layer, p.position, metric, sweep, scores)
     check_cell(layer, pos, meta["layers"], meta["positions"], "steer.layer/position")
-    resid_norm = meta["resid_norms"][meta["layers"].index(layer)]
-    unit = unit_vector(tensors["vectors"][meta["layers"].index(layer), pos], p.scale, resid_norm)
+    unit, resid_norm = steering_unit(tensors, meta, layer, pos, p.scale)
     vec = p.coefficient * unit
     n = None if p.n_prompts == "all" else p.n_prompts
     prompts = held_out(read_parquet(paths["examples"]), negative, n)

@@ -34,6 +34,10 @@ ALL = {
     "steer",
     "judge@steer",
     "report",
+    "solve_problems",
+    "solve_control",
+    "solve_steered",
+    "solve_report",
     "transcoder",
     "questions",
     "traces",
@@ -73,9 +77,12 @@ def ran(proc: subprocess.CompletedProcess[str]) -> set[str]:
 
 def set_params(repo: Path, **changes: object) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in changes.items():
-        section, name = key.split("__")
-        params[section][name] = value
+    for key, value in changes.items():  # section__key, or section__sub__key for a nested one
+        *path, name = key.split("__")
+        node = params
+        for part in path:
+            node = node[part]
+        node[name] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -105,6 +112,10 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         steer__n_samples=2,
         steer__coefficients=[2.0],
         steer__scale="norm",  # the default is absolute; this exercises the other
+        solve__problems__n=2,
+        solve__generation__max_new_tokens=4,
+        solve__generation__batch_size=8,
+        solve__coefficients=[2.0],
         transcoder__layers=[1],
         transcoder__tasks=["gsm_symbolic"],
         transcoder__texts_per_task=6,

@@ -17,11 +17,13 @@ from tiny import ROOT
 
 from steerpipe.batches import ClaudeParams
 from steerpipe.config import StageError, load, parse
+from steerpipe.controls import SteerParams
 from steerpipe.generation import SamplingParams
 from steerpipe.judge import JudgeParams
 from steerpipe.models import ModelParams
 from steerpipe.neurons import TracesParams
 from steerpipe.prompts import PrepareParams
+from steerpipe.solutions import SolveParams
 from steerpipe.stats import StatsParams
 from steerpipe_presets.presets import flatten, load_preset, merge
 
@@ -37,9 +39,10 @@ SECTIONS: list[type] = [
     stage_class("activations", "ActivationsParams"),
     SamplingParams,
     stage_class("sweep", "SweepParams"),
-    stage_class("steer", "SteerParams"),
+    SteerParams,
     JudgeParams,
     StatsParams,
+    SolveParams,
     stage_class("transcoder", "TranscoderParams"),
     stage_class("questions", "QuestionsParams"),
     TracesParams,

@@ -163,6 +163,7 @@ OTHER_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 TOLERANCE = {
     "data/vectors/metrics.json": 0,
     "data/report/metrics.json": 0,
+    "data/solve_report/metrics.json": 0,
     "data/transcoder/metrics.json": 1e-3,
     "data/traces/metrics.json": 5e-3,
     "data/neurons/metrics.json": 1e-2,
@@ -200,10 +201,9 @@ def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> N
     texts = pq.read_table(repo / "data/steer/judged.parquet").column("text").to_pylist()
     # every stage with float work on the model, and what follows it (the tiny pipeline's
     # steps come from a file and its questions from reasoning-gym: no model runs there)
-    proc = run(
-        repo, "dvc", "repro", "-f", "--downstream", "activations", "transcoder", env=OTHER_CPU
-    )
-    assert ran(proc) == ALL - {"steps_dataset", "prepare", "questions"}
+    targets = ("activations", "transcoder", "solve_control")
+    proc = run(repo, "dvc", "repro", "-f", "--downstream", *targets, env=OTHER_CPU)
+    assert ran(proc) == ALL - {"steps_dataset", "prepare", "questions", "solve_problems"}
     for path, tolerance in TOLERANCE.items():
         after = leaves(json.loads((repo / path).read_text()))
         assert set(after) == set(before[path]), path
@@ -246,10 +246,54 @@ def test_sweep_metric_logprob_reruns_only_the_choice_and_after(repo: Path) -> No
     }
     set_params(repo, sweep__metric="logprob")
     proc = run(repo, "dvc", "repro")
-    assert ran(proc) == {"steer", "judge@steer", "report"}
+    assert ran(proc) == {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
     judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
     assert {(r["layer"], r["position"]) for r in judged} == {best}
     restore(repo)
+
+
+def test_solve_scores_and_a_new_coefficient_keeps_the_control_solutions(repo: Path) -> None:
+    """The solve stages end to end: the report's numbers follow from the scored solutions,
+    control and steered solutions are paired, and changing only the coefficients re-runs the
+    steered solutions and the report, not the control solutions."""
+    scored = pq.read_table(repo / "data/solve_report/scored.parquet").to_pylist()
+    metrics = json.loads((repo / "data/solve_report/metrics.json").read_text())
+    conditions = metrics["conditions"]
+    assert set(conditions) == {"control", "dose_2.0"} and metrics["problems"] == 2
+    assert (
+        conditions["dose_2.0"]["coefficient"] == 2.0 and conditions["control"]["coefficient"] == 0
+    )
+    for name, c in conditions.items():
+        rows = [r for r in scored if r["condition"] == name]
+        assert c["accuracy"]["n"] == len(rows) == 2 * 2
+        assert c["accuracy"]["count"] == sum(r["correct"] for r in rows)
+        assert c["mean_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / 4)
+        assert all(r["n_tokens"] <= 4 for r in rows)
+    pairs = {(r["problem"], r["sample"]) for r in scored if r["condition"] == "control"}
+    assert pairs == {(r["problem"], r["sample"]) for r in scored if r["condition"] == "dose_2.0"}
+    vectors = (repo / "data/vectors/vectors.safetensors").read_bytes()
+    control = (repo / "data/solve_control/solutions.parquet").read_bytes()
+    set_params(repo, solve__coefficients=[0.5, 2.0])
+    proc = run(repo, "dvc", "repro")
+    assert ran(proc) == {"solve_steered", "solve_report"}
+    assert (repo / "data/solve_control/solutions.parquet").read_bytes() == control
+    assert (repo / "data/vectors/vectors.safetensors").read_bytes() == vectors
+    metrics = json.loads((repo / "data/solve_report/metrics.json").read_text())
+    assert set(metrics["conditions"]) == {"control", "dose_0.5", "dose_2.0"}
+    with open(repo / "data/solve_report/dose.csv") as f:
+        assert [float(r["coefficient"]) for r in csv.DictReader(f)] == [0.0, 0.5, 2.0]
+    restore(repo)
+
+
+def test_solve_bad_input_is_named(repo: Path) -> None:
+    set_params(repo, solve__problems__task="no_such_task")
+    proc = run_stage(repo, "solve_problems")
+    assert proc.returncode == 1
+    assert "error: solve.problems.task 'no_such_task'" in proc.stderr
+    set_params(repo, solve__problems__task="gsm_symbolic", solve__coefficients=[0.0])
+    proc = run_stage(repo, "solve_steered")
+    assert proc.returncode == 1 and "solve.coefficients must be non-zero" in proc.stderr
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
 
 
 def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:

@@ -63,3 +63,15 @@ def best_scored_cell(scores: list[dict[str, Any]]) -> tuple[int, int]:
         raise StageError("'auto' with sweep.metric: logprob needs scored cells, and there are none")
     best = min(scores, key=lambda r: (-r["score"], r["layer"], r["position"]))
     return int(best["layer"]), int(best["position"])
+
+
+def chosen_cell(
+    layer: Literal["auto"] | int,
+    position: Literal["auto"] | int,
+    metric: Literal["judged", "logprob"],
+    judged: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+) -> tuple[int, int]:
+    """``steer.layer`` / ``steer.position``, ``auto`` taking the best sweep cell by ``metric``."""
+    auto = best_cell(judged) if metric == "judged" else best_scored_cell(scores)
+    return (auto[0] if layer == "auto" else layer, auto[1] if position == "auto" else position)

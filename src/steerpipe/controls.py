@@ -1,4 +1,4 @@
-"""The steer stage's conditions beside steered: controls and doses.
+"""The steer stage's parameters and its conditions beside steered: controls and doses.
 
 Controls ask whether the effect is the vector's own. Beside the unsteered control, the steer
 stage samples under the negated vector (the same direction, pushed the other way) and under
@@ -13,11 +13,36 @@ as the work on steering thinking models gives it; with ``absolute``, of the vect
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 
+from steerpipe.config import check
+
 Scale = Literal["absolute", "norm"]
+
+
+@dataclass(frozen=True)
+class SteerParams:
+    """params.yaml ``steer``: the cell, the coefficients and the conditions (the steer stage;
+    the solve stages take its cell, scale and vector)."""
+
+    SECTION: ClassVar[str] = "steer"
+    layer: Literal["auto"] | int  # auto: the best judged sweep cell
+    position: Literal["auto"] | int
+    coefficient: float
+    coefficients: list[float]  # the doses, beside 0 (control) and coefficient (steered)
+    scale: Scale  # absolute: in the vector's length; norm: in the layer's mean resid norm
+    n_prompts: Literal["all"] | int  # test prompts of the negative kind
+    n_samples: int  # per prompt and condition
+    n_random: int  # random directions of the vector's norm, as controls
+    seed: int  # of the sampling and of the random directions
+
+    def __post_init__(self) -> None:
+        check(self.n_prompts == "all" or self.n_prompts >= 1, "steer.n_prompts", "all or >= 1")
+        check(self.n_samples >= 1, "steer.n_samples", "at least 1")
+        check(self.n_random >= 0, "steer.n_random", "at least 0")
 
 
 def random_directions(vector: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -45,6 +70,16 @@ def unit_vector(vector: torch.Tensor, scale: Scale, resid_norm: float | None) ->
     if resid_norm is None:
         raise ValueError("steer.scale: norm needs the layer's mean residual-stream norm")
     return (vector.double() / vector.double().norm() * resid_norm).to(vector.dtype)
+
+
+def steering_unit(
+    tensors: dict[str, torch.Tensor], meta: dict, layer: int, position: int, scale: Scale
+) -> tuple[torch.Tensor, float]:
+    """The vectors file's vector at (layer, position) at coefficient 1 (``unit_vector``), and
+    the layer's mean residual-stream norm."""
+    index = meta["layers"].index(layer)
+    resid_norm = meta["resid_norms"][index]
+    return unit_vector(tensors["vectors"][index, position], scale, resid_norm), resid_norm
 
 
 def dose_coefficients(coefficient: float, coefficients: list[float]) -> list[float]:

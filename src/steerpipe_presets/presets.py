@@ -6,7 +6,7 @@
     python -m steerpipe_presets paper-b -S traces.transcoders=/data/tc   # your overrides last
     python -m steerpipe_presets paper-a --print          # only show the dvc command
 
-A preset is ``presets/<name>.yaml``: the stage to reach (``target``), the parameters that
+A preset is ``presets/<name>.yaml``: the stage(s) to reach (``target``), the parameters that
 differ from params.yaml (``params``), optionally the original's numbers (``reference``), the
 parameters that must name an existing path (``must_exist``), the transcoder parameter that may
 be a hub repo id (``hub``: resolved here, HF cache first, to the local snapshot folder that DVC
@@ -114,6 +114,9 @@ def build_standins(
         table = pa.Table.from_pylist(standins.steps_rows(24), schema=SCHEMA)
         pq.write_table(table, folder / "steps.parquet")
         out[spec["steps"]] = str((folder / "steps.parquet").resolve())
+    if "solve" in spec:
+        pq.write_table(pa.Table.from_pylist(standins.math_rows(8)), folder / "math.parquet")
+        out[spec["solve"]] = str((folder / "math.parquet").resolve())
     if "questions" in spec:
         pq.write_table(pa.Table.from_pylist(standins.boolq_rows(24)), folder / "boolq.parquet")
         out[spec["questions"]] = str((folder / "boolq.parquet").resolve())
@@ -193,7 +196,8 @@ def command(
         args += ["-S", f"{key}={override_value(value)}"]
     for item in extra or []:
         args += ["-S", item]
-    return [*args, str(preset["target"])]
+    targets = preset["target"]  # a stage, or a list of them
+    return [*args, *(map(str, targets if isinstance(targets, list) else [targets]))]
 
 
 def beside_reference(preset: dict[str, Any], root: Path = Path(".")) -> str:

@@ -200,6 +200,18 @@ def steps_rows(n: int = 12) -> list[dict[str, Any]]:
     return rows
 
 
+def math_rows(n: int = 8) -> list[dict[str, Any]]:
+    """Rows in MATH-500's schema (problem, answer; LaTeX answers): the first two are problems
+    of ``steps_rows``, which the solve stage must leave out."""
+    rows = [
+        {"problem": row["problem"], "answer": str(2 * i + 3)}
+        for i, row in enumerate(steps_rows(2))
+    ]
+    for i in range(n - 2):
+        rows.append({"problem": f"What is $\\frac{{{i + 1}}}{{2}}$ doubled?", "answer": str(i + 1)})
+    return rows
+
+
 def boolq_rows(n: int = 24) -> list[dict[str, Any]]:
     """Rows in BoolQ's schema (question, passage, answer), half of them true."""
     rows = []

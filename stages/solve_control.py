@@ -1,0 +1,37 @@
+"""Stage solve_control: full solutions of the held-out problems without the vector.
+
+    dvc repro solve_control
+    paths from dvc.yaml's cmd: --problems --solutions
+    reads `model` and `solve.generation` (not the coefficients: changing those leaves it cached)
+
+Each problem is solved ``n_samples`` times, up to ``max_new_tokens`` tokens,
+in batches with the KV cache (``steerpipe/solutions.py``). Output: one row per solution
+(``condition`` control, ``coefficient`` 0, ``problem``, ``sample``, ``ids``, ``text``,
+``n_tokens``, ``finished``); ``solve_report`` scores it.
+"""
+
+from __future__ import annotations
+
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.solutions import SolveParams, solve
+from steerpipe.storage import read_parquet, write_parquet
+
+INPUTS = ("problems",)
+OUTPUTS = ("solutions",)
+
+
+def main() -> None:
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(SolveParams).generation
+    problems = read_parquet(paths["problems"])
+    model, tok = load_from_params(load(ModelParams))
+    fields = {"condition": "control", "coefficient": 0.0, "vector_norm": 0.0}
+    records = solve(model, tok, problems, p, steer=None, fields=fields)
+    write_parquet(records, paths["solutions"])
+    finished = sum(r["finished"] for r in records)
+    print(f"control: {len(records)} solutions, {finished} ended before the token limit")
+
+
+if __name__ == "__main__":
+    run_stage(main)

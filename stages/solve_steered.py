@@ -1,0 +1,58 @@
+"""Stage solve_steered: full solutions of the held-out problems with the vector.
+
+    dvc repro solve_steered
+    paths from dvc.yaml's cmd: --vectors --sweep --scores --problems --solutions
+    reads `model`, `solve` (generation, coefficients), `steer` (layer, position, scale),
+    `sweep.metric`
+
+The vector is steer's: the cell ``steer.layer`` / ``steer.position`` (``auto``: the best sweep
+cell by ``sweep.metric``), in ``steer.scale``'s units, at each of ``solve.coefficients``
+(condition ``dose_<c>``), added on the prompt and every decoded token. A solution's noise is
+that of the same problem and sample under control (``steerpipe/solutions.py``), so the two are
+paired. Output: one row per solution, as ``solve_control``'s, with the cell and
+``vector_norm``.
+"""
+
+from __future__ import annotations
+
+from steerpipe.cells import SweepParams, check_cell, chosen_cell
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.controls import SteerParams, dose_name, steering_unit
+from steerpipe.generation import Steer
+from steerpipe.models import ModelParams, load_from_params
+from steerpipe.solutions import SolveParams, solve
+from steerpipe.storage import read_parquet, read_tensors, write_parquet
+
+INPUTS = ("vectors", "sweep", "scores", "problems")
+OUTPUTS = ("solutions",)
+
+
+def main() -> None:
+    paths = stage_args(INPUTS, OUTPUTS)
+    p = load(SolveParams)
+    steer_params = load(SteerParams)
+    tensors, meta = read_tensors(paths["vectors"])
+    sweep, scores = read_parquet(paths["sweep"]), read_parquet(paths["scores"])
+    metric = load(SweepParams).metric
+    layer, pos = chosen_cell(steer_params.layer, steer_params.position, metric, sweep, scores)
+    check_cell(layer, pos, meta["layers"], meta["positions"], "steer.layer/position")
+    unit, _ = steering_unit(tensors, meta, layer, pos, steer_params.scale)
+    problems = read_parquet(paths["problems"])
+    model, tok = load_from_params(load(ModelParams))
+    records = []
+    for c in p.coefficients:
+        vector = c * unit
+        fields = {"condition": dose_name(c), "coefficient": c, "layer": layer, "position": pos}
+        fields["vector_norm"] = round(float(vector.norm()), 4)
+        steering = Steer(layer, vector)
+        records += solve(model, tok, problems, p.generation, steer=steering, fields=fields)
+    write_parquet(records, paths["solutions"])
+    print(
+        f"cell (layer {layer}, position {pos}, {steer_params.scale}); "
+        f"coefficients {p.coefficients}: "
+        f"{len(records)} solutions, {sum(r['finished'] for r in records)} ended before the limit"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
