@@ -35,9 +35,10 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
 
 
 def test_exp_run_with_set_param(repo: Path) -> None:
-    # a new steer cell re-runs steer and what follows it; nothing before steer
+    # a new steer cell re-runs steer, the steered solutions (they take steer's cell) and what
+    # follows them; nothing before steer, and not the control solutions
     proc = run(repo, "dvc", "exp", "run", "-S", "steer.layer=2", "-S", "steer.position=1")
-    assert ran(proc) == {"steer", "judge@steer", "report"}
+    assert ran(proc) == {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "data/report/metrics.json" in text and "fisher_p" in text
@@ -58,7 +59,8 @@ def _experiment(shown: object, name: str) -> dict | None:
 
 
 def test_queued_sweep(repo: Path) -> None:
-    for layer in (1, 2):
+    # a sweep of steer's coefficient, which only steer reads (the solve stages have their own)
+    for coefficient in (0.5, 2.0):
         run(
             repo,
             "dvc",
@@ -66,11 +68,9 @@ def test_queued_sweep(repo: Path) -> None:
             "run",
             "--queue",
             "-S",
-            f"steer.layer={layer}",
-            "-S",
-            "steer.position=0",
+            f"steer.coefficient={coefficient}",
             "-n",
-            f"q-layer-{layer}",
+            f"q-coefficient-{coefficient}",
         )
     run(repo, "dvc", "queue", "start", "-j", "2")
     deadline = time.monotonic() + 600
@@ -80,15 +80,15 @@ def test_queued_sweep(repo: Path) -> None:
         time.sleep(3)
         status = run(repo, "dvc", "queue", "status").stdout
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
-    for layer in (1, 2):
-        line = next(x for x in status.splitlines() if f"q-layer-{layer}" in x)
+    for coefficient in (0.5, 2.0):
+        name = f"q-coefficient-{coefficient}"
+        line = next(x for x in status.splitlines() if name in x)
         assert "Success" in line, status
-        data = _experiment(shown, f"q-layer-{layer}")
-        assert data is not None, f"q-layer-{layer} not in dvc exp show"
-        params = data["params"]["params.yaml"]["data"]
-        assert (params["steer"]["layer"], params["steer"]["position"]) == (layer, 0)
+        data = _experiment(shown, name)
+        assert data is not None, f"{name} not in dvc exp show"
+        assert data["params"]["params.yaml"]["data"]["steer"]["coefficient"] == coefficient
         metrics = data["metrics"]["data/report/metrics.json"]["data"]
-        assert metrics["cell"]["layer"] == layer and metrics["steered"]["n"] == 3 * 2
+        assert metrics["cell"]["coefficient"] == coefficient and metrics["steered"]["n"] == 3 * 2
 
 
 def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) -> None:

@@ -74,5 +74,33 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     assert "| reasoning@3x2 | 28/64 | 0.125 |" in lines
 
 
+def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:
+    (tmp_path / "solve_report").mkdir()
+    control = {"coefficient": 0.0, "accuracy": _rate(3, 32), "mean_tokens": 101.25}
+    steered = {"coefficient": 1.0, "accuracy": _rate(1, 32), "mean_tokens": 60.0}
+    against = {"accuracy_difference": -0.0625, "mcnemar_p": 0.5, "tokens_difference": -41.25}
+    report = {
+        "problems": 16,
+        "samples": 2,
+        "max_new_tokens": 256,
+        "cell": {"layer": 15, "position": 1},
+        "conditions": {
+            "dose_1.0": steered | {"with_conclusion": 20, "against_control": against},
+            "control": control | {"with_conclusion": 12},
+        },
+    }
+    (tmp_path / "solve_report" / "metrics.json").write_text(json.dumps(report))
+    lines = summary(tmp_path).splitlines()
+    assert lines[0] == (
+        "Full solutions: 16 held-out problems x 2 samples, up to 256 tokens, the vector at "
+        "layer 15, position 1"
+    )
+    rows = [line for line in lines if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert rows == [
+        "| 0 | 3/32 | 101.2 | 12/32 |  |",
+        "| 1 | 1/32 | 60.0 | 20/32 | -0.062 (McNemar p = 0.5), -41.2 |",
+    ]
+
+
 def test_summary_without_results(tmp_path: Path) -> None:
     assert summary(tmp_path) == f"no results under {tmp_path}/ yet: run dvc repro"

@@ -73,11 +73,37 @@ def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list
     return lines
 
 
+def full_solutions(report: dict[str, Any]) -> list[str]:
+    cell = report["cell"]
+    lines = [
+        f"Full solutions: {report['problems']} held-out problems x {report['samples']} samples, "
+        f"up to {report['max_new_tokens']} tokens, the vector at layer {cell['layer']}, "
+        f"position {cell['position']}",
+        "",
+        "| coefficient | right | mean tokens | with a conclusion | vs control: accuracy, tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for c in sorted(report["conditions"].values(), key=lambda c: c["coefficient"]):
+        acc, vs = c["accuracy"], c.get("against_control")
+        versus = "" if vs is None else (
+            f"{vs['accuracy_difference']:+.3f} (McNemar p = {vs['mcnemar_p']:.2g}), "
+            f"{vs['tokens_difference']:+.1f}"
+        )  # fmt: skip
+        lines.append(
+            f"| {c['coefficient']:g} | {acc['count']}/{acc['n']} | {c['mean_tokens']:.1f} | "
+            f"{c['with_conclusion']}/{acc['n']} | {versus} |"
+        )
+    return lines
+
+
 def summary(data: Path = Path("data")) -> str:
     lines: list[str] = []
     report = _read(data / "report" / "metrics.json")
     if report:
         lines += experiment_a(report) + [""]
+    solved = _read(data / "solve_report" / "metrics.json")
+    if solved:
+        lines += full_solutions(solved) + [""]
     neuron_report = _read(data / "neuron_report" / "metrics.json")
     if neuron_report:
         lines += experiment_b(neuron_report, _read(data / "neurons" / "metrics.json")) + [""]

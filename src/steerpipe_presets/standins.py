@@ -204,8 +204,7 @@ def math_rows(n: int = 8) -> list[dict[str, Any]]:
     """Rows in MATH-500's schema (problem, answer; LaTeX answers): the first two are problems
     of ``steps_rows``, which the solve stage must leave out."""
     rows = [
-        {"problem": row["problem"], "answer": str(2 * i + 3)}
-        for i, row in enumerate(steps_rows(2))
+        {"problem": row["problem"], "answer": str(2 * i + 3)} for i, row in enumerate(steps_rows(2))
     ]
     for i in range(n - 2):
         rows.append({"problem": f"What is $\\frac{{{i + 1}}}{{2}}$ doubled?", "answer": str(i + 1)})
