@@ -58,7 +58,8 @@ def test_unknown_keys_and_presets_are_errors() -> None:
 
 def test_paper_a_command() -> None:
     cmd = command("paper-a", extra=["steer.layer=auto"], root=ROOT)
-    assert cmd[:5] == ["dvc", "exp", "run", "-n", "paper-a"] and cmd[-1] == "report"
+    assert cmd[:5] == ["dvc", "exp", "run", "-n", "paper-a"]
+    assert cmd[-2:] == ["report", "solve_report"]  # the targets, after the -S pairs
     sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
     for want in (
         "model.name='deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B'",
@@ -74,6 +75,9 @@ def test_paper_a_command() -> None:
         "sampling.top_p=0.95",
         "steer.position=1",
         "judge.backend='anthropic'",
+        "solve.problems.source='HuggingFaceH4/MATH-500'",
+        "solve.problems.n='all'",
+        "solve.generation.max_new_tokens=32768",
     ):
         assert want in sets, want
     # the user's value replaces the preset's 11: one -S per key, the user's last
@@ -85,7 +89,7 @@ def test_a_variant_extends_its_preset() -> None:
     auto = load_preset("paper-a-auto", ROOT)
     base = load_preset("paper-a", ROOT)
     assert auto["params"]["steer"]["layer"] == auto["params"]["steer"]["position"] == "auto"
-    assert auto["params"]["sweep"] == base["params"]["sweep"] and auto["target"] == "report"
+    assert auto["params"]["sweep"] == base["params"]["sweep"] and auto["target"] == base["target"]
     sets = command("paper-a-auto", root=ROOT)
     assert "steer.layer='auto'" in sets and "model.dtype='bfloat16'" in sets
     assert sets[4] == "paper-a-auto"
@@ -173,6 +177,14 @@ def test_paper_a_dry_run(tmp_path: Path) -> None:
     sweep = pq.read_table(repo / "data/sweep/generations.parquet").to_pylist()
     assert {(r["layer"], r["position"]) for r in sweep} == {(5, 0), (5, 1), (11, 0), (11, 1)}
     assert "| control |" in proc.stdout and "22/250 = 0.088" in proc.stdout
+    # the solve step, on a stand-in in MATH-500's schema whose first two problems are the
+    # steps stand-in's: those are left out
+    problems = pq.read_table(repo / "data/solve_problems/problems.parquet").to_pylist()
+    assert [r["index"] for r in problems] == [2, 3, 4]
+    solved = json.loads((repo / "data/solve_report/metrics.json").read_text())
+    assert set(solved["conditions"]) == {"control", "dose_0.5", "dose_1.0"}
+    assert solved["max_new_tokens"] == 4 and solved["cell"]["layer"] == 11
+    assert all(c["accuracy"]["n"] == 3 * 2 for c in solved["conditions"].values())
     assert not (repo / "data/neuron_report").exists()  # only experiment A's chain ran
 
 
