@@ -180,7 +180,8 @@ def test_paper_a_dry_run(tmp_path: Path) -> None:
     # the solve step, on a stand-in in MATH-500's schema whose first two problems are the
     # steps stand-in's: those are left out
     problems = pq.read_table(repo / "data/solve_problems/problems.parquet").to_pylist()
-    assert [r["index"] for r in problems] == [2, 3, 4]
+    indices = [r["index"] for r in problems]
+    assert len(indices) == 3 and set(indices) <= {2, 3, 4, 5, 6, 7}  # a seeded draw of the rest
     solved = json.loads((repo / "data/solve_report/metrics.json").read_text())
     assert set(solved["conditions"]) == {"control", "dose_0.5", "dose_1.0"}
     assert solved["max_new_tokens"] == 4 and solved["cell"]["layer"] == 11
