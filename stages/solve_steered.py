@@ -15,9 +15,9 @@ paired. Output: one row per solution, as ``solve_control``'s, with the cell and
 
 from __future__ import annotations
 
-from steerpipe.cells import SweepParams, check_cell, chosen_cell
+from steerpipe.cells import SweepParams
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.controls import SteerParams, dose_name, steering_unit
+from steerpipe.controls import SteerParams, dose_name, steer_vector
 from steerpipe.generation import Steer
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.solutions import SolveParams, solve
@@ -32,11 +32,16 @@ def main() -> None:
     p = load(SolveParams)
     steer_params = load(SteerParams)
     tensors, meta = read_tensors(paths["vectors"])
-    sweep, scores = read_parquet(paths["sweep"]), read_parquet(paths["scores"])
-    metric = load(SweepParams).metric
-    layer, pos = chosen_cell(steer_params.layer, steer_params.position, metric, sweep, scores)
-    check_cell(layer, pos, meta["layers"], meta["positions"], "steer.layer/position")
-    unit, _ = steering_unit(tensors, meta, layer, pos, steer_params.scale)
+    layer, pos, unit, _ = steer_vector(
+        tensors,
+        meta,
+        layer=steer_params.layer,
+        position=steer_params.position,
+        scale=steer_params.scale,
+        metric=load(SweepParams).metric,
+        judged=read_parquet(paths["sweep"]),
+        scores=read_parquet(paths["scores"]),
+    )
     problems = read_parquet(paths["problems"])
     model, tok = load_from_params(load(ModelParams))
     records = []

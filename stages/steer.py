@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import torch
 
-from steerpipe.cells import SweepParams, check_cell, chosen_cell
+from steerpipe.cells import SweepParams
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.controls import (
     SteerParams,
     control_vectors,
     dose_coefficients,
     dose_name,
-    steering_unit,
+    steer_vector,
 )
 from steerpipe.generation import SamplingParams, Steer, sample_conditions
 from steerpipe.models import ModelParams, load_from_params
@@ -43,11 +43,16 @@ def main() -> None:
     p = load(SteerParams)
     negative = load(PrepareParams).kinds[1]  # the kind the vector steers away from
     tensors, meta = read_tensors(paths["vectors"])
-    metric = load(SweepParams).metric
-    sweep, scores = read_parquet(paths["sweep"]), read_parquet(paths["scores"])
-    layer, pos = chosen_cell(p.layer, p.position, metric, sweep, scores)
-    check_cell(layer, pos, meta["layers"], meta["positions"], "steer.layer/position")
-    unit, resid_norm = steering_unit(tensors, meta, layer, pos, p.scale)
+    layer, pos, unit, resid_norm = steer_vector(
+        tensors,
+        meta,
+        layer=p.layer,
+        position=p.position,
+        scale=p.scale,
+        metric=load(SweepParams).metric,
+        judged=read_parquet(paths["sweep"]),
+        scores=read_parquet(paths["scores"]),
+    )
     vec = p.coefficient * unit
     n = None if p.n_prompts == "all" else p.n_prompts
     prompts = held_out(read_parquet(paths["examples"]), negative, n)

@@ -11,6 +11,7 @@ from steerpipe.controls import (
     dose_coefficients,
     dose_name,
     random_directions,
+    steer_vector,
     unit_vector,
 )
 
@@ -62,3 +63,27 @@ def test_condition_coefficient_places_each_condition_on_the_dose_axis() -> None:
     assert {name: condition_coefficient(name, 1.5) for name in want} == want
     assert condition_coefficient("random_0", 1.5) is None
     assert condition_coefficient(dose_name(0.1 + 0.2), 1.0) == 0.1 + 0.2  # exactly
+
+
+def test_steer_vector_takes_the_cell_by_the_metric_and_checks_it() -> None:
+    from steerpipe.config import StageError
+
+    vectors = {"vectors": torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)}
+    meta = {"layers": [5, 9], "positions": [0, 1, 2], "resid_norms": [10.0, 20.0]}
+    judged = [
+        {"layer": 9, "position": 2, "category": 1},
+        {"layer": 5, "position": 0, "category": 3},
+    ]
+    scores = [{"layer": 5, "position": 1, "score": 2.0}, {"layer": 9, "position": 0, "score": 1.0}]
+    kw = {"judged": judged, "scores": scores}
+    layer, pos, unit, norm = steer_vector(
+        vectors, meta, layer="auto", position="auto", scale="absolute", metric="judged", **kw
+    )
+    assert (layer, pos, norm) == (9, 2, 20.0) and torch.equal(unit, vectors["vectors"][1, 2])
+    layer, pos, unit, norm = steer_vector(
+        vectors, meta, layer="auto", position=0, scale="norm", metric="logprob", **kw
+    )
+    assert (layer, pos, norm) == (5, 0, 10.0)
+    assert torch.allclose(unit, vectors["vectors"][0, 0] / vectors["vectors"][0, 0].norm() * 10)
+    with pytest.raises(StageError, match="steer.layer/position: layer 7 has no vector"):
+        steer_vector(vectors, meta, layer=7, position=0, scale="norm", metric="judged", **kw)

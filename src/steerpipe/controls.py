@@ -14,10 +14,11 @@ as the work on steering thinking models gives it; with ``absolute``, of the vect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from steerpipe.cells import check_cell, chosen_cell
 from steerpipe.config import check
 
 Scale = Literal["absolute", "norm"]
@@ -72,14 +73,26 @@ def unit_vector(vector: torch.Tensor, scale: Scale, resid_norm: float | None) ->
     return (vector.double() / vector.double().norm() * resid_norm).to(vector.dtype)
 
 
-def steering_unit(
-    tensors: dict[str, torch.Tensor], meta: dict, layer: int, position: int, scale: Scale
-) -> tuple[torch.Tensor, float]:
-    """The vectors file's vector at (layer, position) at coefficient 1 (``unit_vector``), and
-    the layer's mean residual-stream norm."""
-    index = meta["layers"].index(layer)
+def steer_vector(
+    vectors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    layer: Literal["auto"] | int,
+    position: Literal["auto"] | int,
+    scale: Scale,
+    metric: Literal["judged", "logprob"],
+    judged: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+) -> tuple[int, int, torch.Tensor, float]:
+    """Steer's cell (``steer.layer`` / ``position``, ``auto`` by ``metric``:
+    ``cells.chosen_cell``) checked against the vectors file (``vectors``, ``meta``), its vector
+    at coefficient 1 (``unit_vector``) and the layer's mean residual-stream norm; for every
+    stage that steers at steer's cell."""
+    at, pos = chosen_cell(layer, position, metric, judged, scores)
+    check_cell(at, pos, meta["layers"], meta["positions"], "steer.layer/position")
+    index = meta["layers"].index(at)
     resid_norm = meta["resid_norms"][index]
-    return unit_vector(tensors["vectors"][index, position], scale, resid_norm), resid_norm
+    return at, pos, unit_vector(vectors["vectors"][index, pos], scale, resid_norm), resid_norm
 
 
 def dose_coefficients(coefficient: float, coefficients: list[float]) -> list[float]:
