@@ -60,3 +60,23 @@ def test_cell_score_is_the_positive_kinds_change_minus_the_negatives() -> None:
     assert out == {"score": 1.5 + 0.75, "positive_change": 1.5, "negative_change": -0.75}
     with pytest.raises(ValueError, match="both kinds"):
         cell_score(plain, steered, [True] * 4)
+
+
+def test_the_head_on_scored_positions_only_gives_the_full_heads_bits(tiny_model) -> None:
+    """The head and log-softmax run only where a scored token is predicted; on the CPU that is
+    bit for bit what the whole padded batch's logits give at those positions."""
+    from steerpipe.activations import right_pad
+
+    g = torch.Generator().manual_seed(1)
+    rows = scored_rows(EXAMPLES, n_tokens=3)
+    steers = [None, Steer(1, 3 * torch.randn(64, generator=g)), None]
+    got = opening_logprobs(tiny_model, rows, steers, pad_id=2, batch_size=3, progress=False)
+    ids, mask = right_pad([r for r, _ in rows], 2)
+    deltas = {1: torch.zeros(3, 64)}
+    deltas[1][1] = steers[1].vector  # type: ignore[union-attr]
+    with torch.no_grad(), add_to_resid_pre(tiny_model, deltas):
+        logp = torch.log_softmax(tiny_model(input_ids=ids, attention_mask=mask).logits.double(), -1)
+    for j, (row, k) in enumerate(rows):
+        n = len(row)
+        whole = logp[j, n - k - 1 : n - 1].gather(-1, torch.tensor(row[n - k :])[:, None]).sum()
+        assert got[j] == float(whole)  # exactly
