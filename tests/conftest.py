@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from pipeline_repo import build_repo, restore
 from tiny import tiny_config
 from transformers import LlamaForCausalLM, PreTrainedModel
@@ -61,11 +63,40 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenize
     return folder
 
 
+@pytest.fixture(scope="session")
+def first_build(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+    """The tiny pipeline run once and committed (``pipeline_repo``), once per test run: under
+    ``pytest -n 2`` the first worker to ask builds it in the run's shared folder while the other
+    waits on a file lock (xdist's recipe for a session fixture that runs once), which saves one
+    of two three-minute builds. Nobody works in it: each module copies it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    build = shared / "pipeline-build"
+    with FileLock(str(shared / "pipeline-build.lock")):
+        if not (build / "built").exists():
+            shutil.rmtree(build, ignore_errors=True)  # a build that failed halfway
+            model_dir = build / "tiny-llama"  # here, so that every copy's model.name exists
+            model_dir.mkdir(parents=True)
+            tiny_config(len(tokenizer)).save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
+            build_repo(_new_dir(build / "repo"), model_dir)
+            (build / "built").touch()
+    return build / "repo"
+
+
+def _new_dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 @pytest.fixture(scope="module")
-def built_repo(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny pipeline run once and committed (``pipeline_repo``): one repository per test
-    module that asks, so that the pipeline modules run side by side under ``pytest -n 2``."""
-    return build_repo(tmp_path_factory.mktemp("pipeline"), tiny_model_dir)
+def built_repo(tmp_path_factory: pytest.TempPathFactory, first_build: Path) -> Path:
+    """A copy of ``first_build`` for each test module that asks, so that the pipeline modules
+    run side by side under ``pytest -n 2``, each in its own repository."""
+    copy = tmp_path_factory.mktemp("pipeline") / "repo"
+    shutil.copytree(first_build, copy, symlinks=True)
+    return copy
 
 
 @pytest.fixture
@@ -92,7 +123,16 @@ def model_on_device(tiny_model: PreTrainedModel, device: str) -> PreTrainedModel
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (a stable sort): under ``pytest -n 2`` the pipeline groups, then the
-    other minute-long runs, are handed out before the many short tests that fill the gaps, so
-    that the two workers finish together."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The order in which ``pytest -n 2 --dist loadgroup --no-loadscope-reorder`` hands out the
+    work (a stable sort): the ``pipeline`` group (it builds ``first_build``), then the other
+    minute-long runs, then the ``pipeline_experiments`` group, which by then copies the build
+    instead of waiting for it, then the many short tests that fill the gaps, so that the two
+    workers finish together."""
+
+    def rank(item: pytest.Item) -> int:
+        group = item.get_closest_marker("xdist_group")
+        if group is not None:
+            return 0 if group.args[0] == "pipeline" else 2
+        return 1 if item.get_closest_marker("slow") is not None else 3
+
+    items.sort(key=rank)

@@ -1,9 +1,10 @@
 """The tiny DVC pipeline in a scratch git repository, shared by the pipeline test modules.
 
 A tiny random Llama (from a config folder) and a local Parquet data set stand in for the
-packaged model and the hub data set, so a full ``dvc repro`` takes about two minutes on the
-2-core machine. Each test module builds its own repository (``build_repo``), so that the two
-can run side by side (``pytest -n 2``); each test starts from the first commit (``restore``).
+packaged model and the hub data set, so a full ``dvc repro`` takes about three minutes on the
+2-core machine. It is built once per test run (``build_repo``, through conftest's
+``first_build``) and each test module works in its own copy, so that the two can run side by
+side (``pytest -n 2``); each test starts from the first commit (``restore``).
 """
 
 from __future__ import annotations
