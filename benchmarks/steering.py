@@ -43,7 +43,8 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from steerpipe.activations import capture_resid_pre
-from steerpipe.generation import Steer, generate
+from steerpipe.generation import generate
+from steerpipe.hooks import Steer
 from steerpipe.models import load_bridge, load_model, load_tokenizer, parse_dtype
 from steerpipe_presets.standins import real_config, write_model
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from steerpipe.cells import SweepParams
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.controls import SteerParams, dose_name, steer_vector
-from steerpipe.generation import Steer
+from steerpipe.hooks import Steer
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.solutions import SolveParams, solve
 from steerpipe.storage import read_parquet, read_tensors, write_parquet

@@ -29,7 +29,8 @@ from steerpipe.controls import (
     dose_name,
     steer_vector,
 )
-from steerpipe.generation import SamplingParams, Steer, sample_conditions
+from steerpipe.generation import SamplingParams, sample_conditions
+from steerpipe.hooks import Steer
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams, held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet

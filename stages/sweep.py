@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from steerpipe.cells import SweepParams, check_cell
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.generation import SamplingParams, Steer, sample_conditions
+from steerpipe.generation import SamplingParams, sample_conditions
+from steerpipe.hooks import Steer
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams, held_out
 from steerpipe.storage import read_parquet, read_tensors, write_parquet

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from steerpipe.cells import SweepParams, check_cell
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.generation import SamplingParams, Steer
+from steerpipe.generation import SamplingParams
+from steerpipe.hooks import Steer
 from steerpipe.logprob import cell_score, opening_logprobs, scored_rows
 from steerpipe.models import ModelParams, load_from_params
 from steerpipe.prompts import PrepareParams

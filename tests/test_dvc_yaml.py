@@ -177,3 +177,24 @@ def test_the_runtime_never_imports_the_presets() -> None:
     for path in [*(ROOT / "stages").glob("*.py"), *(ROOT / "src/steerpipe").glob("*.py")]:
         found = steerpipe_imports(path)
         assert not {m for m in found if m.split(".")[0] == "steerpipe_presets"}, path
+
+
+def module_table() -> list[str]:
+    """docs/pipeline.md's table of which stages each steerpipe module re-runs, from the deps."""
+    users: dict[str, set[str]] = {
+        p.name: set() for p in sorted((ROOT / "src" / "steerpipe").glob("*.py"))
+    }
+    for name, stage in stages().items():
+        for dep in stage["deps"]:
+            if dep.startswith("src/steerpipe/"):
+                users[Path(dep).name].add(name)
+    rows = ["| module | stages |", "|---|---|"]
+    rows += [f"| `{m}` | {', '.join(sorted(s)) or '-'} |" for m, s in users.items()]
+    return rows
+
+
+def test_the_docs_table_of_module_users_is_dvc_yamls() -> None:
+    text = (ROOT / "docs" / "pipeline.md").read_text().splitlines()
+    start = text.index("| module | stages |")
+    assert text[start : start + len(module_table())] == module_table()
+    assert not text[start + len(module_table())].startswith("|")  # no stale rows after it

@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny import params
 
-from steerpipe.generation import SamplingParams, Steer, generate, left_pad, sample_conditions
-from steerpipe.hooks import add_to_resid_pre
+from steerpipe.generation import SamplingParams, generate, left_pad, sample_conditions
+from steerpipe.hooks import Steer, add_to_resid_pre
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
 GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
@@ -124,20 +124,21 @@ def test_no_deprecation_warnings_from_our_calls(tiny_model) -> None:
 def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> None:
     """The same distribution at the first new token: the expanded prefill cache plus the last
     prompt token gives the logits of a full forward over each prompt, steered or not."""
-    from steerpipe.generation import _batch_deltas, _prefill
+    from steerpipe.generation import _prefill
+    from steerpipe.hooks import batch_deltas
 
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(6))
     steers = [None, Steer(1, vec), Steer(1, vec)]
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2]]
     ids, mask = left_pad(prompts, pad_id=2)
     first = [0, 1, 2]
-    cache = _prefill(tiny_model, ids[:, :-1], mask[:, :-1], _batch_deltas(steers, 64))
+    cache = _prefill(tiny_model, ids[:, :-1], mask[:, :-1], batch_deltas(steers, 64))
     expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
     cache.batch_select_indices(expand)
     positions = (mask.cumsum(-1) - 1)[expand, -1:]
     with (
         torch.no_grad(),
-        add_to_resid_pre(tiny_model, _batch_deltas([steers[i] for i in expand], 64)),
+        add_to_resid_pre(tiny_model, batch_deltas([steers[i] for i in expand], 64)),
     ):
         got = tiny_model(
             input_ids=ids[expand, -1:],
@@ -238,7 +239,7 @@ def test_sampling_follows_the_top_p_distribution() -> None:
     from tiny import tiny_config
     from transformers import LlamaForCausalLM
 
-    from steerpipe.generation import RowNoise, row_seed
+    from steerpipe.noise import RowNoise, row_seed
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config(vocab_size=16)).eval().requires_grad_(False)
@@ -270,47 +271,6 @@ def test_sampling_follows_the_top_p_distribution() -> None:
     assert row_seed(0, 1) != row_seed(1, 0)
     noise = RowNoise([row_seed(0, 0)])
     assert torch.isfinite(noise(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 50))).all()
-
-
-def _splitmix64_reference(x: int) -> int:
-    # Vigna's splitmix64.c (prng.di.unimi.it), the finaliser applied to the counter x,
-    # in Python's unbounded integers
-    mask = (1 << 64) - 1
-    z = (x + 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return z ^ (z >> 31)
-
-
-def test_splitmix64_is_exact_integer_arithmetic() -> None:
-    # exact bits are what make a GPU draw the same noise as the CPU: any float step or
-    # signed shift would show here on the inputs with the top bit set
-    from steerpipe.generation import splitmix64
-
-    xs = [0, 1, 12345, 2**62 + 7, 2**63 - 1, -1, -(2**63), -987654321]
-    got = splitmix64(torch.tensor(xs, dtype=torch.long)).tolist()
-    mask = (1 << 64) - 1
-    assert [g & mask for g in got] == [_splitmix64_reference(x & mask) for x in xs]
-
-
-def test_row_noise_depends_on_row_step_and_token_only() -> None:
-    from steerpipe.generation import RowNoise, row_seed
-
-    scores = torch.zeros(3, 40)
-    scores[1, 10:] = float("-inf")  # outside row 1's nucleus
-    ids = torch.zeros(3, 1, dtype=torch.long)
-    seeds = [row_seed(0, i) for i in range(3)]
-    both = RowNoise(seeds)
-    first, second = both(ids, scores), both(ids, scores)
-    alone = RowNoise(seeds[1:2])
-    assert torch.equal(alone(ids[:1], scores[1:2]), first[1:2])  # whatever shares the batch
-    assert not torch.equal(first, second)  # a new draw each step
-    assert torch.isinf(first[1, 10:]).all() and torch.isfinite(first[1, :10]).all()
-    assert len(set(first[0].tolist())) == 40  # distinct per token
-    # Gumbel(0, 1): mean 0.5772, variance pi^2 / 6 (about 1.645)
-    many = RowNoise([row_seed(1, i) for i in range(200)])(ids, torch.zeros(200, 100))
-    assert abs(many.mean().item() - 0.5772) < 0.02
-    assert abs(many.var().item() - 1.645) < 0.06
 
 
 def test_take_packs_groups_up_to_the_limit() -> None:

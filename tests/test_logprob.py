@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerpipe.generation import Steer
-from steerpipe.hooks import add_to_resid_pre
+from steerpipe.hooks import Steer, add_to_resid_pre
 from steerpipe.logprob import cell_score, opening_logprobs, scored_rows
 
 EXAMPLES = [

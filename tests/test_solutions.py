@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError
-from steerpipe.generation import Steer
+from steerpipe.hooks import Steer
 from steerpipe.solutions import (
     SolveParams,
     checker,

@@ -8,15 +8,14 @@ Rows of different layers, or steered and control rows, share a batch: each layer
 (transcoder features, recording) come in through ``batch_hook``, which is told which input
 rows each batch holds, in order.
 
-Sampling draws each row's noise from a hash of ``(seed, row, step, token)``: a sample does
-not depend on which rows share its batch, so batch sizes, shared prefills and out-of-memory
-splits never change the tokens (up to the float differences of batched kernels), and the CPU
-and a GPU draw the same noise.
+Sampling draws each row's noise from a hash of ``(seed, row, step, token)`` (``noise.py``): a
+sample does not depend on which rows share its batch, so batch sizes, shared prefills and
+out-of-memory splits never change the tokens (up to the float differences of batched kernels),
+and the CPU and a GPU draw the same noise.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -27,7 +26,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import (
     DynamicCache,
-    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
     TemperatureLogitsWarper,
@@ -36,8 +34,9 @@ from transformers import (
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import check
-from steerpipe.hooks import add_to_resid_pre
+from steerpipe.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.memory import fit_rows, in_batches
+from steerpipe.noise import RowNoise, row_seed
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,6 @@ def check_sampling(p: Any, section: str) -> None:
     check(p.batch_size >= 1, f"{section}.batch_size", "at least 1")
 
 
-@dataclass(frozen=True)
-class Steer:
-    """Add ``vector`` to the residual stream entering ``layer`` (``hook_resid_pre``)."""
-
-    layer: int
-    vector: torch.Tensor
-
-
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), left-padded to the longest row."""
     width = max(len(r) for r in rows)
@@ -80,17 +71,6 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
             ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
             mask[i, width - len(r) :] = 1
     return ids, mask
-
-
-def _batch_deltas(steers: Sequence[Steer | None], d_model: int) -> dict[int, torch.Tensor]:
-    deltas: dict[int, torch.Tensor] = {}
-    for i, s in enumerate(steers):
-        if s is None:
-            continue
-        if s.layer not in deltas:
-            deltas[s.layer] = torch.zeros(len(steers), d_model, dtype=s.vector.dtype)
-        deltas[s.layer][i] = s.vector
-    return deltas
 
 
 def generate(
@@ -169,53 +149,6 @@ def generate(
     return out
 
 
-def row_seed(seed: int, row: int) -> int:
-    """A 63-bit seed for one row, distinct across (seed, row) pairs."""
-    digest = hashlib.sha256(f"{seed}:{row}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _signed(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_GOLDEN, _M1, _M2 = map(_signed, (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-
-
-def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser on int64 tensors (the bits of uint64; products wrap, and the
-    right shifts are made logical by masking), so every device computes the same bits."""
-    z = x + _GOLDEN
-    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _M1
-    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _M2
-    return z ^ ((z >> 31) & ((1 << 33) - 1))
-
-
-class RowNoise(LogitsProcessor):
-    """Adds Gumbel noise keyed by (row seed, step, token), so that the argmax of the result
-    is a sample from ``softmax(scores)`` (the Gumbel-max trick) whatever rows share the batch.
-
-    The uniforms come from a counter-based hash in integer arithmetic, not from a device's
-    random generator: the CPU and a GPU draw the same noise, so they sample the same tokens
-    up to the float differences of their kernels. Only tokens with a finite score (the
-    top-p nucleus) need noise, which keeps the cost small next to a decoding step.
-    """
-
-    def __init__(self, seeds: list[int]) -> None:
-        self.seeds = torch.tensor(seeds, dtype=torch.long)
-        self.step = 0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        keys = splitmix64(splitmix64(self.seeds.to(scores.device)) + self.step)
-        self.step += 1
-        rows, tokens = torch.isfinite(scores).nonzero(as_tuple=True)
-        bits = splitmix64(keys[rows] + tokens)
-        u = (((bits >> 11) & ((1 << 53) - 1)).double() + 0.5) * 2.0**-53  # in (0, 1)
-        out = scores.clone()
-        out[rows, tokens] -= torch.log(-torch.log(u)).to(scores.dtype)
-        return out  # type: ignore[return-value]
-
-
 def _generate_batch(
     model: PreTrainedModel,
     batch: list[list[int]],
@@ -234,11 +167,11 @@ def _generate_batch(
     expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
     cache = None
     if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
-        first_deltas = _batch_deltas([steers[i] for i in first], d)
+        first_deltas = batch_deltas([steers[i] for i in first], d)
         cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
-    deltas = _batch_deltas([steers[i] for i in idx], d)
+    deltas = batch_deltas([steers[i] for i in idx], d)
     extra = batch_hook(idx) if batch_hook is not None else nullcontext()
     with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
         result = model.generate(  # type: ignore[operator]

@@ -18,8 +18,9 @@ the block (including an out-of-memory error) never leaves a stale hook on the mo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +34,27 @@ OUTPUT_HOOKS = ("hook_mlp_out", "mlp.hook_out")
 # Other names of the same points (TransformerLens's bridge has both).
 _ALIASES = {"ln2.hook_out": "mlp.hook_in", "ln2.hook_in": "hook_resid_mid"}
 _HOOK = re.compile(r"^(?:blocks\.(\d+)\.)?(.+)$")
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add ``vector`` to the residual stream entering ``layer`` (``hook_resid_pre``)."""
+
+    layer: int
+    vector: torch.Tensor
+
+
+def batch_deltas(steers: Sequence[Steer | None], d_model: int) -> dict[int, torch.Tensor]:
+    """Per-row steering as ``add_to_resid_pre`` takes it: for each layer a ``[rows, d_model]``
+    delta holding each row's vector, zero on the rows that do not steer that layer."""
+    deltas: dict[int, torch.Tensor] = {}
+    for i, s in enumerate(steers):
+        if s is None:
+            continue
+        if s.layer not in deltas:
+            deltas[s.layer] = torch.zeros(len(steers), d_model, dtype=s.vector.dtype)
+        deltas[s.layer][i] = s.vector
+    return deltas
 
 
 def parse_resid_pre(name: str) -> int:

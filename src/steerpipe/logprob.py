@@ -29,8 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from steerpipe.activations import right_pad
-from steerpipe.generation import Steer, _batch_deltas
-from steerpipe.hooks import add_to_resid_pre
+from steerpipe.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.memory import fit_rows, in_batches
 
 
@@ -69,7 +68,7 @@ def opening_logprobs(
 
     def work(batch: list[int]) -> None:
         ids, mask = right_pad([rows[i][0] for i in batch], pad_id)
-        deltas = _batch_deltas([steers[i] for i in batch], d)  # as generation builds them
+        deltas = batch_deltas([steers[i] for i in batch], d)  # as generation builds them
         # the head and the log-softmax only where a scored token is predicted (the token at t
         # is predicted at t - 1): over every position of the padded batch they cost 60% of the
         # body's time (2-core CPU, SmolLM2, 32 x 300 tokens: body 24 s, head 4.5 s, float64

@@ -35,7 +35,8 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.answers import extract_answer, gym_checker, math_equal, reference_answer
 from steerpipe.config import StageError, check
-from steerpipe.generation import Steer, check_sampling, generate
+from steerpipe.generation import check_sampling, generate
+from steerpipe.hooks import Steer
 from steerpipe.labels import CONCLUDING, VERIFYING, classify_opening
 from steerpipe.prompts import chat_prompt_ids
 from steerpipe.storage import load_table
