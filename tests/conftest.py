@@ -57,7 +57,10 @@ def tiny_model(tokenizer: Tokenizer) -> PreTrainedModel:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
     """A folder with a tiny Llama config and the tokenizer: ``model.name`` for random_init."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
+
+
+def write_tiny_model(folder: Path, tokenizer: Tokenizer) -> Path:
     tiny_config(len(tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -76,27 +79,21 @@ def first_build(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) 
     with FileLock(str(shared / "pipeline-build.lock")):
         if not (build / "built").exists():
             shutil.rmtree(build, ignore_errors=True)  # a build that failed halfway
-            model_dir = build / "tiny-llama"  # here, so that every copy's model.name exists
-            model_dir.mkdir(parents=True)
-            tiny_config(len(tokenizer)).save_pretrained(model_dir)
-            tokenizer.save_pretrained(model_dir)
-            build_repo(_new_dir(build / "repo"), model_dir)
+            # the model folder here, so that every copy's model.name exists
+            model_dir = write_tiny_model(build / "tiny-llama", tokenizer)
+            (build / "repo").mkdir()
+            build_repo(build / "repo", model_dir)
             (build / "built").touch()
     return build / "repo"
-
-
-def _new_dir(path: Path) -> Path:
-    path.mkdir()
-    return path
 
 
 @pytest.fixture(scope="module")
 def built_repo(tmp_path_factory: pytest.TempPathFactory, first_build: Path) -> Path:
     """A copy of ``first_build`` for each test module that asks, so that the pipeline modules
     run side by side under ``pytest -n 2``, each in its own repository."""
-    copy = tmp_path_factory.mktemp("pipeline") / "repo"
-    shutil.copytree(first_build, copy, symlinks=True)
-    return copy
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    shutil.copytree(first_build, repo, symlinks=True)
+    return repo
 
 
 @pytest.fixture
