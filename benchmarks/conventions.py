@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from steerpipe.hooks import mlp_modules, norm_gain
-from steerpipe.models import load_model
+from steerpipe.lm.hooks import mlp_modules, norm_gain
+from steerpipe.lm.models import load_model
 from steerpipe.storage import read_parquet
-from steerpipe.transcoder_formats import load_transcoder
-from steerpipe.transcoder_training import fidelity, gate_sample, next_token_loss
-from steerpipe.transcoders import Transcoder, on_transcoder
-from steerpipe.yesno import prompt_ids, render
+from steerpipe.transcoders.formats import load_transcoder
+from steerpipe.transcoders.training import fidelity, gate_sample, next_token_loss
+from steerpipe.transcoders.transcoder import Transcoder, on_transcoder
+from steerpipe.transcoders.yesno import prompt_ids, render
 
 SENTENCE = "Is a whale a mammal? Let's think step by step. All whales are mammals, so yes."
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from steerpipe.models import load_model
+from steerpipe.lm.models import load_model
 
 
 def digest(t: torch.Tensor) -> str:

@@ -5,7 +5,7 @@
 
 Each check is a row of the GPU check's table (status pass, fail or skipped, and its figures):
 
-- fit: batch sizes from the real free memory (``memory.fit_rows``, ``fit_tokens``); a
+- fit: batch sizes from the real free memory (``batch_sizes.fit_rows``, ``fit_tokens``); a
   generation batch and a capture of those sizes run, and their peak stays under what was free.
 - noise: the same seeds sample the same tokens on the device as on the CPU (float32).
 - oom: a capture whose first batch exceeds the device's memory runs out of memory for real,
@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from steerpipe import activations, gpus, memory
-from steerpipe.activations import capture_resid_pre
-from steerpipe.generation import generate
-from steerpipe.models import load_model
+from steerpipe.lm import activations, batch_sizes, gpus
+from steerpipe.lm.activations import capture_resid_pre
+from steerpipe.lm.generation import generate
+from steerpipe.lm.models import load_model
 from steerpipe_presets.standins import real_config, write_model
 
 QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
@@ -108,8 +108,8 @@ def check_fit(args: Any) -> Result:
         return "skipped", {"why": "on the CPU the caps are used as they are"}
     model = random_qwen(args.device, torch.bfloat16, small=False)
     dev = model.device
-    free = memory.free_bytes(dev) or 0
-    rows = memory.fit_rows(model, 1010, cap=100_000)
+    free = batch_sizes.free_bytes(dev) or 0
+    rows = batch_sizes.fit_rows(model, 1010, cap=100_000)
     vocab = int(model.config.vocab_size)
     gen_prompts = prompts(rows, 1000, vocab)
     start = time.perf_counter()
@@ -129,7 +129,7 @@ def check_fit(args: Any) -> Result:
             ),
         )
     gen_s = time.perf_counter() - start
-    budget = memory.fit_tokens(model, cap=10**8, longest=1000)
+    budget = batch_sizes.fit_tokens(model, cap=10**8, longest=1000)
     cap_prompts = prompts(budget // 1000 + 2, 1000, vocab, seed=1)  # two batches
     cap_peak = peak_since(
         dev,
@@ -172,7 +172,7 @@ def check_oom(args: Any) -> Result:
     model = random_qwen(args.device, torch.bfloat16, small=False)
     total = torch.cuda.get_device_properties(model.device).total_memory
     # about 1.5x the device's memory in one batch, were the budget not fitted to the memory
-    per_token = memory.activation_bytes_per_token(model) + 4 * 1000
+    per_token = batch_sizes.activation_bytes_per_token(model) + 4 * 1000
     n = int(1.5 * total / per_token / 1000) + 1
     seqs = prompts(n, 1000, int(model.config.vocab_size), seed=2)
     saved = activations.fit_tokens
@@ -216,7 +216,7 @@ def check_device_map(args: Any) -> Result:
 
 HOLD = """
 import sys, time
-from steerpipe import gpus
+from steerpipe.lm import gpus
 print(gpus.pick_device("auto"), flush=True)
 time.sleep(float(sys.argv[1]))
 """

@@ -13,7 +13,7 @@ Three kinds of work, each run both ways in one process:
 
 The seed-style loop is what the notebooks did: TransformerLens (here its ``TransformerBridge``),
 one prompt and one sample per ``generate`` call, or one prompt per forward. The pipeline's path
-is ``steerpipe.generation.generate`` and ``steerpipe.activations.capture_resid_pre``.
+is ``steerpipe.lm.generation.generate`` and ``steerpipe.lm.activations.capture_resid_pre``.
 Prompts are random token ids of the given length; generation never stops early (EOS is off),
 so both sides produce the same number of tokens. The table gives seconds, tokens per second
 (prompt and new tokens of every sample, padding excluded), the ratio to the seed loop and, for
@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from steerpipe.activations import capture_resid_pre
-from steerpipe.generation import generate
-from steerpipe.hooks import Steer
-from steerpipe.models import load_bridge, load_model, load_tokenizer, parse_dtype
+from steerpipe.lm.activations import capture_resid_pre
+from steerpipe.lm.generation import generate
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.models import load_bridge, load_model, load_tokenizer, parse_dtype
 from steerpipe_presets.standins import real_config, write_model
 
 

@@ -17,6 +17,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 # hydra's parser (dvc exp run -S) ships as a source archive only; it builds offline
 python3 -m pip download -q --no-deps --no-binary=:all: -d .gpu/wheels \
     "$(grep '^antlr4' scripts/gpu-wheels.txt)"
-.venv/bin/python -c "from steerpipe.models import load_tokenizer
+.venv/bin/python -c "from steerpipe.lm.models import load_tokenizer
 load_tokenizer().save_pretrained('.gpu/smollm2-tokenizer')"
 du -sh .gpu

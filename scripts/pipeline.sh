@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 dvc repro "$@"
-python -m steerpipe.summary   # the headline results; `dvc metrics show` lists every metric
+python -m steerpipe.results.summary   # the headline results; `dvc metrics show` lists every metric

@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from steerpipe.activations import capture_resid_pre
 from steerpipe.config import StageError, check, load, run_stage, stage_args
-from steerpipe.models import ModelParams, load_from_params, n_layers, resolve_layers
+from steerpipe.lm.activations import capture_resid_pre
+from steerpipe.lm.models import ModelParams, load_from_params, n_layers, resolve_layers
 from steerpipe.storage import read_parquet, tensor_file
 
 INPUTS = ("examples",)

@@ -14,7 +14,7 @@ With ``judge.backend: anthropic`` this needs ANTHROPIC_API_KEY; see docs/judge.m
 from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.judge import JudgeParams, RuleJudge, agreement, make_judge
+from steerpipe.steering.judge import JudgeParams, RuleJudge, agreement, make_judge
 from steerpipe.storage import read_parquet, write_json, write_parquet
 
 INPUTS = ("generations",)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.neurons import SparseRows, TracesParams, neuron_masks
 from steerpipe.storage import read_tensors, write_json, write_tensors
-from steerpipe.transcoder_sets import read_log_frequency, resolve_source
+from steerpipe.transcoders.neurons import SparseRows, neuron_masks
+from steerpipe.transcoders.sets import read_log_frequency, resolve_source
+from steerpipe.transcoders.traces import TracesParams
 
 INPUTS = ("traces",)
 OUTPUTS = ("masks", "metrics")

@@ -7,16 +7,16 @@
 One step per problem and kind (``prepare.kinds``: the positive kind first, then the negative),
 drawn with a seeded generator, its prompt rebuilt as ``prepare.reconstruction`` says
 (``trace``: the model's own tokens up to the step; ``original``: the notebook's rule; see
-``prompts``); steps shorter than ``min_step_tokens`` or prompts longer than
+``steerpipe/steering/prepare.py``); steps shorter than ``min_step_tokens`` or prompts longer than
 ``max_prompt_tokens`` are dropped; the first ``test_size`` of each kind are the test set.
 """
 
 from __future__ import annotations
 
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.models import ModelParams, load_tokenizer
-from steerpipe.prompts import PrepareParams, select_examples, steps_of_kind
-from steerpipe.steps import read_steps
+from steerpipe.lm.models import ModelParams, load_tokenizer
+from steerpipe.steering.prepare import PrepareParams, select_examples, steps_of_kind
+from steerpipe.steering.steps import read_steps
 from steerpipe.storage import write_json, write_parquet
 
 INPUTS = ("steps",)

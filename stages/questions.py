@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from steerpipe.config import check, load, run_stage, stage_args
 from steerpipe.storage import write_json, write_parquet
-from steerpipe.yesno import load_questions, split_questions
+from steerpipe.transcoders.yesno import load_questions, split_questions
 
 INPUTS: tuple[str, ...] = ()
 OUTPUTS = ("trace", "eval", "metrics")

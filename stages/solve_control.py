@@ -5,7 +5,7 @@
     reads `model` and `solve.generation` (not the coefficients: changing those leaves it cached)
 
 Each problem is solved ``n_samples`` times, up to ``max_new_tokens`` tokens,
-in batches with the KV cache (``steerpipe/solutions.py``). Output: one row per solution
+in batches with the KV cache (``steerpipe/steering/solutions.py``). Output: one row per solution
 (``condition`` control, ``coefficient`` 0, ``problem``, ``sample``, ``ids``, ``text``,
 ``n_tokens``, ``finished``); ``solve_report`` scores it.
 """
@@ -13,8 +13,8 @@ in batches with the KV cache (``steerpipe/solutions.py``). Output: one row per s
 from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.solutions import SolveParams, solve
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.solutions import SolveParams, solve
 from steerpipe.storage import read_parquet, write_parquet
 
 INPUTS = ("problems",)

@@ -6,15 +6,15 @@
 
 ``solve.problems.source: gym`` draws instances of a reasoning-gym task (``task``: by default the
 steps data set's; its own seed); a hub id or a local Parquet file gives problems with answers.
-Problems whose text is in the steps data set are left out (``steerpipe/solutions.py``).
+Problems whose text is in the steps data set are left out (``steerpipe/steering/solutions.py``).
 Outputs: one row per problem (``index``, ``problem``, ``answer``, ``entry``) and metrics.
 """
 
 from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.solutions import SolveParams, load_problems
-from steerpipe.steps import read_steps
+from steerpipe.steering.solutions import SolveParams, load_problems
+from steerpipe.steering.steps import read_steps
 from steerpipe.storage import write_json, write_parquet
 
 INPUTS = ("steps",)

@@ -5,144 +5,34 @@
                                --dose_table --dose_figure
     reads `model.name` (its tokenizer), `solve` (problems, generation) and `stats`
 
-Each solution is scored (``steerpipe/solutions.py``): its answer (``steerpipe/answers.py``;
-none readable counts as unparsable, and as wrong), right or not by the task's verifier, its
-tokens, the tokens before its first conclusion-like step and its verification-like steps
-(each line and sentence labelled by its opening, with the rule labeller's patterns). Per condition
-(control at coefficient 0, then ``dose_<c>``): accuracy with a Wilson interval and one over
-problems (a bootstrap), the mean lengths with intervals over problems; against control on the
-same problems and samples (paired: the same noise), the accuracy difference with an interval
-over problems, a sign-flip test of the per-problem differences and McNemar's exact test on the
-solutions, and the same for the length. Outputs: the scored solutions, metrics, the
+Each solution is scored (``steerpipe/steering/solutions.py``): its answer
+(``steerpipe/steering/answers.py``; none readable counts as unparsable, and as wrong), right or
+not by the task's verifier, its tokens, the tokens before its first conclusion-like step and
+its verification-like steps (each line and sentence labelled by its opening, with the rule
+labeller's patterns). Per condition (control at coefficient 0, then ``dose_<c>``): accuracy
+with a Wilson interval and one over problems (a bootstrap), the mean lengths with intervals
+over problems; against control on the same problems and samples (paired: the same noise), the
+accuracy difference with an interval over problems, a sign-flip test of the per-problem
+differences and McNemar's exact test on the solutions, and the same for the length
+(``steerpipe/results/solve_report.py``). Outputs: the scored solutions, metrics, the
 dose-response table (a DVC plot) and its figure (accuracy and length against coefficient).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any
-
-import numpy as np
-
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.models import ModelParams, load_tokenizer
-from steerpipe.plots import plt, save_png, write_csv
-from steerpipe.solutions import SolveParams, checker, score
-from steerpipe.stats import (
-    StatsParams,
-    cluster_ci,
-    mcnemar_p,
-    pooled_difference,
-    pooled_rate,
-    rate_summary,
-    sign_flip_p,
-)
+from steerpipe.lm.models import ModelParams, load_tokenizer
+from steerpipe.results.solve_report import plot_solution_dose, solve_metrics
+from steerpipe.stats import StatsParams
+from steerpipe.steering.solutions import SolveParams, checker, score
 from steerpipe.storage import read_parquet, write_json, write_parquet
 
 INPUTS = ("problems", "control", "steered")
 OUTPUTS = ("scored", "metrics", "dose_table", "dose_figure")
 
 
-def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis)
-
-
-def per_problem(rows: list[dict[str, Any]], key: str) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = defaultdict(list)
-    for r in rows:
-        out[r["problem"]].append(float(r[key]))
-    return out
-
-
-def summarise(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, Any]:
-    """A condition's accuracy and lengths, with intervals over problems."""
-    kw = {"seed": p.seed, "n_resamples": p.n_resamples}
-    correct, tokens = per_problem(rows, "correct"), per_problem(rows, "n_tokens")
-    concluding = [r["conclusion_tokens"] for r in rows if r["conclusion_tokens"] is not None]
-    out: dict[str, Any] = {
-        "coefficient": rows[0]["coefficient"],
-        "vector_norm": rows[0]["vector_norm"],
-        "accuracy": rate_summary(sum(r["correct"] for r in rows), len(rows)),
-        "unparsable": sum(r["answer"] is None for r in rows),
-        "finished": sum(r["finished"] for r in rows),
-        "mean_tokens": float(np.mean([r["n_tokens"] for r in rows])),
-        "with_conclusion": len(concluding),
-        "mean_tokens_to_conclusion": float(np.mean(concluding)) if concluding else None,
-        "mean_verification_steps": float(np.mean([r["verification_steps"] for r in rows])),
-    }
-    if len(correct) >= 2:
-        hits = [sum(v) for v in correct.values()]
-        totals = [len(v) for v in correct.values()]
-        lo, hi = cluster_ci(pooled_rate, (hits, totals), **kw)
-        out["accuracy"] |= {"problem_ci95_low": lo, "problem_ci95_high": hi}
-        lo, hi = cluster_ci(_mean, ([float(np.mean(v)) for v in tokens.values()],), **kw)
-        out["tokens_ci95_low"], out["tokens_ci95_high"] = lo, hi
-    return out
-
-
-def against_control(
-    rows: list[dict[str, Any]], control: list[dict[str, Any]], p: StatsParams
-) -> dict[str, Any]:
-    """A condition against control on the same problems and samples."""
-    kw = {"seed": p.seed, "n_resamples": p.n_resamples}
-    base = {(r["problem"], r["sample"]): r for r in control}
-    only_mine = sum(r["correct"] and not base[r["problem"], r["sample"]]["correct"] for r in rows)
-    only_base = sum(base[r["problem"], r["sample"]]["correct"] and not r["correct"] for r in rows)
-    mine, theirs = per_problem(rows, "correct"), per_problem(control, "correct")
-    problems = sorted(mine)
-    acc = [float(np.mean(mine[k]) - np.mean(theirs[k])) for k in problems]
-    mine_t, theirs_t = per_problem(rows, "n_tokens"), per_problem(control, "n_tokens")
-    tok = [float(np.mean(mine_t[k]) - np.mean(theirs_t[k])) for k in problems]
-    rate = np.mean([r["correct"] for r in rows]) - np.mean([r["correct"] for r in control])
-    out: dict[str, Any] = {
-        "accuracy_difference": float(rate),
-        "right_under_control_only": only_base,
-        "right_under_condition_only": only_mine,
-        "mcnemar_p": mcnemar_p(only_mine, only_base),
-        "tokens_difference": float(np.mean(tok)),
-    }
-    if len(problems) >= 2:
-        columns = [[f(v[k]) for k in problems] for v in (mine, theirs) for f in (sum, len)]
-        lo, hi = cluster_ci(pooled_difference, columns, **kw)
-        out["accuracy_ci95_low"], out["accuracy_ci95_high"] = lo, hi
-        out["accuracy_sign_flip_p"] = sign_flip_p(acc, **kw)
-        out["tokens_ci95_low"], out["tokens_ci95_high"] = cluster_ci(_mean, (tok,), **kw)
-        out["tokens_sign_flip_p"] = sign_flip_p(tok, **kw)
-    return out
-
-
-def plot_dose(conditions: dict[str, dict[str, Any]], paths: dict) -> None:
-    points = sorted(conditions.values(), key=lambda q: q["coefficient"])
-    header = ["coefficient", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high"]
-    header += ["mean_tokens", "tokens_ci95_low", "tokens_ci95_high", "n"]
-    rows = []
-    for q in points:
-        a = q["accuracy"]
-        rows.append(
-            [q["coefficient"], a["rate"], a.get("problem_ci95_low"), a.get("problem_ci95_high")]
-            + [q["mean_tokens"], q.get("tokens_ci95_low"), q.get("tokens_ci95_high"), a["n"]]
-        )
-    write_csv(header, rows, paths["dose_table"])
-    x = [r[0] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (y, lo, hi), label in zip(
-        axes, ((1, 2, 3), (4, 5, 6)), ("accuracy", "mean tokens"), strict=True
-    ):
-        err = [
-            [r[y] - r[lo] if r[lo] is not None else 0.0 for r in rows],
-            [r[hi] - r[y] if r[hi] is not None else 0.0 for r in rows],
-        ]
-        ax.errorbar(x, [r[y] for r in rows], yerr=err, marker="o", capsize=3)
-        ax.set_xlabel("coefficient (0: control)")
-        ax.set_ylabel(label)
-    axes[0].set_ylim(0, 1)
-    fig.suptitle("full solutions against the steering coefficient; 95% intervals over problems")
-    save_png(fig, paths["dose_figure"])
-
-
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
-    p = load(StatsParams)
     solving = load(SolveParams)
     tok = load_tokenizer(load(ModelParams).name)
     problems = {r["index"]: r for r in read_parquet(paths["problems"])}
@@ -152,15 +42,8 @@ def main() -> None:
         measures = score(r, problems[r["problem"]], tok, right=right)
         rows.append({k: v for k, v in r.items() if k != "ids"} | measures)
     write_parquet(rows, paths["scored"])
-    by_condition: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_condition[r["condition"]].append(r)
-    control = by_condition["control"]
-    conditions = {name: summarise(group, p) for name, group in by_condition.items()}
-    for name, group in by_condition.items():
-        if name != "control":
-            conditions[name]["against_control"] = against_control(group, control, p)
-    steered = next(g[0] for name, g in by_condition.items() if name != "control")
+    conditions = solve_metrics(rows, load(StatsParams))
+    steered = next(r for r in rows if r["condition"] != "control")
     metrics = {
         "problems": len(problems),
         "samples": solving.generation.n_samples,
@@ -169,7 +52,7 @@ def main() -> None:
         "conditions": conditions,
     }
     write_json(metrics, paths["metrics"])
-    plot_dose(conditions, paths)
+    plot_solution_dose(conditions, paths["dose_table"], paths["dose_figure"])
     for name, c in sorted(conditions.items(), key=lambda kv: kv[1]["coefficient"]):
         a = c["accuracy"]
         print(f"{name}: {a['count']}/{a['n']} right, {c['mean_tokens']:.1f} tokens on average")

@@ -8,19 +8,19 @@
 The vector is steer's: the cell ``steer.layer`` / ``steer.position`` (``auto``: the best sweep
 cell by ``sweep.metric``), in ``steer.scale``'s units, at each of ``solve.coefficients``
 (condition ``dose_<c>``), added on the prompt and every decoded token. A solution's noise is
-that of the same problem and sample under control (``steerpipe/solutions.py``), so the two are
-paired. Output: one row per solution, as ``solve_control``'s, with the cell and
+that of the same problem and sample under control (``steerpipe/steering/solutions.py``), so
+the two are paired. Output: one row per solution, as ``solve_control``'s, with the cell and
 ``vector_norm``.
 """
 
 from __future__ import annotations
 
-from steerpipe.cells import SweepParams
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.controls import SteerParams, dose_name, steer_vector
-from steerpipe.hooks import Steer
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.solutions import SolveParams, solve
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.solutions import SolveParams, solve
+from steerpipe.steering.steer import SteerParams, dose_name, steer_vector
+from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "sweep", "scores", "problems")

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import torch
 
-from steerpipe.cells import SweepParams
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.controls import (
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.prepare import PrepareParams, held_out
+from steerpipe.steering.sampling import SamplingParams, sample_conditions
+from steerpipe.steering.steer import (
     SteerParams,
     control_vectors,
     dose_coefficients,
     dose_name,
     steer_vector,
 )
-from steerpipe.generation import SamplingParams, sample_conditions
-from steerpipe.hooks import Steer
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.prompts import PrepareParams, held_out
+from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "examples", "sweep", "scores")

@@ -13,45 +13,17 @@ Outputs: the data set and its metrics (counts per kind).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
-from steerpipe.batches import ClaudeParams
-from steerpipe.claude_labels import label_rows_with_claude
-from steerpipe.config import check, load, run_stage, stage_args
-from steerpipe.generation import check_sampling
-from steerpipe.labels import count_matches
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.step_traces import build_rows
-from steerpipe.steps import gym_problems, load_rows, steps_table
+from steerpipe.claude.step_labels import label_rows_with_claude
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.gym import gym_problems
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.generated_steps import StepsParams, build_rows
+from steerpipe.steering.labels import count_matches
+from steerpipe.steering.steps import load_rows, steps_table
 from steerpipe.storage import write_json, write_parquet
 
 INPUTS: tuple[str, ...] = ()
 OUTPUTS = ("steps", "metrics")
-
-
-@dataclass(frozen=True)
-class StepsParams:
-    SECTION: ClassVar[str] = "steps"
-    source: str  # generate | a hub data set id | path/to.parquet
-    task: str  # a reasoning-gym task (source: generate)
-    n_problems: int
-    problem_seed: int
-    instruction: str  # put before each problem in the user message
-    separator: str  # between two steps of a trace
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    seed: int
-    batch_size: int
-    labeller: Literal["rule", "anthropic"]
-    label_mid_step: bool  # rule labeller: also by a later line's or sentence's opening
-    claude: ClaudeParams
-
-    def __post_init__(self) -> None:
-        check(self.n_problems >= 1, "steps.n_problems", "at least 1")
-        check(self.separator != "", "steps.separator", "not empty")
-        check_sampling(self, self.SECTION)
 
 
 def main() -> None:

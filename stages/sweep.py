@@ -12,12 +12,12 @@ Output: one row per sample; the judge stage scores it.
 
 from __future__ import annotations
 
-from steerpipe.cells import SweepParams, check_cell
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.generation import SamplingParams, sample_conditions
-from steerpipe.hooks import Steer
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.prompts import PrepareParams, held_out
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.prepare import PrepareParams, held_out
+from steerpipe.steering.sampling import SamplingParams, sample_conditions
+from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "examples")

@@ -8,7 +8,7 @@
 For each cell, the change in the teacher-forced log-probability of the first
 ``sweep.logprob_examples`` training examples of each kind's step openings when the cell's
 vector (times ``sweep.coefficient``) is added, positive kind against negative
-(``steerpipe/logprob.py``). One forward for the plain model and one per cell over the same
+(``steerpipe/steering/logprob.py``). One forward for the plain model and one per cell over the same
 examples, sharing batches (each batch mostly one example under many cells: little padding).
 Output: one row per cell (``score`` in nats, the two kinds' mean changes); ``sweep.metric:
 logprob`` makes ``steer``'s ``auto`` cell the best one.
@@ -16,13 +16,13 @@ logprob`` makes ``steer``'s ``auto`` cell the best one.
 
 from __future__ import annotations
 
-from steerpipe.cells import SweepParams, check_cell
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.generation import SamplingParams
-from steerpipe.hooks import Steer
-from steerpipe.logprob import cell_score, opening_logprobs, scored_rows
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.prompts import PrepareParams
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.logprob import cell_score, opening_logprobs, scored_rows
+from steerpipe.steering.prepare import PrepareParams
+from steerpipe.steering.sampling import SamplingParams
+from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "examples")

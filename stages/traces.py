@@ -26,14 +26,12 @@ from typing import Any
 import torch
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.feature_tracing import trace_features
-from steerpipe.models import ModelParams, load_from_params
-from steerpipe.neurons import TracesParams
+from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
-from steerpipe.transcoder_sets import placed_layers
-from steerpipe.transcoder_training import check_fidelity, fidelity, gate_sample, next_token_loss
-from steerpipe.transcoders import Transcoder
-from steerpipe.yesno import prompt_ids, render
+from steerpipe.transcoders.sets import placed_layers
+from steerpipe.transcoders.traces import TracesParams, trace_features
+from steerpipe.transcoders.training import gate_sample, gated
+from steerpipe.transcoders.yesno import prompt_ids, render
 
 INPUTS = ("questions",)
 OUTPUTS = ("layers", "traces", "metrics")
@@ -51,16 +49,9 @@ def main() -> None:
     prompts = {s: [prompt_ids(tok, x, chat_template=chat) for x in xs] for s, xs in texts.items()}
     sample = gate_sample(prompts, p.fidelity_tokens)
     pad = int(tok.pad_token_id)
-    base_loss = next_token_loss(model, sample, pad_id=pad)
-    transcoders: dict[int, Transcoder] = {}
-    metrics: dict[str, Any] = {"fidelity": {}}
     placed = placed_layers(p.transcoders, p.file, p.layers, model, input_hook=p.input_hook)
-    for tc in placed:  # each gated before the next layer is read
-        stats = fidelity(model, tc, sample, pad_id=pad, base_loss=base_loss)
-        print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
-        check_fidelity(tc, stats, p.min_fve)
-        metrics["fidelity"][f"layer_{tc.layer}"] = {**stats, "input_hook": tc.input_hook}
-        transcoders[tc.layer] = tc
+    transcoders, gate = gated(model, placed, sample, pad_id=pad, min_fve=p.min_fve)
+    metrics: dict[str, Any] = {"fidelity": gate}
     tensors: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in transcoders}
     records = []
     for style in templates:

@@ -15,56 +15,22 @@ next-token loss with and without the replacement).
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-from typing import ClassVar, Literal
-
-from steerpipe.config import check, load, run_stage, stage_args
-from steerpipe.models import ModelParams, load_from_params, n_layers, resolve_layers
-from steerpipe.prompts import chat_prompt_ids
-from steerpipe.steps import gym_problems
+from steerpipe.config import load, run_stage, stage_args
+from steerpipe.lm.models import ModelParams, load_from_params, n_layers, resolve_layers
 from steerpipe.storage import write_json
-from steerpipe.transcoder_training import (
+from steerpipe.transcoders.training import (
+    TranscoderParams,
     collect_mlp_io,
     evaluate,
     log_frequency,
     next_token_loss,
     train_transcoder,
+    training_texts,
 )
-from steerpipe.transcoders import save_transcoder
+from steerpipe.transcoders.transcoder import save_transcoder
 
 INPUTS: tuple[str, ...] = ()
 OUTPUTS = ("weights", "metrics")
-
-
-@dataclass(frozen=True)
-class TranscoderParams:
-    SECTION: ClassVar[str] = "transcoder"
-    layers: Literal["all"] | list[int]
-    tasks: list[str]  # reasoning-gym tasks whose questions are the training text
-    texts_per_task: int
-    problem_seed: int  # which questions each task gives
-    max_tokens: int  # per text
-    text_forms: list[Literal["chat", "raw"]]
-    heldout_fraction: float
-    d_sae: int
-    l1: float
-    lr: float
-    steps: int
-    batch_size: int
-    token_budget: int
-    seed: int  # the text order and the training
-
-    def __post_init__(self) -> None:
-        key = "transcoder"
-        check(bool(self.tasks), f"{key}.tasks", "a non-empty list of reasoning-gym tasks")
-        check(self.texts_per_task >= 1, f"{key}.texts_per_task", "at least 1")
-        check(self.max_tokens >= 2, f"{key}.max_tokens", "at least 2")
-        check(bool(self.text_forms), f"{key}.text_forms", "a non-empty list of chat and raw")
-        check(0 < self.heldout_fraction < 1, f"{key}.heldout_fraction", "in (0, 1)")
-        for name in ("d_sae", "steps", "batch_size", "token_budget"):
-            check(getattr(self, name) >= 1, f"{key}.{name}", "at least 1")
-        check(self.l1 >= 0 and self.lr > 0, f"{key}.l1/lr", "l1 >= 0 and lr > 0")
 
 
 def main() -> None:
@@ -73,19 +39,7 @@ def main() -> None:
     model_params = load(ModelParams)
     model, tok = load_from_params(model_params)
     layers = resolve_layers(p.layers, n_layers(model), "transcoder.layers")
-    texts = [q for task in p.tasks for q in gym_problems(task, p.texts_per_task, p.problem_seed)]
-    random.Random(p.seed).shuffle(texts)
-
-    def encode(text: str) -> list[list[int]]:
-        return [
-            (chat_prompt_ids(tok, text) if form == "chat" else list(tok(text).input_ids))
-            for form in p.text_forms
-        ]
-
-    n_held = max(1, int(len(texts) * p.heldout_fraction))
-    cut = p.max_tokens
-    train = [s[:cut] for t in texts[n_held:] for s in encode(t)]
-    held = [s[:cut] for t in texts[:n_held] for s in encode(t)]
+    train, held = training_texts(tok, p)
     pad = int(tok.pad_token_id)
     budget = p.token_budget
     base_loss = next_token_loss(model, held, token_budget=budget, pad_id=pad)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.prompts import PrepareParams
+from steerpipe.steering.prepare import PrepareParams
 from steerpipe.storage import iter_rows, read_metadata, write_json, write_tensors
 
 INPUTS = ("activations",)

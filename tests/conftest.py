@@ -24,7 +24,7 @@ from tiny import tiny_config
 from transformers import LlamaForCausalLM, PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.models import PACKAGED_SMOLLM2, load_tokenizer, randomize_norms
+from steerpipe.lm.models import PACKAGED_SMOLLM2, load_tokenizer, randomize_norms
 
 # Under pytest-xdist (scripts/test.sh runs two workers on the two-core CI machine) each worker
 # and the stages it starts get one torch thread: OpenMP threads that outnumber the cores spin

@@ -30,7 +30,7 @@ def completion(params: dict[str, Any]) -> str:
 
 def rule_answer(cid: str, params: dict[str, Any], attempt: int) -> tuple[str, str]:
     """Answer as the offline rule judge would, so both backends must agree."""
-    from steerpipe.labels import classify_opening
+    from steerpipe.steering.labels import classify_opening
 
     return "succeeded", str(classify_opening(completion(params)))
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 from tiny import synthetic_rows
 
-from steerpipe.steps import SCHEMA
+from steerpipe.steering.steps import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = {

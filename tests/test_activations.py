@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerpipe.activations import capture_resid_pre, token_batches
-from steerpipe.models import load_bridge
+from steerpipe.lm.activations import capture_resid_pre, token_batches
+from steerpipe.lm.models import load_bridge
 from steerpipe.storage import read_tensors, tensor_file
 
 SEQS = [

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from steerpipe.answers import (
+from steerpipe.steering.answers import (
     boxed,
     extract_answer,
     gym_checker,

@@ -1,12 +1,15 @@
 """config: every params.yaml section is a dataclass with exactly its keys; bad values are named.
 
 The sections' classes live next to the code they configure (library modules, or the stage
-script of a section only one stage reads); ``SECTIONS`` gathers them all.
+script of a section only one stage reads); params.yaml names each one on the line above its
+section, and ``SECTIONS`` is read from those lines, so a label that is wrong fails here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_type_hints
 
@@ -15,40 +18,44 @@ import yaml
 from test_dvc_yaml import stage_module
 from tiny import ROOT
 
-from steerpipe.batches import ClaudeParams
+from steerpipe.claude.message_batches import ClaudeParams
 from steerpipe.config import StageError, load, parse
-from steerpipe.controls import SteerParams
-from steerpipe.generation import SamplingParams
-from steerpipe.judge import JudgeParams
-from steerpipe.models import ModelParams
-from steerpipe.neurons import TracesParams
-from steerpipe.prompts import PrepareParams
-from steerpipe.solutions import SolveParams
-from steerpipe.stats import StatsParams
+from steerpipe.lm.models import ModelParams
+from steerpipe.steering.generated_steps import StepsParams
+from steerpipe.steering.judge import JudgeParams
+from steerpipe.steering.prepare import PrepareParams
+from steerpipe.steering.sampling import SamplingParams
 from steerpipe_presets.presets import flatten, load_preset, merge
 
-
-def stage_class(stage: str, name: str) -> type:
-    return getattr(stage_module(ROOT / "stages" / f"{stage}.py"), name)  # type: ignore[no-any-return]
+LABEL = re.compile(r"^# (\w+) \((\S+\.py)\)$")
 
 
-SECTIONS: list[type] = [
-    ModelParams,
-    stage_class("steps_dataset", "StepsParams"),
-    PrepareParams,
-    stage_class("activations", "ActivationsParams"),
-    SamplingParams,
-    stage_class("sweep", "SweepParams"),
-    SteerParams,
-    JudgeParams,
-    StatsParams,
-    SolveParams,
-    stage_class("transcoder", "TranscoderParams"),
-    stage_class("questions", "QuestionsParams"),
-    TracesParams,
-    stage_class("neurons", "NeuronsParams"),
-    stage_class("neuron_eval", "NeuronEvalParams"),
-]
+def labelled_classes() -> dict[str, type]:
+    """Each top-level section of params.yaml and the class its label line names: ``# Class
+    (path)``, a library module under src/ or a stage script."""
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    found: dict[str, type] = {}
+    for before, line in zip(lines, lines[1:], strict=False):
+        section = re.match(r"^(\w+):", line)
+        if not section:
+            continue
+        label = LABEL.match(before)
+        assert label, f"params.yaml: no '# Class (path)' line above section {section.group(1)}"
+        name, path = label.groups()
+        if path.startswith("src/"):
+            module = importlib.import_module(path[4:-3].replace("/", "."))
+        else:
+            module = stage_module(ROOT / path)
+        found[section.group(1)] = getattr(module, name)
+    return found
+
+
+SECTIONS: list[type] = list(labelled_classes().values())
+
+
+def test_each_label_names_the_class_of_its_section() -> None:
+    for section, cls in labelled_classes().items():
+        assert section == cls.SECTION, (section, cls)  # type: ignore[attr-defined]
 
 
 def assert_same_keys(cls: type, node: dict[str, Any], key: str) -> None:
@@ -156,9 +163,8 @@ def test_ranges_and_cross_field_rules_are_checked() -> None:
     with pytest.raises(StageError, match="prepare.kinds\\[1\\] must be"):
         parse(PrepareParams, {**params["prepare"], "kinds": ["other", "answer"]}, "prepare")
     with pytest.raises(StageError, match="steps.claude.max_rounds must be at least 1"):
-        steps = stage_class("steps_dataset", "StepsParams")
         claude = {**params["steps"]["claude"], "max_rounds": 0}
-        parse(steps, {**params["steps"], "claude": claude}, "steps")
+        parse(StepsParams, {**params["steps"], "claude": claude}, "steps")
     with pytest.raises(StageError, match="judge.max_rounds must be at least 1"):
         parse(JudgeParams, {**params["judge"], "max_rounds": 0}, "judge")
     with pytest.raises(StageError, match="model.device must be"):

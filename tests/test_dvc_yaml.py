@@ -1,7 +1,9 @@
-"""dvc.yaml: every stage lists exactly the code it runs and the params sections it reads.
+"""dvc.yaml: every stage lists exactly the code it runs and the params sections it reads; the
+package's layout keeps experiment B's stages free of experiment A's code.
 
-The code a stage runs is its script plus every steerpipe module it imports, transitively;
-a module missing from deps would let an edit to it go unnoticed by ``dvc repro``.
+The code a stage runs is its script plus every steerpipe module it imports, transitively
+(``scripts/write_deps.py`` writes those deps); a module missing from deps would let an edit to
+it go unnoticed by ``dvc repro``, and a module listed for nothing would re-run the stage.
 """
 
 from __future__ import annotations
@@ -13,35 +15,28 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "steerpipe"
+EXPERIMENT_B = ("transcoder", "questions", "traces", "neurons", "neuron_eval", "neuron_report")
 
 
-def steerpipe_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("steerpipe"):
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("steerpipe")}
-    return found
+def load_script(path: Path, name: str) -> ModuleType:
+    """A Python file imported as a module named ``name`` (its ``main`` does not run)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
 
 
-def code_closure(script: Path) -> set[str]:
-    """Repository paths of the script and the steerpipe modules it reaches."""
-    seen: set[str] = set()
-    todo = [script]
-    while todo:
-        path = todo.pop()
-        rel = str(path.relative_to(ROOT))
-        if rel in seen:
-            continue
-        seen.add(rel)
-        for mod in steerpipe_imports(path):
-            todo.append(ROOT / "src" / (mod.replace(".", "/") + ".py"))
-    return seen
+write_deps = load_script(ROOT / "scripts" / "write_deps.py", "write_deps")
+code_closure = write_deps.code_closure
 
 
 def interpolate(text: str) -> str:
@@ -75,21 +70,13 @@ def stages() -> dict[str, dict]:
 def test_code_deps_are_exact() -> None:
     for name, stage in stages().items():
         script = ROOT / stage["cmd"].split()[1]
-        code_deps = {d for d in stage["deps"] if d.endswith(".py")}
+        code_deps = [d for d in stage["deps"] if d.endswith(".py")]
         assert code_deps == code_closure(script), name
 
 
 def stage_module(script: Path) -> ModuleType:
     """A stage script imported as a module (its ``main`` does not run)."""
-    name = f"stage_{script.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, script)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_script(script, f"stage_{script.stem}")
 
 
 def params_read(script: Path) -> dict[str, set[str] | None]:
@@ -174,27 +161,104 @@ def test_every_dep_exists_or_is_produced() -> None:
 
 def test_the_runtime_never_imports_the_presets() -> None:
     """Presets and stand-ins live outside the stages' import path: editing them re-runs nothing."""
-    for path in [*(ROOT / "stages").glob("*.py"), *(ROOT / "src/steerpipe").glob("*.py")]:
-        found = steerpipe_imports(path)
-        assert not {m for m in found if m.split(".")[0] == "steerpipe_presets"}, path
+    for path in [*(ROOT / "stages").glob("*.py"), *PACKAGE.rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                names += [a.name for a in node.names]
+                assert not [n for n in names if n.split(".")[0] == "steerpipe_presets"], path
 
 
-def module_table() -> list[str]:
-    """docs/pipeline.md's table of which stages each steerpipe module re-runs, from the deps."""
-    users: dict[str, set[str]] = {
-        p.name: set() for p in sorted((ROOT / "src" / "steerpipe").glob("*.py"))
-    }
-    for name, stage in stages().items():
-        for dep in stage["deps"]:
-            if dep.startswith("src/steerpipe/"):
-                users[Path(dep).name].add(name)
-    rows = ["| module | stages |", "|---|---|"]
-    rows += [f"| `{m}` | {', '.join(sorted(s)) or '-'} |" for m, s in users.items()]
-    return rows
+def test_the_generator_leaves_dvc_yaml_and_the_docs_as_they_are() -> None:
+    assert write_deps.stale() == []
 
 
-def test_the_docs_table_of_module_users_is_dvc_yamls() -> None:
-    text = (ROOT / "docs" / "pipeline.md").read_text().splitlines()
-    start = text.index("| module | stages |")
-    assert text[start : start + len(module_table())] == module_table()
-    assert not text[start + len(module_table())].startswith("|")  # no stale rows after it
+def test_a_missing_or_extra_dep_is_stale(tmp_path) -> None:
+    text = (ROOT / "dvc.yaml").read_text()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "pipeline.md").write_text((ROOT / "docs" / "pipeline.md").read_text())
+    dropped = text.replace("      - src/steerpipe/lm/hooks.py\n", "", 1)
+    assert dropped != text
+    (tmp_path / "dvc.yaml").write_text(dropped)
+    assert write_deps.stale(tmp_path) == ["dvc.yaml: stage steps_dataset's code deps"]
+    extra = text.replace(
+        "      - stages/questions.py\n",
+        "      - stages/questions.py\n      - src/steerpipe/steering/prepare.py\n",
+    )
+    (tmp_path / "dvc.yaml").write_text(extra)
+    assert write_deps.stale(tmp_path) == ["dvc.yaml: stage questions's code deps"]
+    assert write_deps.with_deps(dropped) == write_deps.with_deps(extra) == text
+
+
+def test_imports_of_a_package_reach_its_modules(tmp_path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("from steerpipe.lm import gpus, models\nimport steerpipe.stats\n")
+    found = {str(p.relative_to(PACKAGE)) for p in write_deps.imported_files(script)}
+    assert found == {"lm/gpus.py", "lm/models.py", "stats.py"}
+    script.write_text("from steerpipe.nowhere import x\n")
+    with pytest.raises(ValueError, match="no module steerpipe.nowhere"):
+        write_deps.imported_files(script)
+
+
+def test_package_inits_hold_only_a_docstring() -> None:
+    """They run on every import but are no stage's dep: nothing in them may change an output
+    (the root's ``__version__`` aside)."""
+    for init in PACKAGE.rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert body and isinstance(body[0], ast.Expr), init  # the docstring
+        rest = [ast.unparse(node) for node in body[1:]]
+        assert rest == (["__version__ = '0.1.0'"] if init.parent == PACKAGE else []), init
+
+
+def subpackage(path: str) -> str:
+    """The concern of a module: its folder under steerpipe/, or ``steerpipe`` for the top."""
+    parts = Path(path).relative_to("src/steerpipe").parts
+    return parts[0] if len(parts) > 1 else "steerpipe"
+
+
+# which concern may import which: the shared top (config, storage, plots, stats, gym) and lm/
+# under both experiments, claude/ beside them, results/ over the experiments' outputs
+ALLOWED = {
+    "steerpipe": {"steerpipe"},
+    "lm": {"steerpipe", "lm"},
+    "claude": {"steerpipe", "claude"},
+    "steering": {"steerpipe", "lm", "claude", "steering"},
+    "transcoders": {"steerpipe", "lm", "transcoders"},
+    "results": {"steerpipe", "steering", "results"},
+}
+
+
+def test_concerns_depend_one_way() -> None:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        if path.name == "__init__.py":
+            continue
+        for dep in write_deps.imported_files(path):
+            used = subpackage(str(dep.relative_to(ROOT)))
+            assert used in ALLOWED[subpackage(rel)], (rel, str(dep.relative_to(ROOT)))
+
+
+def test_experiment_b_runs_nothing_of_experiment_a() -> None:
+    """Editing how experiment A chooses its examples (or anything else of it) leaves
+    experiment B's stages up to date."""
+    for name in EXPERIMENT_B:
+        stage = stages()[name]
+        code = [d for d in stage["deps"] if d.startswith("src/")]
+        assert code, name
+        assert not [d for d in code if subpackage(d) in ("steering", "claude")], name
+
+
+def test_stage_scripts_are_short() -> None:
+    for script in sorted((ROOT / "stages").glob("*.py")):
+        assert len(script.read_text().splitlines()) <= 100, script.name
+
+
+def test_no_two_functions_share_a_name() -> None:
+    """One name per function: a name found in two modules would say two things."""
+    seen: dict[str, str] = {}
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "stages").glob("*.py")]):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name != "main":
+                where = str(path.relative_to(ROOT))
+                assert node.name not in seen, (node.name, seen.get(node.name), where)
+                seen[node.name] = where

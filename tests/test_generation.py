@@ -6,10 +6,9 @@ import warnings
 
 import pytest
 import torch
-from tiny import params
 
-from steerpipe.generation import SamplingParams, generate, left_pad, sample_conditions
-from steerpipe.hooks import Steer, add_to_resid_pre
+from steerpipe.lm.generation import generate, left_pad
+from steerpipe.lm.hooks import Steer, add_to_resid_pre
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
 GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
@@ -124,8 +123,8 @@ def test_no_deprecation_warnings_from_our_calls(tiny_model) -> None:
 def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> None:
     """The same distribution at the first new token: the expanded prefill cache plus the last
     prompt token gives the logits of a full forward over each prompt, steered or not."""
-    from steerpipe.generation import _prefill
-    from steerpipe.hooks import batch_deltas
+    from steerpipe.lm.generation import _prefill
+    from steerpipe.lm.hooks import batch_deltas
 
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(6))
     steers = [None, Steer(1, vec), Steer(1, vec)]
@@ -195,7 +194,7 @@ def test_out_of_memory_splits_the_batch(tiny_model, monkeypatch) -> None:
 
 
 def test_rows_group_by_prompt_and_vector_content() -> None:
-    from steerpipe.generation import _groups
+    from steerpipe.lm.generation import _groups
 
     vec = torch.randn(8, dtype=torch.bfloat16)
     steers = [Steer(1, vec), Steer(1, vec.clone()), Steer(2, vec), None, None]
@@ -239,7 +238,7 @@ def test_sampling_follows_the_top_p_distribution() -> None:
     from tiny import tiny_config
     from transformers import LlamaForCausalLM
 
-    from steerpipe.noise import RowNoise, row_seed
+    from steerpipe.lm.noise import RowNoise, row_seed
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config(vocab_size=16)).eval().requires_grad_(False)
@@ -276,7 +275,7 @@ def test_sampling_follows_the_top_p_distribution() -> None:
 def test_take_packs_groups_up_to_the_limit() -> None:
     from collections import deque
 
-    from steerpipe.generation import _take
+    from steerpipe.lm.generation import _take
 
     queue = deque([[0, 1], [2], [3, 4, 5, 6, 7], [8]])
     assert _take(queue, 3) == [[0, 1], [2]]
@@ -286,8 +285,8 @@ def test_take_packs_groups_up_to_the_limit() -> None:
 
 
 def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
-    import steerpipe.generation
-    from steerpipe.memory import fit_rows
+    import steerpipe.lm.generation
+    from steerpipe.lm.batch_sizes import fit_rows
 
     prompts = [p for p in PROMPTS for _ in range(4)]
     want = generate(tiny_model, prompts, batch_size=16, **GREEDY)
@@ -299,74 +298,7 @@ def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tiny_model, "generate", counting)
-    monkeypatch.setattr(steerpipe.generation, "fit_rows", lambda model, tokens, cap: min(cap, 5))
+    monkeypatch.setattr(steerpipe.lm.generation, "fit_rows", lambda model, tokens, cap: min(cap, 5))
     assert generate(tiny_model, prompts, batch_size=16, **GREEDY) == want
     assert sizes == [4, 4, 4]  # groups of 4 samples, at most 5 rows a batch
     assert fit_rows(tiny_model, 100, 7) == 7  # on the CPU the cap is the batch size
-
-
-def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model, tokenizer) -> None:
-    sampling = params(SamplingParams, max_new_tokens=3, batch_size=4)
-    prompts = [
-        {"row": 7, "step": 1, "prompt_ids": tokenizer.encode("One two")},
-        {"row": 9, "step": 0, "prompt_ids": tokenizer.encode("Three four five")},
-    ]
-    steer = Steer(1, torch.randn(64))
-    conditions = [({"condition": "control"}, None), ({"condition": "steered"}, steer)]
-    records = sample_conditions(
-        tiny_model, tokenizer, conditions, prompts, n_samples=2, sampling=sampling, seed=5
-    )
-    want = [
-        {"condition": c, "row": r, "step": k, "sample": s}
-        for c in ("control", "steered")
-        for r, k in ((7, 1), (9, 0))
-        for s in (0, 1)
-    ]
-    assert [{k: v for k, v in rec.items() if k != "text"} for rec in records] == want
-    outs = generate(
-        tiny_model,
-        [p["prompt_ids"] for _ in conditions for p in prompts for _ in range(2)],
-        steers=[None] * 4 + [steer] * 4,
-        max_new_tokens=3,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        seed=5,
-        batch_size=4,
-        pad_id=tokenizer.pad_token_id,
-    )
-    assert [r["text"] for r in records] == [
-        tokenizer.decode(o, skip_special_tokens=True) for o in outs
-    ]
-
-
-@pytest.mark.device
-def test_conditions_in_one_batch_equal_each_run_alone(model_on_device, tokenizer) -> None:
-    """The steer stage's conditions share batches; each one alone (at its place in the list)
-    samples the same texts, so nothing leaks between the rows of a batch."""
-    sampling = params(SamplingParams, max_new_tokens=5, batch_size=6, temperature=1.0)
-    prompts = [
-        {"row": 1, "step": 0, "prompt_ids": tokenizer.encode("One two")},
-        {"row": 2, "step": 3, "prompt_ids": tokenizer.encode("Three four five six")},
-    ]
-    vector = 6 * torch.randn(64, generator=torch.Generator().manual_seed(4))
-    conditions = [
-        ({"condition": "control"}, None),
-        ({"condition": "steered"}, Steer(1, vector)),
-        ({"condition": "negated"}, Steer(1, -vector)),
-        ({"condition": "other layer"}, Steer(2, vector)),
-    ]
-    kw = {"n_samples": 3, "sampling": sampling, "seed": 11}
-    together = sample_conditions(model_on_device, tokenizer, conditions, prompts, **kw)
-    for k in range(len(conditions)):
-        alone = sample_conditions(
-            model_on_device, tokenizer, conditions[k : k + 1], prompts, first_condition=k, **kw
-        )
-        assert alone == together[k * 6 : (k + 1) * 6]
-    # the conditions do differ: the test could fail
-    texts = {
-        c: [r["text"] for r in together if r["condition"] == c] for c in ("control", "steered")
-    }
-    assert texts["control"] != texts["steered"]
-    # and the key is the place in the list: at another place, the same condition redraws
-    moved = sample_conditions(model_on_device, tokenizer, conditions[1:2], prompts, **kw)
-    assert [r["text"] for r in moved] != [r["text"] for r in together[6:12]]

@@ -17,8 +17,8 @@ from gguf import GGUFReader, GGUFWriter
 from tiny import tiny_config
 
 from steerpipe.config import StageError
-from steerpipe.gguf_weights import gguf_folder, packaged_smollm2_gguf
-from steerpipe.models import load_model, randomize_norms
+from steerpipe.lm.gguf_weights import gguf_folder, packaged_smollm2_gguf
+from steerpipe.lm.models import load_model, randomize_norms
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_a_gguf_file_loads_as_model_name(tiny_gguf, tokenizer, tmp_path, monkeyp
     # converted once: the folder is found again, and the GGUF is not read a second time
     folder = gguf_folder(path)
     assert folder.parent == tmp_path and (folder / "model.safetensors").exists()
-    monkeypatch.setattr("steerpipe.gguf_weights.AutoModelForCausalLM", None)
+    monkeypatch.setattr("steerpipe.lm.gguf_weights.AutoModelForCausalLM", None)
     again, _ = load_model(str(path))
     assert torch.equal(again.model.embed_tokens.weight, model.model.embed_tokens.weight)
 
@@ -123,7 +123,7 @@ def test_a_missing_or_unreadable_gguf_says_so(tmp_path, monkeypatch) -> None:
 
 def test_the_packaged_model_has_one_folder_per_wheel_version(tmp_path, monkeypatch) -> None:
     """Every virtual environment installs its own copy of the file; they share one folder."""
-    from steerpipe.gguf_weights import local_folder
+    from steerpipe.lm.gguf_weights import local_folder
 
     monkeypatch.setenv("STEERPIPE_CACHE", str(tmp_path))
     size = packaged_smollm2_gguf().stat().st_size

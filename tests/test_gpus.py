@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from steerpipe import gpus
+from steerpipe.lm import gpus
 
 # a stage: claim one of the GPUs (or all), say which, hold until told to stop, exit
 STAGE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from steerpipe import gpus
+    from steerpipe.lm import gpus
     ids, mode = sys.argv[1].split(","), sys.argv[4]
     folder, out = Path(sys.argv[2]), Path(sys.argv[3])
     if mode == "all":

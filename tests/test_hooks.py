@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from steerpipe.config import StageError
-from steerpipe.hooks import (
+from steerpipe.lm.hooks import (
     INPUT_HOOKS,
     OUTPUT_HOOKS,
     add_to_resid_pre,
@@ -28,7 +28,7 @@ from steerpipe.hooks import (
     parse_hook,
     parse_resid_pre,
 )
-from steerpipe.models import load_bridge, randomize_norms
+from steerpipe.lm.models import load_bridge, randomize_norms
 
 IDS = torch.tensor([[1, 520, 33, 904, 77, 1500, 12]])
 

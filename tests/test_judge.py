@@ -6,7 +6,7 @@ import pytest
 from tiny import params
 
 from steerpipe.config import StageError
-from steerpipe.judge import (
+from steerpipe.steering.judge import (
     ORIGINAL_USER_PROMPT,
     ClaudeJudge,
     JudgeParams,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from steerpipe.labels import (
+from steerpipe.steering.labels import (
     CONCLUDING,
     OTHER,
     VERIFYING,

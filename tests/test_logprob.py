@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerpipe.hooks import Steer, add_to_resid_pre
-from steerpipe.logprob import cell_score, opening_logprobs, scored_rows
+from steerpipe.lm.hooks import Steer, add_to_resid_pre
+from steerpipe.steering.logprob import cell_score, opening_logprobs, scored_rows
 
 EXAMPLES = [
     {"row": 0, "step": 0, "prompt_ids": [1, 30, 500, 7000], "step_ids": [12, 13, 14, 15, 16, 17]},
@@ -64,7 +64,7 @@ def test_cell_score_is_the_positive_kinds_change_minus_the_negatives() -> None:
 def test_the_head_on_scored_positions_only_gives_the_full_heads_bits(tiny_model) -> None:
     """The head and log-softmax run only where a scored token is predicted; on the CPU that is
     bit for bit what the whole padded batch's logits give at those positions."""
-    from steerpipe.activations import right_pad
+    from steerpipe.lm.activations import right_pad
 
     g = torch.Generator().manual_seed(1)
     rows = scored_rows(EXAMPLES, n_tokens=3)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steerpipe.config import StageError
-from steerpipe.models import load_bridge, load_model, parse_dtype, supported_architectures
+from steerpipe.lm.models import load_bridge, load_model, parse_dtype, supported_architectures
 
 
 def test_random_init_from_config_folder(tiny_model_dir) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerpipe.neurons import SparseRows, matched_features, neuron_masks
+from steerpipe.transcoders.neurons import SparseRows, matched_features, neuron_masks
 
 
 def test_sparse_rows_round_trip() -> None:

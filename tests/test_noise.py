@@ -8,7 +8,7 @@ import torch
 def test_splitmix64_is_exact_integer_arithmetic() -> None:
     # exact bits are what make a GPU draw the same noise as the CPU: any float step or
     # signed shift would show here on the inputs with the top bit set
-    from steerpipe.noise import splitmix64
+    from steerpipe.lm.noise import splitmix64
 
     xs = [0, 1, 12345, 2**62 + 7, 2**63 - 1, -1, -(2**63), -987654321]
     got = splitmix64(torch.tensor(xs, dtype=torch.long)).tolist()
@@ -17,7 +17,7 @@ def test_splitmix64_is_exact_integer_arithmetic() -> None:
 
 
 def test_row_noise_depends_on_row_step_and_token_only() -> None:
-    from steerpipe.noise import RowNoise, row_seed
+    from steerpipe.lm.noise import RowNoise, row_seed
 
     scores = torch.zeros(3, 40)
     scores[1, 10:] = float("-inf")  # outside row 1's nucleus

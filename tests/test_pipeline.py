@@ -19,7 +19,7 @@ import torch
 from pipeline_repo import ALL, ran, restore, run, run_stage, set_params
 from tiny import synthetic_rows
 
-from steerpipe.steps import SCHEMA
+from steerpipe.steering.steps import SCHEMA
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
@@ -232,7 +232,7 @@ def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> N
 def test_sweep_metric_logprob_reruns_only_the_choice_and_after(repo: Path) -> None:
     """``sweep.metric`` is read only where the cell is chosen: neither sweep re-runs, and
     steer's auto cell becomes the best logprob score."""
-    from steerpipe.cells import best_scored_cell
+    from steerpipe.steering.sweep import best_scored_cell
 
     scores = pq.read_table(repo / "data/sweep_logprob/scores.parquet").to_pylist()
     assert {(r["layer"], r["position"]) for r in scores} == {(1, 0), (1, 1), (2, 0), (2, 1)}

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from tiny import ROOT
 
-from steerpipe.replication import SEEDS, experiments, main, pooled, queue_commands, report_path
+from steerpipe.results.replication import (
+    SEEDS,
+    experiments,
+    main,
+    pooled,
+    queue_commands,
+    report_path,
+)
 
 
 def report(diff: float, control: int, low: float, high: float, p: float) -> dict:

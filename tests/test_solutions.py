@@ -15,8 +15,8 @@ from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError
-from steerpipe.hooks import Steer
-from steerpipe.solutions import (
+from steerpipe.lm.hooks import Steer
+from steerpipe.steering.solutions import (
     SolveParams,
     checker,
     load_problems,

@@ -7,11 +7,12 @@ import hashlib
 import pytest
 import torch
 
-from steerpipe.activations import capture_resid_pre
-from steerpipe.models import load_bridge, load_model
-from steerpipe.prompts import chat_prompt, chat_prompt_ids, original_prompt, step_tokens
-from steerpipe.transcoder_sets import load_layers
-from steerpipe.yesno import prompt_ids
+from steerpipe.lm.activations import capture_resid_pre
+from steerpipe.lm.chat import chat_prompt, chat_prompt_ids
+from steerpipe.lm.models import load_bridge, load_model
+from steerpipe.steering.prepare import original_prompt, step_tokens
+from steerpipe.transcoders.sets import load_layers
+from steerpipe.transcoders.yesno import prompt_ids
 from steerpipe_presets.standins import ARCHITECTURES, chat_template, write_model, write_transcoders
 
 R1 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"

@@ -1,4 +1,4 @@
-"""steps: splitting, validation, the local-Parquet path of the hub loader, gym problems."""
+"""steps: splitting, validation, the local-Parquet path of the hub loader."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 from tiny import synthetic_rows
 
 from steerpipe.config import StageError
-from steerpipe.steps import (
+from steerpipe.steering.steps import (
     SCHEMA,
-    gym_problems,
     load_rows,
     read_steps,
     split_steps,
@@ -67,11 +66,3 @@ def test_validate_rows_names_the_row() -> None:
     rows[2]["problem"] = None
     with pytest.raises(StageError, match="row 2: missing field"):
         validate_rows(rows)
-
-
-def test_gym_problems_are_seeded() -> None:
-    a = gym_problems("syllogism", 3, seed=7)
-    assert a == gym_problems("syllogism", 3, seed=7) and len(set(a)) == 3
-    assert a != gym_problems("syllogism", 3, seed=8)
-    with pytest.raises(StageError, match="steps.task 'no_such_task'"):
-        gym_problems("no_such_task", 1, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steerpipe.summary import summary
+from steerpipe.results.summary import summary
 
 
 def _rate(count: int, n: int) -> dict[str, float | int]:

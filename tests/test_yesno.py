@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from steerpipe.config import StageError
-from steerpipe.prompts import chat_prompt_ids
-from steerpipe.yesno import (
+from steerpipe.steering.prepare import chat_prompt_ids
+from steerpipe.transcoders.yesno import (
     load_questions,
     parse_answer,
     prompt_ids,

@@ -1,29 +1,23 @@
 """steerpipe: a cached DVC pipeline for steering the reasoning of language models.
 
-The library holds what the stages in ``stages/`` share; each stage imports only what it runs
-(dvc.yaml lists exactly those modules as its deps). By concern:
+The stage scripts in ``stages/`` read their parameters and call this library; dvc.yaml lists,
+for each stage, exactly the modules it imports (``scripts/write_deps.py`` writes them). One
+folder per concern, each importing only the ones before it:
 
-- parameters and stages: ``config`` (typed params.yaml sections, stage paths, clear errors),
-  ``storage`` (atomic outputs: Parquet, JSON, safetensors), ``plots`` (the reports' CSV and PNG)
-- the model: ``models`` (loading; ``ModelParams``), ``gpus`` (which GPU a stage takes),
-  ``memory`` (batch sizes that fit, halving after out-of-memory), ``hooks`` (TransformerLens
-  hook points on the plain HF model)
-- experiment A, steering vectors: ``steps`` (the data set's schema and problems),
-  ``step_traces`` (the model writes and the rules label its own traces), ``labels`` (the rule
-  labeller), ``prompts`` (prompt reconstruction, example choice; ``PrepareParams``),
-  ``activations`` (resid_pre capture), ``generation`` (batched steered sampling;
-  ``SamplingParams``), ``cells`` (sweep cells, the best one)
-- judging and Claude: ``judge`` (rule and Claude judges; ``JudgeParams``), ``batches`` and
-  ``batch_store`` (resumable, cached Message Batches), ``claude_labels`` (steps labelled by
-  Claude)
-- experiment B, transcoders: ``transcoders`` (the module and its hooks), ``transcoder_formats``
-  (other libraries' files), ``transcoder_sets`` (folders, circuit-tracer sets, the hub),
-  ``transcoder_training`` (training one; the fidelity gate), ``yesno`` (Yes/No questions),
-  ``neurons`` (sparse feature rows, reasoning/memory masks; ``TracesParams``),
-  ``feature_tracing`` (features over generation, steering by features)
-- results: ``stats`` (Wilson intervals, Fisher), ``summary`` (the headline lines)
+- ``steerpipe`` itself: ``config`` (typed params.yaml sections, stage arguments, clear
+  errors), ``storage`` (outputs written whole or not at all), ``plots``, ``stats`` (intervals
+  and tests), ``gym`` (reasoning-gym's packaged questions)
+- ``lm``: the language model (loading, GGUF, GPUs, batch sizes, TransformerLens hook points,
+  generation, sampling noise, activation capture, chat prompts)
+- ``claude``: Claude's Message Batches, their answer store, the step labeller
+- ``steering``: experiment A (the steps data set, labels, prepared examples, sampling, the
+  sweep and its logprob metric, the steer conditions, the judge, full solutions)
+- ``transcoders``: experiment B (the transcoder, other libraries' formats and sets, training,
+  Yes/No questions, feature traces, reasoning and memory neurons, their evaluation); it uses
+  nothing of ``steering``
+- ``results``: the reports' statistics and plots, the headline summary, replication over seeds
 
-The presets and the stand-ins of real models are in the separate package ``steerpipe_presets``.
+The presets and the stand-ins of real models are the separate package ``steerpipe_presets``.
 """
 
 __version__ = "0.1.0"

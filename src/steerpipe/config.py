@@ -1,11 +1,12 @@
 """Typed parameters and stage arguments, and turning bad input into a clear exit.
 
 Each section of params.yaml is a frozen dataclass with ``SECTION`` naming it, defined next to
-the code it configures (``models.ModelParams``, ``generation.SamplingParams``, ...; a section
-only one stage reads lives in that stage's script). ``load(ModelParams)`` reads and checks the
-section once: the keys must be exactly the fields, each value of the field's type (ints,
-floats, strings, booleans, lists, ``Literal`` choices, ``X | None``, nested sections), and the
-class's ``__post_init__`` checks ranges. Every error names ``section.key``.
+the code it configures (``lm.models.ModelParams``, ``steering.sampling.SamplingParams``, ...; a
+section only one stage reads may live in that stage's script); params.yaml names each class on
+the line above its section. ``load(ModelParams)`` reads and checks the section once: the keys
+must be exactly the fields, each value of the field's type (ints, floats, strings, booleans,
+lists, ``Literal`` choices, ``X | None``, nested sections), and the class's ``__post_init__``
+checks ranges. Every error names ``section.key``.
 
 A stage's input and output paths are the arguments its ``cmd`` in dvc.yaml gives it
 (``stage_args``), so each path is written once, next to the deps and outs that must match it.

@@ -109,7 +109,7 @@ def build_standins(
     model_dir = standins.write_model(name, folder / "model")
     out.update({"model.name": str(model_dir.resolve()), "model.random_init": True})
     if "steps" in spec:
-        from steerpipe.steps import SCHEMA
+        from steerpipe.steering.steps import SCHEMA
 
         table = pa.Table.from_pylist(standins.steps_rows(24), schema=SCHEMA)
         pq.write_table(table, folder / "steps.parquet")
@@ -143,7 +143,7 @@ def resolve_hub(
     cache: Path | None,
 ) -> str:
     """The local folder of the transcoder set that ``key`` names (a folder or a hub id)."""
-    from steerpipe.transcoder_sets import resolve_source
+    from steerpipe.transcoders.sets import resolve_source
 
     def value(name: str) -> Any:
         if name in given:

@@ -1,0 +1,218 @@
+"""Batched sampling on the plain HF model, each row with its own steering vector (or none).
+
+Rows are sorted by prompt length, left-padded with an attention mask (so a padded row sees
+what it would see alone) and generated with HF ``generate`` and its KV cache. Steering is an
+``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
+Rows of different layers, or steered and control rows, share a batch: each layer gets a
+``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
+(transcoder features, recording) come in through ``batch_hook``, which is told which input
+rows each batch holds, in order.
+
+Sampling draws each row's noise from a hash of ``(seed, row, step, token)`` (``noise.py``): a
+sample does not depend on which rows share its batch, so batch sizes, shared prefills and
+out-of-memory splits never change the tokens (up to the float differences of batched kernels),
+and the CPU and a GPU draw the same noise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from steerpipe.lm.batch_sizes import fit_rows, in_batches
+from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
+from steerpipe.lm.noise import RowNoise, row_seed
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded to the longest row."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def generate(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    *,
+    steers: Sequence[Steer | None] | None = None,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int = 0,
+    batch_size: int = 16,
+    pad_id: int | None = None,
+    eos_ids: list[int] | None = None,
+    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None = None,
+    share_prefill: bool = True,
+    progress: bool = True,
+    first_row: int = 0,
+) -> list[list[int]]:
+    """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
+
+    Rows with the same prompt and the same steering (samples of one prompt) share a prefill:
+    all but the prompt's last token run once, and the KV cache is copied to each row
+    (``share_prefill=False`` prefills every row). ``batch_size`` caps the rows of a batch; on
+    a GPU batches are smaller where the free memory holds fewer (``batch_sizes.fit_rows``). A
+    batch that runs out of memory is retried at half its rows, and later batches keep that
+    size, down to a single row. ``batch_hook(rows)``, if given, is entered
+    around each batch's generation (``rows``: the prompts' indices in batch order); rows are
+    not shared then, since the hook may act on the prompt.
+
+    ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
+    row i's samples depend only on its prompt, steering, ``seed`` and ``first_row + i``, not on
+    the batch: rows run alone with their ``first_row + i`` sample what they sample together.
+    """
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    steers = steers if steers is not None else [None] * len(prompts)
+    if len(steers) != len(prompts):
+        raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+    gen_cfg = model.generation_config
+    pad = pad_id if pad_id is not None else gen_cfg.pad_token_id
+    if pad is None:
+        raise ValueError("no pad token id: pass pad_id")
+    if eos_ids is None:
+        eos = gen_cfg.eos_token_id
+        eos_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    # sampling as greedy decoding of Gumbel-perturbed logits, the noise drawn per row
+    kwargs: dict[str, object] = {"do_sample": False, "max_new_tokens": max_new_tokens}
+    out: list[list[int]] = [[] for _ in prompts]
+    d = int(model.config.hidden_size)
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    limit = fit_rows(model, longest, batch_size)
+    queue = deque(_groups(prompts, steers, limit, share=share_prefill and batch_hook is None))
+    bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
+
+    def work(batch: list[list[int]]) -> None:
+        idx = [i for g in batch for i in g]
+        if temperature > 0:
+            noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
+            warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
+            kwargs["logits_processor"] = LogitsProcessorList(warpers)
+        new = _generate_batch(model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs)
+        for row, i in zip(new, idx, strict=True):
+            out[i] = _cut_at_eos(row, eos_ids)
+        bar.update(len(idx))
+
+    def rows(batch: list[list[int]]) -> int:
+        return sum(map(len, batch))
+
+    in_batches(
+        queue, limit, _take, work, rows=rows, halve=lambda b: rows(b) // 2, device=model.device
+    )
+    bar.close()
+    return out
+
+
+def _generate_batch(
+    model: PreTrainedModel,
+    batch: list[list[int]],
+    prompts: list[list[int]],
+    steers: Sequence[Steer | None],
+    d: int,
+    pad: int,
+    eos_ids: list[int],
+    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None,
+    kwargs: dict[str, object],
+) -> list[list[int]]:
+    """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill."""
+    idx = [i for g in batch for i in g]
+    first = [g[0] for g in batch]  # one row per group: what is prefilled
+    ids, mask = left_pad([prompts[i] for i in first], pad)
+    expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
+    cache = None
+    if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
+        first_deltas = batch_deltas([steers[i] for i in first], d)
+        cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
+        cache.batch_select_indices(expand.to(model.device))
+    ids, mask = ids[expand], mask[expand]
+    deltas = batch_deltas([steers[i] for i in idx], d)
+    extra = batch_hook(idx) if batch_hook is not None else nullcontext()
+    with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
+        result = model.generate(  # type: ignore[operator]
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            cache=cache,
+            pad_token_id=pad,
+            eos_token_id=eos_ids or None,
+            **kwargs,
+        )
+    return list(result[:, ids.shape[1] :].tolist())
+
+
+def _groups(
+    prompts: list[list[int]], steers: Sequence[Steer | None], limit: int, *, share: bool
+) -> list[list[int]]:
+    """Rows with the same prompt and steering (up to ``limit`` a group), shortest prompt first."""
+    by_key: dict[object, list[int]] = {}
+    for i, (prompt, s) in enumerate(zip(prompts, steers, strict=True)):
+        key: object = i
+        if share:  # by content (the bytes, whatever the dtype): equal vectors in distinct tensors
+            steer = None
+            if s is not None:
+                vec = s.vector.detach().cpu().contiguous().view(torch.uint8)
+                steer = (s.layer, bytes(vec.numpy()))
+            key = (tuple(prompt), steer)
+        by_key.setdefault(key, []).append(i)
+    groups = [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
+    return sorted(groups, key=lambda g: (len(prompts[g[0]]), g[0]))
+
+
+def _take(queue: deque[list[int]], limit: int) -> list[list[int]]:
+    """The next batch: consecutive groups up to ``limit`` rows, or the first ``limit`` rows of
+    a group that alone is larger (the rest stays queued)."""
+    batch: list[list[int]] = []
+    rows = 0
+    while queue and rows + len(queue[0]) <= limit:
+        batch.append(queue.popleft())
+        rows += len(batch[-1])
+    if not batch:
+        group = queue.popleft()
+        batch, rest = [group[:limit]], group[limit:]
+        queue.appendleft(rest)
+    return batch
+
+
+def _prefill(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, deltas: dict[int, torch.Tensor]
+) -> DynamicCache:
+    """The KV cache of left-padded ``ids`` under the steering ``deltas``, with the positions
+    that ``generate`` gives left-padded rows, so that it can continue from it."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad(), add_to_resid_pre(model, deltas):
+        model(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            position_ids=positions.to(model.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return cache
+
+
+def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
+    for j, t in enumerate(tokens):
+        if t in eos_ids:
+            return tokens[: j + 1]
+    return tokens

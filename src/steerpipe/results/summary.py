@@ -1,0 +1,119 @@
+"""The headline results of both experiments in a few lines, read from the metrics files.
+
+    python -m steerpipe.results.summary        # what scripts/pipeline.sh prints last
+
+``dvc metrics show`` lists every metric of every stage (about 200 columns); this prints what
+the docs report: experiment A's concluding rates with their intervals, and experiment B's
+accuracy per neuron set and strength, with how many answers each changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def experiment_a(report: dict[str, Any]) -> list[str]:
+    cell = report["cell"]
+    lines = [
+        f"Experiment A: steering at layer {cell['layer']}, position {cell['position']}, "
+        f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening only)",
+        "",
+        "| condition | concluding | rate | 95% interval (Wilson, per sample) |",
+        "|---|---|---|---|",
+    ]
+    rows = [("control", report["control"]), ("steered", report["steered"])]
+    rows += list(report.get("controls", {}).items())  # the negated vector, random directions
+    doses = [q for name, q in report.get("dose_response", {}).items() if name.startswith("dose_")]
+    rows += [
+        (f"x{q['coefficient']:g} (dose)", q) for q in sorted(doses, key=lambda q: q["coefficient"])
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
+            f"| {r['ci95_low']:.3f} - {r['ci95_high']:.3f} |"
+        )
+    lines.append(f"Per sample, as the original: Fisher exact p = {report['fisher_p']:.2g}")
+    level = report.get("prompt_level", {})
+    if "difference" in level:
+        d = level["difference"]
+        lines.append(
+            f"Per prompt ({level['prompts']} prompts): difference {report['difference']:+.3f}, "
+            f"95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} (bootstrap over "
+            f"prompts), sign-flip p = {level['sign_flip_p']:.2g}"
+        )
+    sweep = report.get("sweep", {})
+    rho = sweep.get("rank_correlation", {}).get("spearman")
+    if "best_logprob_layer" in sweep:
+        lines.append(
+            f"Sweep: the judged rate picks layer {sweep['best_layer']}, position "
+            f"{sweep['best_position']}; the logprob score layer {sweep['best_logprob_layer']}, "
+            f"position {sweep['best_logprob_position']}; Spearman's rho over the grid "
+            + ("undefined" if rho is None else f"{rho:+.2f}")
+        )
+    return lines
+
+
+def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list[str]:
+    head = "Experiment B: Yes/No accuracy with neuron sets scaled"
+    if neurons:
+        sets = [f"layer {k.split('_')[-1]}: {v['reasoning']} reasoning, {v['memory']} memory"
+                for k, v in neurons.items() if k.startswith("layer_")]  # fmt: skip
+        head += f" ({'; '.join(sets)})"
+    lines = [head, "", "| condition | accurate | answers changed |", "|---|---|---|"]
+    for name, c in report["conditions"].items():
+        acc = c["accuracy"]
+        lines.append(f"| {name} | {acc['count']}/{acc['n']} | {c['answer_changed_rate']:.3f} |")
+    return lines
+
+
+def full_solutions(report: dict[str, Any]) -> list[str]:
+    cell = report["cell"]
+    lines = [
+        f"Full solutions: {report['problems']} held-out problems x {report['samples']} samples, "
+        f"up to {report['max_new_tokens']} tokens, the vector at layer {cell['layer']}, "
+        f"position {cell['position']}",
+        "",
+        "| coefficient | right | mean tokens | with a conclusion | vs control: accuracy, tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for c in sorted(report["conditions"].values(), key=lambda c: c["coefficient"]):
+        acc, vs = c["accuracy"], c.get("against_control")
+        versus = "" if vs is None else (
+            f"{vs['accuracy_difference']:+.3f} (McNemar p = {vs['mcnemar_p']:.2g}), "
+            f"{vs['tokens_difference']:+.1f}"
+        )  # fmt: skip
+        lines.append(
+            f"| {c['coefficient']:g} | {acc['count']}/{acc['n']} | {c['mean_tokens']:.1f} | "
+            f"{c['with_conclusion']}/{acc['n']} | {versus} |"
+        )
+    return lines
+
+
+def summary(data: Path = Path("data")) -> str:
+    lines: list[str] = []
+    report = _read(data / "report" / "metrics.json")
+    if report:
+        lines += experiment_a(report) + [""]
+    solved = _read(data / "solve_report" / "metrics.json")
+    if solved:
+        lines += full_solutions(solved) + [""]
+    neuron_report = _read(data / "neuron_report" / "metrics.json")
+    if neuron_report:
+        lines += experiment_b(neuron_report, _read(data / "neurons" / "metrics.json")) + [""]
+    if not lines:
+        return f"no results under {data}/ yet: run dvc repro"
+    lines.append(
+        "Details: docs/experiment-a.md, docs/experiment-b.md; all metrics: dvc metrics show"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summary(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("data")))

@@ -1,0 +1,120 @@
+"""The steer stage (``steer``): its cell's vector, and its conditions beside steered: controls
+and doses.
+
+Controls ask whether the effect is the vector's own. Beside the unsteered control, the steer
+stage samples under the negated vector (the same direction, pushed the other way) and under
+``n_random`` random directions with the vector's norm (seeded Gaussian draws, rescaled), so
+that an effect of merely pushing the residual stream as hard shows up as one.
+
+Doses ask how the effect grows with the coefficient: the vector at each of
+``steer.coefficients`` (``dose_<c>``). With ``steer.scale: norm`` a coefficient is in units of
+the layer's mean residual-stream norm (the vector rescaled to that length at coefficient 1),
+as the work on steering thinking models gives it; with ``absolute``, of the vector itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from steerpipe.config import check
+from steerpipe.steering.sweep import check_cell, chosen_cell
+
+Scale = Literal["absolute", "norm"]
+
+
+@dataclass(frozen=True)
+class SteerParams:
+    """params.yaml ``steer``: the cell, the coefficients and the conditions (the steer stage;
+    the solve stages take its cell, scale and vector)."""
+
+    SECTION: ClassVar[str] = "steer"
+    layer: Literal["auto"] | int  # auto: the best judged sweep cell
+    position: Literal["auto"] | int
+    coefficient: float
+    coefficients: list[float]  # the doses, beside 0 (control) and coefficient (steered)
+    scale: Scale  # absolute: in the vector's length; norm: in the layer's mean resid norm
+    n_prompts: Literal["all"] | int  # test prompts of the negative kind
+    n_samples: int  # per prompt and condition
+    n_random: int  # random directions of the vector's norm, as controls
+    seed: int  # of the sampling and of the random directions
+
+    def __post_init__(self) -> None:
+        check(self.n_prompts == "all" or self.n_prompts >= 1, "steer.n_prompts", "all or >= 1")
+        check(self.n_samples >= 1, "steer.n_samples", "at least 1")
+        check(self.n_random >= 0, "steer.n_random", "at least 0")
+
+
+def random_directions(vector: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` random directions (rows) with ``vector``'s norm, dtype and device; the draw
+    depends only on ``seed`` and the vector's size."""
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randn(n, vector.numel(), generator=g, dtype=torch.float64)
+    draws = draws / draws.norm(dim=1, keepdim=True) * vector.double().norm()
+    return draws.to(dtype=vector.dtype, device=vector.device).reshape(n, *vector.shape)
+
+
+def control_vectors(vector: torch.Tensor, n_random: int, seed: int) -> dict[str, torch.Tensor]:
+    """The control conditions' vectors by name: ``negated``, then ``random_0`` ..."""
+    controls = {"negated": -vector}
+    for k, direction in enumerate(random_directions(vector, n_random, seed)):
+        controls[f"random_{k}"] = direction
+    return controls
+
+
+def unit_vector(vector: torch.Tensor, scale: Scale, resid_norm: float | None) -> torch.Tensor:
+    """The vector at coefficient 1: itself (``absolute``), or its direction at the length of
+    the layer's mean residual-stream norm (``norm``)."""
+    if scale == "absolute":
+        return vector
+    if resid_norm is None:
+        raise ValueError("steer.scale: norm needs the layer's mean residual-stream norm")
+    return (vector.double() / vector.double().norm() * resid_norm).to(vector.dtype)
+
+
+def steer_vector(
+    vectors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    layer: Literal["auto"] | int,
+    position: Literal["auto"] | int,
+    scale: Scale,
+    metric: Literal["judged", "logprob"],
+    judged: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+) -> tuple[int, int, torch.Tensor, float]:
+    """Steer's cell (``steer.layer`` / ``position``, ``auto`` by ``metric``:
+    ``sweep.chosen_cell``) checked against the vectors file (``vectors``, ``meta``), its vector
+    at coefficient 1 (``unit_vector``) and the layer's mean residual-stream norm; for every
+    stage that steers at steer's cell."""
+    at, pos = chosen_cell(layer, position, metric, judged, scores)
+    check_cell(at, pos, meta["layers"], meta["positions"], "steer.layer/position")
+    index = meta["layers"].index(at)
+    resid_norm = meta["resid_norms"][index]
+    return at, pos, unit_vector(vectors["vectors"][index, pos], scale, resid_norm), resid_norm
+
+
+def dose_coefficients(coefficient: float, coefficients: list[float]) -> list[float]:
+    """``coefficients`` without the ones other conditions already sample (0 is control,
+    ``coefficient`` steered, ``-coefficient`` negated) or repeat, in their given order."""
+    taken = {0.0, coefficient, -coefficient}
+    doses: list[float] = []
+    for c in coefficients:
+        if c not in taken:
+            taken.add(c)
+            doses.append(c)
+    return doses
+
+
+def dose_name(coefficient: float) -> str:
+    return f"dose_{float(coefficient)}"  # str of a float reads back as the same float
+
+
+def condition_coefficient(condition: str, coefficient: float) -> float | None:
+    """Where a condition sits on the dose axis (``coefficient``: steered's); None for the
+    random directions, which are not the vector."""
+    if condition.startswith("dose_"):
+        return float(condition.removeprefix("dose_"))
+    return {"control": 0.0, "steered": coefficient, "negated": -coefficient}.get(condition)

@@ -1,0 +1,157 @@
+"""Experiment B's evaluation: held-out Yes/No answers with neuron sets scaled (``neuron_eval``).
+
+- ``NeuronEvalParams`` (params.yaml ``neuron_eval``).
+- ``conditions``: base (no hook), then per layer, neuron set and strength the features each
+  scales: the reasoning neurons, as many memory neurons drawn at random (seeded; the original's
+  control) and as many memory neurons with the same total mean activation over the traces
+  (``neurons.matched_features``: the random draw, then swaps).
+- ``generate_steered``: generation in which each row may scale its own feature set at its own
+  layer by its own strength, so that every condition shares the batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from transformers import PreTrainedModel
+
+from steerpipe.config import check
+from steerpipe.lm.generation import generate
+from steerpipe.transcoders.neurons import matched_features
+from steerpipe.transcoders.transcoder import Transcoder, scale_features
+
+
+@dataclass(frozen=True)
+class NeuronEvalParams:
+    SECTION: ClassVar[str] = "neuron_eval"
+    style: str  # the prompt style (a key of traces.templates)
+    strengths: list[float]
+    mode: Literal["delta", "replace"]
+    max_new_tokens: int
+    batch_size: int
+    seed: int  # which memory neurons form the controls
+    match_tolerance: float  # relative: the matched control's total mean activation vs reasoning
+
+    def __post_init__(self) -> None:
+        check(bool(self.strengths), "neuron_eval.strengths", "a non-empty list")
+        check(self.max_new_tokens >= 1, "neuron_eval.max_new_tokens", "at least 1")
+        check(self.batch_size >= 1, "neuron_eval.batch_size", "at least 1")
+        check(self.match_tolerance >= 0, "neuron_eval.match_tolerance", "at least 0")
+
+
+@dataclass(frozen=True)
+class FeatureSteer:
+    """Scale ``features`` (indices) of the transcoder at ``layer`` by ``strength``."""
+
+    layer: int
+    features: torch.Tensor
+    strength: float
+
+
+def conditions(
+    masks: dict[int, dict[str, torch.Tensor]], strengths: list[float], seed: int, tolerance: float
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """base, then per layer (``masks``: the neurons stage's tensors of each layer), neuron set
+    and strength: the condition's fields and the features it scales; and per layer how close
+    the matched control came."""
+    out: list[dict[str, Any]] = [
+        {"condition": "base", "layer": None, "neurons": None, "strength": None}
+    ]
+    matches: dict[str, dict[str, Any]] = {}
+    for layer, tensors in masks.items():
+        reasoning = torch.nonzero(tensors["reasoning"]).flatten()
+        memory = torch.nonzero(tensors["memory"]).flatten()
+        gen = torch.Generator().manual_seed(seed + layer)
+        control = memory[torch.randperm(len(memory), generator=gen)[: len(reasoning)]]
+        if len(control) < len(reasoning):
+            print(f"layer {layer}: only {len(control)} memory neurons for {len(reasoning)}")
+        # the same seed: the matched draw starts from the random control's features
+        matched, match = matched_features(
+            tensors["mean.all"],
+            reasoning,
+            memory,
+            generator=torch.Generator().manual_seed(seed + layer),
+            tolerance=tolerance,
+        )
+        matches[f"layer_{layer}"] = match
+        if not match["within_tolerance"]:
+            print(
+                f"layer {layer}: the matched control reaches {match['matched_total_mean']:.4g} "
+                f"of the reasoning neurons' {match['target_total_mean']:.4g} total mean "
+                f"activation (gap {match['relative_gap']:+.1%}, tolerance {tolerance:.1%})"
+            )
+        sets = (("reasoning", reasoning), ("memory", control.sort().values), ("matched", matched))
+        for name, features in sets:
+            for s in strengths:
+                out.append(
+                    {
+                        "condition": f"{name}@{layer}x{s:g}",
+                        "layer": layer,
+                        "neurons": name,
+                        "strength": s,
+                        "features": features,
+                    }
+                )
+    return out, matches
+
+
+def condition_rows(
+    conds: list[dict[str, Any]], questions: list[dict[str, Any]], prompts: list[list[int]]
+) -> tuple[list[dict[str, Any]], list[list[int]], list[FeatureSteer | None]]:
+    """Every question under every condition, conditions in order: each row's record (without
+    its answer yet), prompt and steering (None: unhooked)."""
+    records, rows, steers = [], [], []
+    for c in conds:
+        steer = (
+            None if c["layer"] is None else FeatureSteer(c["layer"], c["features"], c["strength"])
+        )
+        for q, prompt in zip(questions, prompts, strict=True):
+            records.append(
+                {
+                    "id": q["id"],
+                    "condition": c["condition"],
+                    "layer": c["layer"],
+                    "neurons": c["neurons"],
+                    "strength": c["strength"],
+                    "n_features": 0 if steer is None else len(steer.features),
+                    "answer": q["answer"],
+                }
+            )
+            rows.append(prompt)
+            steers.append(steer)
+    return records, rows, steers
+
+
+def generate_steered(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    steers: Sequence[FeatureSteer | None],
+    transcoders: dict[int, Transcoder],
+    *,
+    mode: str = "delta",
+    **generate_kwargs: Any,
+) -> list[list[int]]:
+    """``generate`` with each row's own feature steering (None: unhooked)."""
+    if len(steers) != len(prompts):
+        raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+
+    @contextmanager
+    def hook(rows: list[int]) -> Iterator[None]:
+        scales: dict[int, torch.Tensor] = {}
+        for j, i in enumerate(rows):
+            s = steers[i]
+            if s is None:
+                continue
+            if s.layer not in scales:
+                scales[s.layer] = torch.ones(len(rows), transcoders[s.layer].d_sae)
+            scales[s.layer][j, s.features.long()] = s.strength
+        with ExitStack() as stack:
+            for layer, scale in scales.items():
+                stack.enter_context(scale_features(model, transcoders[layer], scale, mode=mode))
+            yield
+
+    return generate(model, prompts, batch_hook=hook, **generate_kwargs)

@@ -1,0 +1,132 @@
+"""Yes/No questions for experiment B: the data set, its prompt styles and answer parsing.
+
+Rows follow BoolQ's schema (``google/boolq``): ``question: str``, ``passage: str``,
+``answer: bool``. Sources:
+
+- ``syllogism`` (the offline default): reasoning-gym's packaged syllogism generator. Its two
+  premises become the passage and its conclusion the question ("does it logically follow that
+  ..."); the answer is whether the conclusion follows.
+- a hub id (``google/boolq``) through ``datasets``, or a local Parquet file in BoolQ's schema.
+
+``load_questions`` gives the rows in a seeded order that does not depend on how many are
+asked for; ``split_questions`` drops duplicates and takes the first ``n_trace`` for the traces
+and the next ``n_eval`` for the evaluation, so the two sets never share a question (the
+original evaluated on a subset of the questions that chose its neurons) and asking for more
+evaluation questions leaves the trace set, and so the cached traces, as they were.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase as Tokenizer
+
+from steerpipe.config import StageError
+from steerpipe.lm.chat import chat_prompt_ids
+from steerpipe.storage import load_table
+
+FIELDS = ("question", "passage", "answer")
+PACKAGED = "syllogism"
+
+
+def syllogism_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` questions from reasoning-gym's syllogism task, in BoolQ's schema."""
+    import reasoning_gym
+
+    rows = []
+    for item in reasoning_gym.create_dataset("syllogism", size=n, seed=seed):
+        meta = item["metadata"]
+        conclusion = str(meta["conclusion"])
+        rows.append(
+            {
+                "question": "does it logically follow that "
+                + conclusion[0].lower()
+                + conclusion[1:],
+                "passage": f"{meta['premise1']}. {meta['premise2']}.",
+                "answer": bool(meta["is_valid"]),
+            }
+        )
+    return rows
+
+
+def load_questions(source: str, n: int, *, seed: int, split: str) -> list[dict[str, Any]]:
+    """Rows in a seeded order, each with ``id`` (its index in the source).
+
+    ``syllogism``: ``n`` generated ones (and a few spare, since duplicates are dropped later);
+    generated item i does not depend on ``n``. A table: all its rows, shuffled by ``seed``.
+    """
+    if source == PACKAGED:
+        rows = syllogism_rows(n + n // 10 + 16, seed)
+    else:
+        rows = load_table(source, split, FIELDS, "questions.source")
+        for r, row in enumerate(rows):
+            if not isinstance(row["question"], str) or not isinstance(row["passage"], str):
+                raise StageError(f"questions row {r}: 'question' and 'passage' must be strings")
+            if not isinstance(row["answer"], bool):
+                raise StageError(
+                    f"questions row {r}: 'answer' must be a boolean, got {row['answer']!r}"
+                )
+    rows = [{"id": i, **row} for i, row in enumerate(rows)]
+    if source != PACKAGED:
+        random.Random(seed).shuffle(rows)
+    return rows
+
+
+def split_questions(
+    rows: list[dict[str, Any]], n_trace: int, n_eval: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Disjoint (trace, eval): duplicates dropped, the first ``n_trace``, the next ``n_eval``."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for row in rows:
+        key = (row["question"].strip().lower(), row["passage"].strip())
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    if n_trace + n_eval > len(unique):
+        raise StageError(
+            f"questions: {n_trace} trace + {n_eval} evaluation questions asked for, "
+            f"but the source has {len(unique)} distinct ones"
+        )
+    return unique[:n_trace], unique[n_trace : n_trace + n_eval]
+
+
+def render(template: str, row: dict[str, Any]) -> str:
+    """A prompt style's template with ``{question}`` and ``{passage}`` filled in."""
+    try:
+        return template.format(question=row["question"].strip(), passage=row["passage"].strip())
+    except (KeyError, IndexError, ValueError) as e:
+        raise StageError(
+            f"prompt template {template[:40]!r}...: only {{question}} and {{passage}} "
+            f"may appear in braces ({e})"
+        ) from e
+
+
+def prompt_ids(tokenizer: Tokenizer, text: str, *, chat_template: bool) -> list[int]:
+    """Token ids of a prompt: the raw text (with the tokenizer's BOS, as the original did) or
+    the text as one user message under the chat template."""
+    if chat_template:
+        return chat_prompt_ids(tokenizer, text)
+    return list(tokenizer(text).input_ids)
+
+
+_STATED = re.compile(r"answer\s*(?:is|:)\s*\**\s*(yes|no|true|false)\b", re.IGNORECASE)
+_WORD = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+
+
+def parse_answer(text: str) -> bool | None:
+    """Yes (True), No (False), or None when the text gives neither.
+
+    An explicit "the answer is X" wins (the last one, as models restate); otherwise the first
+    yes/no/true/false word. "No, the answer is Yes." is therefore Yes.
+    """
+    stated = _STATED.findall(text)
+    word = stated[-1] if stated else None
+    if word is None:
+        match = _WORD.search(text)
+        word = match.group(1) if match else None
+    if word is None:
+        return None
+    return word.lower() in ("yes", "true")

@@ -1,0 +1,87 @@
+"""neuron_eval: per-row feature steering in shared batches; the conditions and their rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_traces import PROMPTS, TC, TC2
+
+from steerpipe.lm.generation import generate
+from steerpipe.transcoders.neuron_eval import (
+    FeatureSteer,
+    condition_rows,
+    conditions,
+    generate_steered,
+)
+from steerpipe.transcoders.transcoder import steer_features
+
+
+def test_rows_steer_their_own_features(tiny_model) -> None:
+    feats = torch.arange(0, 128, 3)
+    transcoders = {1: TC, 2: TC2}
+    steers = [
+        None,
+        FeatureSteer(1, feats, 1.0),
+        FeatureSteer(1, feats, 4.0),
+        FeatureSteer(2, torch.arange(64), 0.0),
+    ]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+    mixed = generate_steered(tiny_model, prompts, steers, transcoders, batch_size=4, **kwargs)
+    base = generate(tiny_model, prompts, **kwargs)
+    assert mixed[0] == base[0] and mixed[1] == base[0]  # strength 1.0 is the model itself
+    for i in (2, 3):
+        s = steers[i]
+        with steer_features(tiny_model, transcoders[s.layer], s.features, s.strength):
+            alone = generate(tiny_model, [prompts[i]], **kwargs)[0]
+        assert mixed[i] == alone
+    assert mixed[2:] != base[2:]
+
+
+def masks_of_a_layer() -> dict[str, torch.Tensor]:
+    """Features 0-2 reasoning (mean activations 1, 1, 1), 3-9 memory (0.1 .. 0.7), 10 dead."""
+    reasoning = torch.zeros(11, dtype=torch.bool)
+    reasoning[:3] = True
+    memory = torch.zeros(11, dtype=torch.bool)
+    memory[3:10] = True
+    means = torch.tensor([1.0, 1.0, 1.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.0])
+    return {"reasoning": reasoning, "memory": memory, "mean.all": means}
+
+
+def test_conditions_are_base_then_each_set_and_strength() -> None:
+    conds, matches = conditions({4: masks_of_a_layer()}, [0.5, 2.0], seed=3, tolerance=0.05)
+    assert [c["condition"] for c in conds] == [
+        "base",
+        "reasoning@4x0.5",
+        "reasoning@4x2",
+        "memory@4x0.5",
+        "memory@4x2",
+        "matched@4x0.5",
+        "matched@4x2",
+    ]
+    assert conds[0] == {"condition": "base", "layer": None, "neurons": None, "strength": None}
+    assert conds[1]["features"].tolist() == [0, 1, 2]
+    # the control: as many memory features as reasoning ones, the seeded draw, sorted
+    draw = torch.randperm(7, generator=torch.Generator().manual_seed(3 + 4))[:3]
+    assert conds[3]["features"].tolist() == sorted((3 + draw).tolist())
+    assert conds[3]["features"] is conds[4]["features"]  # one draw for every strength
+    matched = conds[5]["features"]
+    assert len(matched) == 3 and set(matched.tolist()) <= set(range(3, 10))
+    # the memory features' means reach at most 0.5 + 0.6 + 0.7 = 1.8 of the target 3.0
+    assert matches["layer_4"]["matched_total_mean"] == pytest.approx(1.8)
+    assert matches["layer_4"]["within_tolerance"] is False
+
+
+def test_condition_rows_are_every_question_under_every_condition() -> None:
+    conds, _ = conditions({4: masks_of_a_layer()}, [2.0], seed=0, tolerance=0.05)
+    questions = [{"id": 7, "answer": True}, {"id": 9, "answer": False}]
+    records, prompts, steers = condition_rows(conds[:2], questions, [[1, 5], [1, 6, 7]])
+    assert prompts == [[1, 5], [1, 6, 7]] * 2
+    assert steers[:2] == [None, None]
+    assert steers[2] is steers[3] and steers[2].layer == 4 and steers[2].strength == 2.0
+    assert [(r["id"], r["condition"], r["n_features"], r["answer"]) for r in records] == [
+        (7, "base", 0, True),
+        (9, "base", 0, False),
+        (7, "reasoning@4x2", 3, True),
+        (9, "reasoning@4x2", 3, False),
+    ]

@@ -1,0 +1,181 @@
+"""results.report: experiment A's rates, tests, dose-response and sweep table on hand-made
+judged samples, every number worked out by hand."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steerpipe.results.report import (
+    condition_against_control,
+    condition_summary,
+    dose_response,
+    plot_concluding_dose,
+    plot_sweep,
+    prompt_level,
+    report_metrics,
+    sweep_table,
+)
+from steerpipe.stats import StatsParams, fisher_p, wilson_interval
+
+P = StatsParams(seed=0, n_resamples=1000)
+CELL = {"layer": 5, "position": 1, "coefficient": 2.0, "scale": "absolute"}
+
+
+def sample(condition: str, row: int, category: int | None) -> dict[str, Any]:
+    return {**CELL, "condition": condition, "row": row, "step": 0, "category": category}
+
+
+def steer_rows() -> list[dict[str, Any]]:
+    """Two prompts x 2 samples: control concludes 1/4, steered 3/4 (prompt 0: 2/2 against 1/2,
+    prompt 1: 1/2 against 0/2), negated 0/4, one random direction 1/4, a dose at 1.0 2/4."""
+    per = {
+        "control": [(0, 1), (0, 2), (1, 3), (1, None)],
+        "steered": [(0, 1), (0, 1), (1, 1), (1, 2)],
+        "negated": [(0, 2), (0, 2), (1, 3), (1, 3)],
+        "random_0": [(0, 1), (0, 3), (1, 3), (1, 3)],
+        "dose_1.0": [(0, 1), (0, 2), (1, 1), (1, 3)],
+    }
+    norms = {"control": 0.0, "steered": 4.0, "negated": 4.0, "random_0": 4.0, "dose_1.0": 2.0}
+    coefficients = {"dose_1.0": 1.0}
+    rows = []
+    for name, samples in per.items():
+        for row, category in samples:
+            r = sample(name, row, category)
+            r["vector_norm"] = norms[name]
+            r["coefficient"] = coefficients.get(name, 2.0)
+            rows.append(r)
+    return rows
+
+
+def test_condition_summary_counts_categories_and_unjudged() -> None:
+    rows = [sample("c", 0, c) for c in (1, 1, 2, 3, None)]
+    s = condition_summary(rows)
+    low, high = wilson_interval(2, 5)
+    assert s == {
+        "count": 2,
+        "n": 5,
+        "rate": 0.4,
+        "ci95_low": low,
+        "ci95_high": high,
+        "categories": {"concluding": 2, "verifying": 1, "other": 1},
+        "unjudged": 1,
+    }
+
+
+def test_prompt_level_is_an_exact_sign_flip_over_prompts() -> None:
+    level = prompt_level(steer_rows(), "steered", P)
+    assert level["prompts"] == 2
+    # per-prompt differences +0.5 and +0.5: of the 4 sign flips, 2 have |mean| >= 0.5
+    assert level["sign_flip_p"] == pytest.approx(0.5)
+    # a bootstrap of 2 prompts draws (0, 0), (0, 1), (1, 1): rates over those only
+    assert 0.0 <= level["control"]["ci95_low"] <= 0.25 <= level["control"]["ci95_high"] <= 0.5
+    assert level["difference"]["ci95_low"] == pytest.approx(0.5)
+    assert level["difference"]["ci95_high"] == pytest.approx(0.5)
+    one_prompt = [r for r in steer_rows() if r["row"] == 0]
+    assert prompt_level(one_prompt, "steered", P) == {"prompts": 1}
+
+
+def test_a_condition_against_control() -> None:
+    rows = steer_rows()
+    control = condition_summary([r for r in rows if r["condition"] == "control"])
+    got = condition_against_control(rows, "steered", control, P)
+    assert (got["count"], got["n"]) == (3, 4)
+    assert got["difference"] == 0.5
+    assert got["fisher_p"] == fisher_p(3, 4, 1, 4)
+    assert got["prompt_level"] == prompt_level(rows, "steered", P)
+
+
+def test_dose_response_keeps_the_vectors_axis_in_order() -> None:
+    dose = report_metrics(steer_rows(), sweep_rows(), scored_rows(), P)["dose_response"]
+    assert list(dose) == ["negated", "control", "dose_1.0", "steered"]  # -2, 0, 1, 2
+    assert [q["coefficient"] for q in dose.values()] == [-2.0, 0.0, 1.0, 2.0]
+    assert "difference" not in dose["control"] and dose["steered"]["difference"] == 0.5
+    assert dose["dose_1.0"]["vector_norm"] == 2.0 and dose["dose_1.0"]["rate"] == 0.5
+
+
+def test_dose_points_take_their_own_interval_over_prompts() -> None:
+    def summary(rate: float, level: dict[str, Any]) -> dict[str, Any]:
+        s = {"count": 1, "n": 4, "rate": rate, "ci95_low": 0.0, "ci95_high": 0.9}
+        return {**s, "difference": rate - 0.25, "fisher_p": 1.0, "prompt_level": level}
+
+    rows = [{"condition": c, "vector_norm": 1.0} for c in ("control", "negated", "random_0")]
+    summaries = {
+        "control": summary(0.25, {"control": {"ci95_low": 0.1, "ci95_high": 0.4}}),
+        "negated": summary(0.0, {"negated": {"ci95_low": 0.0, "ci95_high": 0.2}}),
+        "random_0": summary(0.5, {}),  # not on the vector's axis: left out
+    }
+    dose = dose_response(rows, summaries, 3.0)
+    assert list(dose) == ["negated", "control"]
+    assert (dose["control"]["prompt_ci95_low"], dose["control"]["prompt_ci95_high"]) == (0.1, 0.4)
+    assert dose["negated"]["coefficient"] == -3.0 and dose["negated"]["prompt_ci95_high"] == 0.2
+    assert dose["negated"]["difference"] == -0.25 and dose["negated"]["sign_flip_p"] is None
+
+
+def sweep_rows() -> list[dict[str, Any]]:
+    """Cell (3, 0): 1 of 2 concluding; (3, 1): 2 of 2; (6, 0): 0 of 2."""
+    cells = {(3, 0): [1, 2], (3, 1): [1, 1], (6, 0): [3, 2]}
+    return [
+        {"layer": lay, "position": pos, "category": c}
+        for (lay, pos), cats in cells.items()
+        for c in cats
+    ]
+
+
+def scored_rows() -> list[dict[str, Any]]:
+    scores = {(3, 0): 0.5, (3, 1): -0.25, (6, 0): 1.5, (6, 1): 0.0}
+    return [{"layer": lay, "position": pos, "score": s} for (lay, pos), s in scores.items()]
+
+
+def test_report_metrics_picks_each_metrics_best_cell() -> None:
+    metrics = report_metrics(steer_rows(), sweep_rows(), scored_rows(), P)
+    assert metrics["cell"] == {"layer": 5, "position": 1, "coefficient": 2.0}
+    assert set(metrics["controls"]) == {"negated", "random_0"}
+    assert metrics["controls"]["random_0"]["count"] == 1
+    assert (metrics["control"]["rate"], metrics["steered"]["rate"]) == (0.25, 0.75)
+    assert metrics["difference"] == 0.5 and "difference" not in metrics["steered"]
+    sweep = metrics["sweep"]
+    assert (sweep["cells"], sweep["samples"]) == (3, 6)
+    assert (sweep["best_layer"], sweep["best_position"], sweep["best_rate"]) == (3, 1, 1.0)
+    assert (sweep["best_logprob_layer"], sweep["best_logprob_position"]) == (6, 0)
+    assert sweep["best_logprob_score"] == 1.5
+    # the 3 cells both metrics have: rates (0.5, 1, 0) against scores (0.5, -0.25, 1.5)
+    assert sweep["rank_correlation"]["spearman"] == pytest.approx(-1.0)
+
+
+def test_sweep_table_marks_what_a_metric_lacks() -> None:
+    layers, positions, rows = sweep_table(sweep_rows(), scored_rows())
+    assert (layers, positions) == ([3, 6], [0, 1])
+    assert rows[:3] == [[3, 0, 0.5, 2, 0.5], [3, 1, 1.0, 2, -0.25], [6, 0, 0.0, 2, 1.5]]
+    lay, pos, rate, n, score = rows[3]  # (6, 1): scored, never sampled
+    assert (lay, pos, n, score) == (6, 1, 0, 0.0) and math.isnan(rate)
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_the_plots_write_their_tables(tmp_path: Path) -> None:
+    metrics = report_metrics(steer_rows(), sweep_rows(), scored_rows(), P)
+    plot_concluding_dose(
+        metrics["dose_response"], "absolute", 5, tmp_path / "dose.csv", tmp_path / "dose.png"
+    )
+    dose = read_csv(tmp_path / "dose.csv")
+    assert dose[0][:2] == ["coefficient", "concluding_rate"]
+    assert [(r[0], r[1], r[-1]) for r in dose[1:]] == [
+        ("-2.0", "0.0", "negated"),
+        ("0.0", "0.25", "control"),
+        ("1.0", "0.5", "dose_1.0"),
+        ("2.0", "0.75", "steered"),
+    ]
+    plot_sweep(sweep_rows(), scored_rows(), metrics, tmp_path / "sweep.csv", tmp_path / "s.png")
+    table = read_csv(tmp_path / "sweep.csv")
+    assert table[0] == ["layer", "position", "concluding_rate", "n", "logprob_score"]
+    assert table[2] == ["3", "1", "1.0", "2", "-0.25"]
+    for png in ("dose.png", "s.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
