@@ -6,14 +6,14 @@
 
 The cell is ``steer.layer`` / ``steer.position``; ``auto`` takes the best sweep cell by
 ``sweep.metric``: the highest judged concluding rate, or the highest logprob score of
-``sweep_logprob`` (ties: lower layer, then lower position). Beside control (no
-vector) and steered, the controls of ``controls``: the negated vector and ``steer.n_random``
-random directions of the vector's norm at the same cell; then the doses, the vector at each
-of ``steer.coefficients`` (``dose_<c>``; ``steer.scale: norm`` counts coefficients in the
-layer's mean residual-stream norm). All conditions share batches, in that order, so adding
-controls or doses leaves the earlier conditions' samples as they were. Output: one row per
-sample (``condition``: control / steered / negated / random_k / dose_c; ``coefficient``;
-``vector_norm``, the length of what was added, to 4 places).
+``sweep_logprob`` (ties: lower layer, then lower position). Beside control (no vector) and
+steered, the controls (``steerpipe/steering/steer.py``): the negated vector and
+``steer.n_random`` random directions of the vector's norm at the same cell; then the doses, the
+vector at each of ``steer.coefficients`` (``dose_<c>``; ``steer.scale: norm`` counts
+coefficients in the layer's mean residual-stream norm). All conditions share batches, in that
+order, so adding controls or doses leaves the earlier conditions' samples as they were.
+Output: one row per sample (``condition``: control / steered / negated / random_k / dose_c;
+``coefficient``; ``vector_norm``, the length of what was added, to 4 places).
 """
 
 from __future__ import annotations

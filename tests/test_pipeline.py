@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pipeline_repo import ALL, ran, restore, run, run_stage, set_params
+import yaml
+from pipeline_repo import ALL, EXPERIMENT_B, ran, restore, run, run_stage, set_params
 from tiny import synthetic_rows
 
 from steerpipe.steering.steps import SCHEMA
@@ -306,6 +307,17 @@ def test_editing_a_stage_reruns_it_and_downstream(repo: Path) -> None:
     assert ran(proc) == {"steer", "judge@steer", "report"}
     restore(repo)
     assert ran(run(repo, "dvc", "repro")) == set()
+
+
+def test_editing_how_a_chooses_examples_leaves_b_up_to_date(repo: Path) -> None:
+    module = "src/steerpipe/steering/prepare.py"
+    path = repo / module
+    path.write_text(path.read_text() + "\n# an edit\n")
+    changed = set(json.loads(run(repo, "dvc", "status", "--json").stdout))
+    assert "prepare" in changed
+    assert not changed & (EXPERIMENT_B | {"transcoder"})
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert changed == {name for name, s in spec.items() if module in s.get("deps", [])}
 
 
 def test_missing_transcoder_layer_fails_cleanly(repo: Path) -> None:

@@ -8,9 +8,9 @@ A transcoder reads an activation ``x`` before a block's MLP and predicts the MLP
 pre-activations, as circuit-tracer keeps them) or TopK of the ReLU (sparsify). ``b_dec`` is
 zero for formats that do not centre the input.
 
-**Which ``x``** matters (see ../shared/notes/transcoder-conventions.md); every transcoder says
-which of TransformerLens's hook points it reads, and ``hooks.on_mlp`` derives it exactly from
-the HF model's own modules:
+**Which ``x``** matters (docs/experiment-b.md, "Bringing a real transcoder"); every transcoder
+says which of TransformerLens's hook points it reads, and ``lm.hooks.on_mlp`` derives it exactly
+from the HF model's own modules:
 
 - ``mlp.hook_in``: the MLP module's input, ``gain * x / rms(x)`` (``(1 + w)`` for Gemma);
 - ``ln2.hook_normalized``: ``x / rms(x)``, *before* the gain (TransformerLens applies the gain
