@@ -22,8 +22,8 @@ import yaml
 from steerpipe.lm.hooks import mlp_modules, norm_gain
 from steerpipe.lm.models import load_model
 from steerpipe.storage import read_parquet
+from steerpipe.transcoders.fidelity import fidelity, gate_sample, next_token_loss
 from steerpipe.transcoders.formats import load_transcoder
-from steerpipe.transcoders.training import fidelity, gate_sample, next_token_loss
 from steerpipe.transcoders.transcoder import Transcoder, on_transcoder
 from steerpipe.transcoders.yesno import prompt_ids, render
 

@@ -28,9 +28,9 @@ import torch
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.storage import read_parquet, write_json, write_parquet, write_tensors
+from steerpipe.transcoders.fidelity import gate_sample, gated
 from steerpipe.transcoders.sets import placed_layers
 from steerpipe.transcoders.traces import TracesParams, trace_features
-from steerpipe.transcoders.training import gate_sample, gated
 from steerpipe.transcoders.yesno import prompt_ids, render
 
 INPUTS = ("questions",)

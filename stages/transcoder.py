@@ -18,12 +18,10 @@ from __future__ import annotations
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_from_params, n_layers, resolve_layers
 from steerpipe.storage import write_json
+from steerpipe.transcoders.fidelity import collect_mlp_io, evaluate, next_token_loss
 from steerpipe.transcoders.training import (
     TranscoderParams,
-    collect_mlp_io,
-    evaluate,
     log_frequency,
-    next_token_loss,
     train_transcoder,
     training_texts,
 )

@@ -1,7 +1,7 @@
 """Experiment B's traces: the ``traces`` section, and transcoder features over generation.
 
 - ``TracesParams`` (params.yaml ``traces``): which transcoders are read and at which hook
-  point (``sets``), the fidelity gate (``training.fidelity``), and the prompts and greedy
+  point (``sets``), the fidelity gate (``fidelity``), and the prompts and greedy
   generation of the traces; the traces, neurons and neuron_eval stages read it.
 - ``trace_features``: greedy generation with the KV cache, left-padded so that the last
   position of every forward call is each row's last real token (the original read position -1

@@ -1,35 +1,28 @@
 """Training a small transcoder where no pretrained one exists (the packaged SmolLM2).
 
-The transcoder learns the MLP of one block, MLP input to MLP output, on the model's own
-activations over packaged text, with an L1 penalty on the features (weighted by the decoder
-norms, so the penalty cannot be dodged by shrinking the encoder). ``evaluate`` reports on
-held-out tokens what a user of a transcoder wants to know: the fraction of variance of the MLP
-output explained, the mean number of active features (L0), the dead fraction, and how much the
-next-token loss rises when the transcoder replaces the MLP. ``fidelity`` measures the same for
-any transcoder at its own hook points: the traces stage's gate against a wrong input convention.
+``TranscoderParams`` is params.yaml ``transcoder``. The transcoder learns the MLP of one block,
+MLP input to MLP output, on the model's own activations (``fidelity.collect_mlp_io``) over
+reasoning-gym questions (``training_texts``), with an L1 penalty on the features (weighted by
+the decoder norms, so the penalty cannot be dodged by shrinking the encoder). What it is worth
+on held-out tokens is measured by ``fidelity``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.config import StageError, check
+from steerpipe.config import check
 from steerpipe.gym import gym_problems
-from steerpipe.lm.activations import StopForward, right_pad, token_batches
 from steerpipe.lm.chat import chat_prompt_ids
-from steerpipe.lm.hooks import on_mlp
-from steerpipe.transcoders.transcoder import Transcoder, steer_features
+from steerpipe.transcoders.transcoder import Transcoder
 
 
 @dataclass(frozen=True)
@@ -93,44 +86,6 @@ def training_texts(
     return train, held
 
 
-def collect_mlp_io(
-    model: PreTrainedModel,
-    sequences: list[list[int]],
-    layer: int,
-    *,
-    input_hook: str = "mlp.hook_in",
-    output_hook: str = "hook_mlp_out",
-    token_budget: int = 4096,
-    pad_id: int = 0,
-    skip_first: bool = False,
-    progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs at ``input_hook``, outputs at ``output_hook``) of the MLP at ``layer`` for every
-    real (non-pad) token, float32; ``skip_first`` leaves out each sequence's first token."""
-    xs, ys = [], []
-    keep: dict[str, torch.Tensor] = {}
-
-    def stop(x: torch.Tensor, out: torch.Tensor) -> None:
-        keep["x"], keep["y"] = x, out
-        raise StopForward  # the layers after this one are not needed
-
-    with on_mlp(model, layer, stop, input_hook=input_hook, output_hook=output_hook):
-        batches = token_batches([len(s) for s in sequences], token_budget)
-        for batch in tqdm(batches, desc=f"mlp io {layer}", disable=not progress):
-            ids, mask = right_pad([sequences[i] for i in batch], pad_id)
-            with torch.no_grad(), contextlib.suppress(StopForward):
-                model.get_decoder()(
-                    input_ids=ids.to(model.device), attention_mask=mask.to(model.device)
-                )
-            real = mask.bool()
-            if skip_first:
-                real[:, 0] = False
-            real = real.to(keep["x"].device)
-            xs.append(keep["x"][real].float().cpu())
-            ys.append(keep["y"][real].float().cpu())
-    return torch.cat(xs), torch.cat(ys)
-
-
 def train_transcoder(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -179,136 +134,3 @@ def log_frequency(transcoder: Transcoder, x: torch.Tensor, floor: float = -10.0)
     """log10 of how often each feature fires on ``x``; ``floor`` (dead) where it never does."""
     fired = (transcoder.encode(x) > 0).float().mean(0)
     return torch.where(fired > 0, fired.clamp_min(1e-30).log10(), torch.tensor(floor))
-
-
-def evaluate(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """FVE, L0 and dead fraction on (input, output) pairs, in the transcoder's device and
-    dtype (a placed 65k-feature transcoder is not copied); sums in float32."""
-    xt = x.to(transcoder.W_enc.device, transcoder.W_enc.dtype)
-    f = transcoder.encode(xt)
-    recon = transcoder.decode(f, xt).float().cpu()
-    f = f.float().cpu()
-    residual = ((recon - y) ** 2).sum()
-    total = ((y - y.mean(0)) ** 2).sum()
-    return {
-        "fraction_variance_explained": float(1 - residual / total),
-        "l0": float((f != 0).float().sum(-1).mean()),
-        "dead_fraction": float(((f != 0).sum(0) == 0).float().mean()),
-    }
-
-
-def next_token_loss(
-    model: PreTrainedModel,
-    sequences: list[list[int]],
-    *,
-    transcoder: Transcoder | None = None,
-    token_budget: int = 4096,
-    pad_id: int = 0,
-) -> float:
-    """Mean next-token cross-entropy over real tokens; with ``transcoder``, it replaces the MLP."""
-    total, count = 0.0, 0
-    for batch in token_batches([len(s) for s in sequences], token_budget):
-        ids, mask = right_pad([sequences[i] for i in batch], pad_id)
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        with torch.no_grad():
-            if transcoder is None:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            else:
-                no_features = torch.zeros(0, dtype=torch.long)
-                with steer_features(model, transcoder, no_features, 1.0, mode="replace"):
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-        target = ids[:, 1:]
-        valid = mask[:, 1:].bool()
-        ce = nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), target, reduction="none"
-        )
-        total += float(ce[valid].sum())
-        count += int(valid.sum())
-    return total / max(count, 1)
-
-
-def gate_sample(prompts: dict[str, list[list[int]]], tokens: int) -> list[list[int]]:
-    """The fidelity gate's sequences: the prompts of each style in turn for each question
-    (``prompts[style][i]``), until about ``tokens`` tokens."""
-    sample: list[list[int]] = []
-    for row in zip(*prompts.values(), strict=True):
-        for prompt in row:
-            if sum(map(len, sample)) < tokens:
-                sample.append(prompt)
-    return sample
-
-
-def fidelity(
-    model: PreTrainedModel,
-    transcoder: Transcoder,
-    sequences: list[list[int]],
-    *,
-    token_budget: int = 4096,
-    pad_id: int = 0,
-    base_loss: float | None = None,
-) -> dict[str, float]:
-    """How well ``transcoder`` stands in for its MLP on ``sequences``: the fraction of the
-    output's variance explained and L0 (each sequence's first token left out: its activations
-    are outliers, e.g. at a BOS), and the next-token loss with and without the MLP replaced."""
-    x, y = collect_mlp_io(
-        model,
-        sequences,
-        transcoder.layer,
-        input_hook=transcoder.input_hook,
-        output_hook=transcoder.output_hook,
-        token_budget=token_budget,
-        pad_id=pad_id,
-        skip_first=True,
-        progress=False,
-    )
-    stats = evaluate(transcoder, x, y)
-    if base_loss is None:
-        base_loss = next_token_loss(model, sequences, token_budget=token_budget, pad_id=pad_id)
-    replaced = next_token_loss(
-        model, sequences, transcoder=transcoder, token_budget=token_budget, pad_id=pad_id
-    )
-    return {
-        "fraction_variance_explained": stats["fraction_variance_explained"],
-        "l0": stats["l0"],
-        "tokens": int(x.shape[0]),
-        "next_token_loss": base_loss,
-        "next_token_loss_replaced": replaced,
-        "loss_increase": replaced - base_loss,
-    }
-
-
-def check_fidelity(transcoder: Transcoder, stats: dict[str, Any], min_fve: float | None) -> None:
-    """Stop, naming the file and the hook point it was read at, when ``fidelity`` measured
-    less than ``min_fve`` (None: no gate). A transcoder read at the wrong point fails here."""
-    fve = stats["fraction_variance_explained"]
-    if min_fve is not None and not fve >= min_fve:
-        raise StageError(
-            f"transcoder {transcoder.source or '?'} (layer {transcoder.layer}) read at "
-            f"{transcoder.input_hook} (from {transcoder.meta.get('input_hook_from', '?')}) "
-            f"explains {fve:.3f} of the MLP output's variance on {stats['tokens']} tokens, "
-            f"below traces.min_fve={min_fve}; if it reads another point, set traces.input_hook "
-            "(mlp.hook_in, ln2.hook_normalized or hook_resid_mid)"
-        )
-
-
-def gated(
-    model: PreTrainedModel,
-    transcoders: Iterable[Transcoder],
-    sample: list[list[int]],
-    *,
-    pad_id: int,
-    min_fve: float | None,
-) -> tuple[dict[int, Transcoder], dict[str, dict[str, Any]]]:
-    """The traces stage's gate: each transcoder's ``fidelity`` on ``sample``, checked against
-    ``min_fve`` before the next one is read (``check_fidelity``); the transcoders by layer and
-    their measurements, with the hook point each was read at."""
-    base_loss = next_token_loss(model, sample, pad_id=pad_id)
-    kept: dict[int, Transcoder] = {}
-    measured: dict[str, dict[str, Any]] = {}
-    for tc in transcoders:
-        stats = fidelity(model, tc, sample, pad_id=pad_id, base_loss=base_loss)
-        print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
-        check_fidelity(tc, stats, min_fve)
-        measured[f"layer_{tc.layer}"] = {**stats, "input_hook": tc.input_hook}
-        kept[tc.layer] = tc
-    return kept, measured
