@@ -240,7 +240,7 @@ def plot_sweep(
     logps = [[row[4] for row in rows if row[0] == lay] for lay in layers]
     width = 1.2 + 0.8 * len(positions)
     fig, axes = plt.subplots(1, 2, figsize=(2 * width + 1, 1.2 + 0.35 * len(layers)))
-    per_cell = max(n for _, n in concluding_by_cell(sweep).values())
+    per_cell = max(row[3] for row in rows)  # samples a cell, 0 where none
     rho = metrics["sweep"]["rank_correlation"]["spearman"]
     titles = [
         f"concluding rate ({per_cell} samples a cell); control {metrics['control']['rate']:.2f}",
