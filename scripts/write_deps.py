@@ -128,7 +128,8 @@ def stale(root: Path = ROOT) -> list[str]:
     """What ``main`` would rewrite under ``root``: the stages whose code deps are not their
     closure, and the docs' table if it is out of date."""
     text = (root / "dvc.yaml").read_text()
-    fresh = yaml.safe_load(with_deps(text))["stages"]
+    written = with_deps(text)
+    fresh = yaml.safe_load(written)["stages"]
     now = yaml.safe_load(text)["stages"]
     found = [
         f"dvc.yaml: stage {name}'s code deps"
@@ -136,7 +137,7 @@ def stale(root: Path = ROOT) -> list[str]:
         if now[name].get("do", now[name])["deps"] != fresh[name].get("do", fresh[name])["deps"]
     ]
     doc = (root / "docs" / "pipeline.md").read_text()
-    if with_table(doc, with_deps(text)) != doc:
+    if with_table(doc, written) != doc:
         found.append("docs/pipeline.md: the module table")
     return found
 
