@@ -1,34 +1,41 @@
-"""Stage report: concluding rate with and without the vector, and the sweep heat map.
+"""Stage report: clean, raw and degenerate concluding rates with and without the vector, the
+sweep's heat maps, and samples to read.
 
     dvc repro report
     paths from dvc.yaml's cmd: --steer --sweep --scores --metrics --table --figure
-                               --dose_table --dose_figure
+                               --dose_table --dose_figure --samples
     reads params.yaml section `stats`
 
-Outputs: metrics, a table (a DVC plot: per layer and position, the judged concluding rate
-and the logprob score of ``sweep_logprob``) and both as heat maps, with the rank correlation of
-the two metrics over the grid in the metrics; the dose-response (the concluding rate against
-the coefficient: control at 0, the negated vector, steered and the doses of
-``steer.coefficients``) as a table (a DVC plot) and a figure, with intervals over prompts.
-The metrics hold two analyses (``stats``; ``steerpipe/results/report.py``):
-- per sample, as the original: rates with 95% Wilson intervals, counts per category, and a
-  two-sided Fisher exact p-value, as if every sample were independent;
+Three measures per condition (``steerpipe/results/report.py``): ``clean`` (concluding and not
+degenerate: the headline), the raw concluding rate the original reported (at the top of the
+metrics, as before), and ``degenerate`` (``steerpipe/steering/quality.py``). Each has two
+analyses (``stats``):
+- per sample, as the original: rates with 95% Wilson intervals and a two-sided Fisher exact
+  p-value, as if every sample were independent;
 - per prompt (``prompt_level``): the samples of one prompt are correlated, so the intervals
   come from a bootstrap over prompts, and the test is a sign-flip permutation test of each
   prompt's steered minus control rate (both conditions run on the same prompts).
-The controls (``controls``: the negated vector, random directions of its norm) get the same
-comparison with control, each under its own name.
+The controls (``controls``: the negated vector, random directions of its norm) and the doses
+get the same comparisons with control. Outputs: the metrics; the sweep as a table (a DVC plot:
+per layer, position and coefficient, the three rates and the logprob score) and heat maps;
+the dose-response (the three rates against the coefficient: control at 0, the negated vector,
+steered and the doses of ``steer.coefficients``) as a table (a DVC plot) and a figure; and
+``samples.md``: ``stats.samples`` prompts drawn with ``stats.seed``, every condition's samples
+beside control's, each marked concluding or not and degenerate or not.
 """
 
 from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.results.report import plot_concluding_dose, plot_sweep, report_metrics
+from steerpipe.results.report import plot_concluding_dose, report_metrics
+from steerpipe.results.samples import degenerate_mark, samples_markdown
+from steerpipe.results.sweep_report import plot_sweep
 from steerpipe.stats import StatsParams
+from steerpipe.steering.labels import CATEGORIES
 from steerpipe.storage import read_parquet, write_json
 
 INPUTS = ("steer", "sweep", "scores")
-OUTPUTS = ("metrics", "table", "figure", "dose_table", "dose_figure")
+OUTPUTS = ("metrics", "table", "figure", "dose_table", "dose_figure", "samples")
 
 
 def main() -> None:
@@ -36,7 +43,8 @@ def main() -> None:
     steer = read_parquet(paths["steer"])
     sweep = read_parquet(paths["sweep"])
     scored = read_parquet(paths["scores"])
-    metrics = report_metrics(steer, sweep, scored, load(StatsParams))
+    p = load(StatsParams)
+    metrics = report_metrics(steer, sweep, scored, p)
     write_json(metrics, paths["metrics"])
     first = steer[0]
     plot_concluding_dose(
@@ -47,6 +55,21 @@ def main() -> None:
         paths["dose_figure"],
     )
     plot_sweep(sweep, scored, metrics, paths["table"], paths["figure"])
+    text = samples_markdown(
+        steer,
+        unit=lambda r: (r["row"], r["step"]),
+        unit_name="prompt (row, step)",
+        columns=[
+            ("coefficient", lambda r: r["coefficient"]),
+            ("judged", lambda r: CATEGORIES.get(r["category"], "unjudged")),
+            ("degenerate", degenerate_mark),
+            ("nll", lambda r: r["nll"]),
+        ],
+        n=p.samples,
+        seed=p.seed,
+        title="Steer's samples: each condition beside control, on the same prompts",
+    )
+    paths["samples"].write_text(text)
     print(metrics)
 
 

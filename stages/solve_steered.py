@@ -3,10 +3,10 @@
     dvc repro solve_steered
     paths from dvc.yaml's cmd: --vectors --sweep --scores --problems --solutions
     reads `model`, `solve` (generation, coefficients), `steer` (layer, position, scale),
-    `sweep.metric`
+    `sweep`
 
 The vector is steer's: the cell ``steer.layer`` / ``steer.position`` (``auto``: the best sweep
-cell by ``sweep.metric``), in ``steer.scale``'s units, at each of ``solve.coefficients``
+choice by ``sweep.metric``), in ``steer.scale``'s units, at each of ``solve.coefficients``
 (condition ``dose_<c>``), added on the prompt and every decoded token. A solution's noise is
 that of the same problem and sample under control (``steerpipe/steering/solutions.py``), so
 the two are paired. Output: one row per solution, as ``solve_control``'s, with the cell and
@@ -32,13 +32,14 @@ def main() -> None:
     p = load(SolveParams)
     steer_params = load(SteerParams)
     tensors, meta = read_tensors(paths["vectors"])
-    layer, pos, unit, _ = steer_vector(
+    layer, pos, _, unit, _ = steer_vector(
         tensors,
         meta,
         layer=steer_params.layer,
         position=steer_params.position,
+        coefficient=steer_params.coefficient,
         scale=steer_params.scale,
-        metric=load(SweepParams).metric,
+        sweep=load(SweepParams),
         judged=read_parquet(paths["sweep"]),
         scores=read_parquet(paths["scores"]),
     )

@@ -2,14 +2,16 @@
 
     dvc repro steer
     paths from dvc.yaml's cmd: --vectors --examples --sweep --scores --generations
-    reads `model`, `sampling`, `prepare.kinds`, `steer`, `sweep.metric`
+    reads `model`, `sampling`, `prepare.kinds`, `steer`, `sweep`
 
-The cell is ``steer.layer`` / ``steer.position``; ``auto`` takes the best sweep cell by
-``sweep.metric``: the highest judged concluding rate, or the highest logprob score of
-``sweep_logprob`` (ties: lower layer, then lower position). Beside control (no vector) and
-steered, the controls (``steerpipe/steering/steer.py``): the negated vector and
-``steer.n_random`` random directions of the vector's norm at the same cell; then the doses, the
-vector at each of ``steer.coefficients`` (``dose_<c>``; ``steer.scale: norm`` counts
+The choice is ``steer.layer`` / ``steer.position`` / ``steer.coefficient``; ``auto`` takes the
+best sweep choice by ``sweep.metric`` (``steerpipe/steering/sweep.py``): the highest clean
+concluding rate, the highest raw one, or the highest logprob score of ``sweep_logprob`` (ties:
+lower layer, position, coefficient). When a part is ``auto``, the prompts are the held-out ones
+the sweep did not sample, so that the choice is not scored on the prompts that made it. Beside
+control (no vector) and steered, the controls (``steerpipe/steering/steer.py``): the negated
+vector and ``steer.n_random`` random directions of the vector's norm at the same cell; then the
+doses, the vector at each of ``steer.coefficients`` (``dose_<c>``; ``steer.scale: norm`` counts
 coefficients in the layer's mean residual-stream norm). All conditions share batches, in that
 order, so adding controls or doses leaves the earlier conditions' samples as they were.
 Output: one row per sample (``condition``: control / steered / negated / random_k / dose_c;
@@ -32,7 +34,7 @@ from steerpipe.steering.steer import (
     dose_name,
     steer_vector,
 )
-from steerpipe.steering.sweep import SweepParams
+from steerpipe.steering.sweep import SweepParams, steer_prompts
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
 INPUTS = ("vectors", "examples", "sweep", "scores")
@@ -44,26 +46,29 @@ def main() -> None:
     p = load(SteerParams)
     negative = load(PrepareParams).kinds[1]  # the kind the vector steers away from
     tensors, meta = read_tensors(paths["vectors"])
-    layer, pos, unit, resid_norm = steer_vector(
+    sweep = load(SweepParams)
+    layer, pos, coef, unit, resid_norm = steer_vector(
         tensors,
         meta,
         layer=p.layer,
         position=p.position,
+        coefficient=p.coefficient,
         scale=p.scale,
-        metric=load(SweepParams).metric,
+        sweep=sweep,
         judged=read_parquet(paths["sweep"]),
         scores=read_parquet(paths["scores"]),
     )
-    vec = p.coefficient * unit
+    vec = coef * unit
     n = None if p.n_prompts == "all" else p.n_prompts
-    prompts = held_out(read_parquet(paths["examples"]), negative, n)
+    examples = held_out(read_parquet(paths["examples"]), negative)
+    prompts = steer_prompts(examples, sweep.n_prompts, n, (p.layer, p.position, p.coefficient))
     model, tok = load_from_params(load(ModelParams))
-    cell = {"layer": layer, "position": pos, "coefficient": p.coefficient, "scale": p.scale}
+    cell = {"layer": layer, "position": pos, "coefficient": coef, "scale": p.scale}
     vectors: list[tuple[str, float, torch.Tensor | None]] = [
-        ("control", p.coefficient, None),
-        ("steered", p.coefficient, vec),
-        *((name, p.coefficient, v) for name, v in control_vectors(vec, p.n_random, p.seed).items()),
-        *((dose_name(c), c, c * unit) for c in dose_coefficients(p.coefficient, p.coefficients)),
+        ("control", coef, None),
+        ("steered", coef, vec),
+        *((name, coef, v) for name, v in control_vectors(vec, p.n_random, p.seed).items()),
+        *((dose_name(c), c, c * unit) for c in dose_coefficients(coef, p.coefficients)),
     ]
     conditions = [
         (
@@ -84,7 +89,7 @@ def main() -> None:
     )
     write_parquet(records, paths["generations"])
     print(
-        f"cell (layer {layer}, position {pos}, coefficient {p.coefficient} {p.scale}; "
+        f"cell (layer {layer}, position {pos}, coefficient {coef} {p.scale}; "
         f"vector norm {vec.norm():.3g}, the layer's mean residual norm {resid_norm:.3g}): "
         f"{len(records)} samples"
     )

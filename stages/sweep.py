@@ -1,13 +1,14 @@
-"""Stage sweep: steered samples for every (layer, position) cell of a grid.
+"""Stage sweep: steered samples for every (layer, position, coefficient) choice of a grid.
 
     dvc repro sweep
     paths from dvc.yaml's cmd: --vectors --examples --generations
-    reads `model`, `sampling`, `prepare.kinds`, `sweep`
+    reads `model`, `sampling`, `prepare.kinds`, `sweep`, `steer.scale`
 
-Vector ``[layer, pos]`` times ``sweep.coefficient`` is added at ``blocks.{layer}.hook_resid_pre``
-on every position, prompt and generated tokens, for ``n_samples`` samples on each of the first
-``n_prompts`` test prompts of the negative kind. All cells share batches (one vector per row).
-Output: one row per sample; the judge stage scores it.
+Vector ``[layer, pos]`` at each of ``sweep.coefficients`` (in ``steer.scale``'s units) is added
+at ``blocks.{layer}.hook_resid_pre`` on every position, prompt and generated tokens, for
+``n_samples`` samples on each of the first ``n_prompts`` test prompts of the negative kind (the
+steer stage reports on the others). All choices share batches (one vector per row).
+Output: one row per sample, with its ``nll`` under the plain model; the judge stage scores it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from steerpipe.lm.hooks import Steer
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.steering.prepare import PrepareParams, held_out
 from steerpipe.steering.sampling import SamplingParams, sample_conditions
+from steerpipe.steering.steer import SteerParams, cell_vector
 from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
@@ -34,12 +36,12 @@ def main() -> None:
         check_cell(layer, pos, meta["layers"], meta["positions"], "sweep.layers/positions")
     prompts = held_out(read_parquet(paths["examples"]), negative, p.n_prompts)
     model, tok = load_from_params(load(ModelParams))
+    scale = load(SteerParams).scale
+    units = {cell: cell_vector(tensors, meta, *cell, scale)[0] for cell in cells}
     conditions = [
-        (
-            {"layer": layer, "position": pos, "coefficient": p.coefficient},
-            Steer(layer, p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos]),
-        )
+        ({"layer": layer, "position": pos, "coefficient": c}, Steer(layer, c * units[layer, pos]))
         for layer, pos in cells
+        for c in p.coefficients
     ]
     records = sample_conditions(
         model,
@@ -51,7 +53,7 @@ def main() -> None:
         seed=p.seed,
     )
     write_parquet(records, paths["generations"])
-    print(f"{len(records)} samples over {len(cells)} cells")
+    print(f"{len(records)} samples over {len(cells)} cells x {len(p.coefficients)} coefficients")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
     dvc repro sweep_logprob
     paths from dvc.yaml's cmd: --vectors --examples --scores
     reads `model`, `prepare.kinds`, `sampling.batch_size`, `sweep` (layers, positions,
-    coefficient, logprob_examples)
+    logprob_examples, logprob_coefficient), `steer.scale`
 
 For each cell, the change in the teacher-forced log-probability of the first
 ``sweep.logprob_examples`` training examples of each kind's step openings when the cell's
-vector (times ``sweep.coefficient``) is added, positive kind against negative
-(``steerpipe/steering/logprob.py``). One forward for the plain model and one per cell over the same
-examples, sharing batches (each batch mostly one example under many cells: little padding).
+vector (times ``sweep.logprob_coefficient``, in ``steer.scale``'s units) is added, positive
+kind against negative (``steerpipe/steering/logprob.py``). One forward for the plain model
+and one per cell over the same examples, sharing batches (each batch mostly one example under
+many cells: little padding).
 Output: one row per cell (``score`` in nats, the two kinds' mean changes); ``sweep.metric:
 logprob`` makes ``steer``'s ``auto`` cell the best one.
 """
@@ -22,6 +23,7 @@ from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.steering.logprob import cell_score, opening_logprobs, scored_rows
 from steerpipe.steering.prepare import PrepareParams
 from steerpipe.steering.sampling import SamplingParams
+from steerpipe.steering.steer import SteerParams, cell_vector
 from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
@@ -46,11 +48,11 @@ def main() -> None:
     # an opening as long as the positions the vectors were read at
     rows = scored_rows(examples, n_tokens=len(meta["positions"]))
     model, tok = load_from_params(load(ModelParams))
+    scale = load(SteerParams).scale
     steers: list[Steer | None] = [None]  # the plain model, then each cell
     for layer, pos in cells:
-        steers.append(
-            Steer(layer, p.coefficient * tensors["vectors"][meta["layers"].index(layer), pos])
-        )
+        unit, _ = cell_vector(tensors, meta, layer, pos, scale)
+        steers.append(Steer(layer, p.logprob_coefficient * unit))
     # example by example, each under every cell: a batch is mostly one example, so one length
     logp = opening_logprobs(
         model,
@@ -64,7 +66,9 @@ def main() -> None:
     records = []
     for k, (layer, pos) in enumerate(cells, start=1):
         score = cell_score(plain, logp[k::per], is_positive)
-        records.append({"layer": layer, "position": pos, "coefficient": p.coefficient, **score})
+        records.append(
+            {"layer": layer, "position": pos, "coefficient": p.logprob_coefficient, **score}
+        )
     write_parquet(records, paths["scores"])
     best = max(records, key=lambda r: r["score"])
     print(

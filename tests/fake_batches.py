@@ -22,17 +22,38 @@ from typing import Any
 Answer = Callable[[str, dict[str, Any], int], tuple[str, str]]
 
 
+def is_fluency(params: dict[str, Any]) -> bool:
+    """Is this request the fluency rubric's (``judge.FLUENCY_PROMPT``), not the category's?"""
+    return "[Text Start]" in params["messages"][0]["content"][0]["text"]
+
+
 def completion(params: dict[str, Any]) -> str:
-    """The text under judgement, taken back out of the original judge prompt."""
+    """The text under judgement, taken back out of the original judge prompt or the fluency
+    rubric."""
     prompt = params["messages"][0]["content"][0]["text"]
+    if is_fluency(params):
+        return prompt.split("[Text Start]\n", 1)[1].rsplit("\n[Text End]", 1)[0]
     return prompt.split("Here is the output of the language model:")[1].strip()
 
 
 def rule_answer(cid: str, params: dict[str, Any], attempt: int) -> tuple[str, str]:
-    """Answer as the offline rule judge would, so both backends must agree."""
+    """Answer as the offline rule judge would, so both backends must agree; a fluency rating
+    of 0 for a text the degenerate rule flags by its text alone, else 2."""
     from steerpipe.steering.labels import classify_opening
 
-    return "succeeded", str(classify_opening(completion(params)))
+    text = completion(params)
+    if is_fluency(params):
+        return "succeeded", f"Reads as it reads. Rating: [[{0 if text_degenerate(text) else 2}]]"
+    return "succeeded", str(classify_opening(text))
+
+
+def text_degenerate(text: str) -> bool:
+    """The degenerate rule of the repository's params.yaml, on the text alone (no NLL)."""
+    from tiny import params
+
+    from steerpipe.steering.quality import QualityParams, judge_quality
+
+    return bool(judge_quality(text, None, params(QualityParams))["degenerate"])
 
 
 @dataclass

@@ -103,16 +103,20 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         model__random_init=True,
         steps__source="steps.parquet",
         prepare__kinds=["conclusion", "verification"],
-        prepare__test_size=3,
+        prepare__test_size=4,  # 1 for the sweep, 3 for steer
         sampling__max_new_tokens=4,
         sampling__batch_size=8,
         sweep__layers=[1, 2],
         sweep__positions=[0, 1],
+        sweep__coefficients=[1.0, 2.0],
         sweep__n_prompts=1,
         sweep__n_samples=2,
         steer__n_samples=2,
         steer__coefficients=[2.0],
         steer__scale="norm",  # the default is absolute; this exercises the other
+        # a random model finds every text unlikely (about log(vocab) nats a token): judge the
+        # tiny pipeline's texts by their repetition only
+        quality__max_nll=100.0,
         solve__problems__n=2,
         solve__generation__max_new_tokens=4,
         solve__generation__batch_size=8,

@@ -8,13 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_batches import FakeServer, FakeState, completion
+from fake_batches import FakeServer, FakeState, completion, is_fluency
 from tiny import params
 
 from steerpipe.claude.answer_store import BatchJournal
 from steerpipe.claude.message_batches import request_id, split_requests
 from steerpipe.config import StageError
-from steerpipe.steering.judge import ClaudeJudge, JudgeParams, parse_category
+from steerpipe.steering.judge import (
+    FLUENCY_PROMPT,
+    ClaudeJudge,
+    JudgeParams,
+    axbench_score,
+    fluency_agreement,
+    parse_category,
+    parse_rating,
+)
 from steerpipe.steering.labels import classify_opening
 
 SECRET = "sk-ant-test-SECRET-0123456789"
@@ -42,6 +50,9 @@ def answer(cid: str, params: dict, attempt: int) -> tuple[str, str]:
         return "expired", ""
     if text.startswith("Next") and attempt == 1:
         return "canceled", ""
+    if is_fluency(params):  # the fluency rubric: an explanation, then the rating
+        rating = 0 if "answer answer" in text else 1 if text.startswith("We") else 2
+        return "succeeded", f"The text reads as it reads.\n\nRating: [[{rating}]]"
     category = classify_opening(text)
     return "succeeded", [f"{category}", f" {category}\n", f"Category {category}", f"{category}."][
         len(text) % 4
@@ -58,8 +69,10 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     server.stop()
 
 
-def judge(store: Path, **options: float) -> ClaudeJudge:
-    return ClaudeJudge(params(JudgeParams, store=str(store), **{**FAST, **options}))
+def judge(store: Path, **options: float | bool) -> ClaudeJudge:
+    """The Claude judge; the batch runner's tests ask for the category only."""
+    settings = {**FAST, "fluency": False, **options}
+    return ClaudeJudge(params(JudgeParams, store=str(store), **settings))
 
 
 def expected() -> list[int | None]:
@@ -106,6 +119,84 @@ def test_original_defaults() -> None:
         "Here is the output of the language model:\n        \n        TEXT\n        "
         in (p["messages"][0]["content"][0]["text"])
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "rating"),
+    [
+        ("Fluent enough.\n\nRating: [[2]]", 2),
+        ("rating: [[ 0 ]]", 0),
+        ("Rating: [[1]] ... on reflection, Rating: [[0]]", 0),  # the last one counts
+        ("Rating: [[3]]", None),
+        ("I would say 2", None),
+    ],
+)
+def test_parse_rating(text: str, rating: int | None) -> None:
+    assert parse_rating(text) == rating
+
+
+def test_axbench_score_is_the_harmonic_mean_and_zero_if_either_is() -> None:
+    assert axbench_score(True, 2) == 2.0
+    assert axbench_score(True, 1) == pytest.approx(4 / 3)  # 2 * 2 * 1 / (2 + 1)
+    assert axbench_score(True, 0) == 0.0 and axbench_score(False, 2) == 0.0
+    assert axbench_score(True, None) is None
+
+
+def test_fluency_agreement_is_kappa_of_degenerate_against_a_rating_of_zero() -> None:
+    got = fluency_agreement([True, True, False, False, False], [0, 1, 2, 2, None])
+    assert got["samples"] == 4
+    assert got["ratings"]["degenerate"] == {"0": 1, "1": 1, "2": 0}
+    assert got["ratings"]["not_degenerate"] == {"0": 0, "1": 0, "2": 2}
+    # observed agreement 3/4; expected (2/4)(1/4) + (2/4)(3/4) = 1/2: kappa (3/4 - 1/2) / (1/2)
+    assert got["kappa"] == pytest.approx(0.5)
+
+
+def test_fluency_requests_have_their_own_cache_key_and_prompt() -> None:
+    j = ClaudeJudge(params(JudgeParams))
+    fluency = j.params("TEXT", "fluency")
+    assert fluency["messages"][0]["content"][0]["text"] == FLUENCY_PROMPT.replace(
+        "{completion}", "TEXT"
+    )
+    assert fluency["max_tokens"] == 300 and fluency["model"] == j.params("TEXT")["model"]
+    assert request_id(fluency, "fluency-v1") != request_id(j.params("TEXT"), "fluency-v1")
+    assert request_id(fluency, "fluency-v1") != request_id(fluency, "fluency-v2")
+
+
+FLUENCY_TEXTS = TEXTS + ["answer answer answer is"]
+
+
+def expected_fluency() -> list[int | None]:
+    out: list[int | None] = []
+    for text in FLUENCY_TEXTS:
+        rating = 0 if "answer answer" in text else 1 if text.startswith("We") else 2
+        out.append(None if text.startswith(("UNPARSABLE", "INVALID")) else rating)
+    return out
+
+
+def test_fluency_goes_in_the_same_batches_and_is_never_paid_twice(fake, tmp_path) -> None:
+    fake.state.polls_before_end = 10_000  # the first run stops with its batch still running
+    with pytest.raises(StageError, match="still running"):
+        judge(tmp_path, fluency=True, max_wait_seconds=0.2).classify(FLUENCY_TEXTS)
+    (first,) = fake.state.batches.values()
+    kinds = {is_fluency(params) for _, params, _, _ in first["results"]}
+    assert kinds == {True, False} and len(first["results"]) == 2 * 11  # both rubrics, one batch
+    for b in fake.state.batches.values():
+        b["polls_before_end"] = 1
+    fake.state.polls_before_end = 1
+    j = judge(tmp_path, fluency=True)
+    categories = j.classify(FLUENCY_TEXTS)
+    assert categories == expected() + [classify_opening("answer answer answer is")]
+    assert j.fluency == expected_fluency()
+    assert j.stats["unique_requests"] == 22 and j.stats["fluency_unrated"] == 2
+    # resumed, not re-sent: the first batch collected; only the retryable ones went again
+    # (RETRY, EXPIRE, Next: each rubric's request once more)
+    assert len(fake.state.batches) == 2
+    assert fake.state.requests_received == 22 + 2 * 3
+    assert all(n <= 2 for n in fake.state.attempts.values())
+    # and a third run pays for nothing
+    again = judge(tmp_path, fluency=True)
+    assert again.classify(FLUENCY_TEXTS) == categories and again.fluency == j.fluency
+    assert again.stats["requests_sent"] == 0 and fake.state.requests_received == 22 + 6
 
 
 def test_split_requests_under_limits() -> None:

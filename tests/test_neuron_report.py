@@ -15,7 +15,7 @@ from steerpipe.results.neuron_report import (
 )
 from steerpipe.stats import StatsParams, mcnemar_p, wilson_interval
 
-P = StatsParams(seed=0, n_resamples=1000)
+P = StatsParams(seed=0, n_resamples=1000, samples=2)
 
 
 def answers() -> list[dict[str, Any]]:

@@ -75,7 +75,53 @@ def test_outputs_and_metrics(repo: Path) -> None:
     assert [float(t["coefficient"]) for t in table] == [-1.0, 0.0, 1.0, 2.0]
     assert [float(t["concluding_rate"]) for t in table] == [q["rate"] for q in dose]
     assert (repo / "data/report/dose.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 3
+    assert json.loads((repo / "data/prepare/metrics.json").read_text())["conclusion"]["test"] == 4
+    # steer reports on the held-out prompts the sweep did not choose on
+    swept = {r["row"] for r in pq.read_table(repo / "data/sweep/judged.parquet").to_pylist()}
+    assert len(swept) == 1 and not swept & {r["row"] for r in judged}
+
+
+def test_clean_and_degenerate_follow_the_judged_samples(repo: Path) -> None:
+    """Every sample carries its measures, degenerate and clean; the report's clean and
+    degenerate counts are those of the samples; the samples file shows drawn prompts."""
+    judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
+    for r in judged:
+        assert r["clean"] == (r["category"] == 1 and not r["degenerate"])
+        assert r["degenerate"] == bool(r["degenerate_reasons"])
+        assert r["nll"] > 0 and 1 <= r["new_tokens"] <= 4
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    for measure in ("clean", "degenerate"):
+        for name in ("control", "steered"):
+            rows = [r for r in judged if r["condition"] == name]
+            got = metrics[measure][name]
+            assert (got["count"], got["n"]) == (sum(r[measure] for r in rows), len(rows))
+        negated = [r for r in judged if r["condition"] == "negated"]
+        assert metrics["controls"]["negated"][measure]["count"] == sum(r[measure] for r in negated)
+    stats = json.loads((repo / "data/steer/judge.json").read_text())
+    assert stats["degenerate"] == sum(r["degenerate"] for r in judged)
+    samples = (repo / "data/report/samples.md").read_text()
+    prompts = [line for line in samples.splitlines() if line.startswith("## prompt (row, step)")]
+    assert len(prompts) == 3  # stats.samples 6, and steer has 3 prompts
+    assert samples.count("| control |") == 3 * 2 and samples.count("| steered |") == 3 * 2
+
+
+def test_changing_only_the_degenerate_thresholds_reruns_only_their_readers(repo: Path) -> None:
+    # the tiny pipeline's texts are a few tokens: under 200 bytes, so the compression
+    # threshold decides nothing, and every output of the readers comes out the same
+    set_params(repo, quality__max_compression=9.0)
+    proc = run(repo, "dvc", "repro")
+    assert ran(proc) == {"judge@sweep", "judge@steer", "solve_report"}
+    # a threshold that does decide: every sample is now degenerate, nothing clean
+    set_params(repo, quality__max_nll=1e-6)
+    run(repo, "dvc", "repro")
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    assert (
+        metrics["degenerate"]["control"]["rate"] == 1.0
+        and metrics["clean"]["steered"]["count"] == 0
+    )
+    solved = json.loads((repo / "data/solve_report/metrics.json").read_text())["conditions"]
+    assert all(c["degenerate"] == c["accuracy"]["n"] for c in solved.values())
+    restore(repo)
 
 
 def test_resid_norms_and_steer_scale_norm(repo: Path) -> None:
@@ -174,7 +220,7 @@ TOLERANCE = {
 
 # in the report, the numbers computed in floats from the vectors or the model's logits rather
 # than counted from samples: within 1e-3 (docs/pipeline.md)
-FLOATS = ("logprob_score", "vector_norm")
+FLOATS = ("logprob_score", "best_logprob.score", "vector_norm")
 
 
 def leaves(tree: object, prefix: str = "") -> dict[str, object]:
@@ -239,15 +285,18 @@ def test_sweep_metric_logprob_reruns_only_the_choice_and_after(repo: Path) -> No
     assert {(r["layer"], r["position"]) for r in scores} == {(1, 0), (1, 1), (2, 0), (2, 1)}
     metrics = json.loads((repo / "data/report/metrics.json").read_text())["sweep"]
     best = best_scored_cell(scores)
-    assert (metrics["best_logprob_layer"], metrics["best_logprob_position"]) == best
+    assert (metrics["best_logprob"]["layer"], metrics["best_logprob"]["position"]) == best
     with open(repo / "data/report/sweep.csv") as f:
-        table = {(int(r["layer"]), int(r["position"])): r for r in csv.DictReader(f)}
-    assert {c: float(r["logprob_score"]) for c, r in table.items()} == {
+        table = [r for r in csv.DictReader(f) if float(r["coefficient"]) == 1.0]
+    assert {(int(r["layer"]), int(r["position"])): float(r["logprob_score"]) for r in table} == {
         (r["layer"], r["position"]): pytest.approx(r["score"]) for r in scores
     }
     set_params(repo, sweep__metric="logprob")
     proc = run(repo, "dvc", "repro")
-    assert ran(proc) == {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
+    # steer and solve_steered choose again; what reads their samples re-runs where they changed
+    # (on the tiny model the clean metric's tie-break may land on the same cell already)
+    assert {"steer", "solve_steered"} <= ran(proc)
+    assert ran(proc) <= {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
     judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
     assert {(r["layer"], r["position"]) for r in judged} == {best}
     restore(repo)
@@ -362,7 +411,7 @@ def test_empty_after_filtering_fails_cleanly(repo: Path) -> None:
     labelled = sum(bool(r["conclusion_steps"]) for r in rows)
     assert labelled > 0
     message = " ".join(proc.stderr.split())
-    assert "only 0 'conclusion' examples are left, and prepare.test_size=3" in message
+    assert "only 0 'conclusion' examples are left, and prepare.test_size=4" in message
     assert f"found 'conclusion' steps in {labelled} of {len(rows)} problems" in message
     assert "steps.labeller=anthropic" in message
     assert f"Of those, {labelled} had a step shorter than prepare.min_step_tokens=500" in message

@@ -59,7 +59,7 @@ def _experiment(shown: object, name: str) -> dict | None:
 
 
 def test_queued_sweep(repo: Path) -> None:
-    # a sweep of steer's coefficient, which only steer reads (the solve stages have their own)
+    # a sweep of steer's coefficient (the solve stages steer at the sweep's best cell for it)
     for coefficient in (0.5, 2.0):
         run(
             repo,
@@ -105,10 +105,20 @@ def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) ->
         )
         proc = run(repo, "dvc", "repro", env=env)
         assert {"judge@sweep", "judge@steer"} <= ran(proc)
-        assert (repo / "data/report/metrics.json").read_text() == want
+        got = json.loads((repo / "data/report/metrics.json").read_text())
+        # Claude's fluency ratings add AxBench's combined score, and change nothing else; the
+        # fake rates 0 what the degenerate rule flags and 2 the rest: 2 x the clean rate
+        combined = got.pop("combined")
+        assert got == json.loads(want)
+        assert combined["control"] == pytest.approx(2 * got["clean"]["control"]["rate"])
+        assert combined["steered"] == pytest.approx(2 * got["clean"]["steered"]["rate"])
         stats = json.loads((repo / "data/sweep/judge.json").read_text())
         assert stats["backend"] == "anthropic" and stats["unjudged"] == 0
-        assert stats["requests_sent"] == stats["unique_requests"] > 0
+        # both rubrics of every sample, in the same batches
+        assert stats["requests_sent"] == stats["unique_requests"] > stats["samples"]
+        ratings = stats["fluency_agreement"]["ratings"]
+        assert ratings["degenerate"]["1"] == ratings["not_degenerate"]["1"] == 0
+        assert ratings["degenerate"]["2"] == ratings["not_degenerate"]["0"] == 0
         # the fake server answers as the rule judge does: full agreement, all on the diagonal
         # (kappa is 1, or null where every sample got one category and kappa is undefined)
         agree = stats["agreement_with_rule"]

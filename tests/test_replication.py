@@ -41,6 +41,7 @@ def record(name: str, rep: dict | None) -> dict:
 
 
 REPORT = "data/report/metrics.json"
+CLEAN = report(0.125, 9, 0.0, 0.25, 0.05)
 SHOWN = [
     {"rev": "workspace", "name": None, "data": {"metrics": {}}, "experiments": None},
     {
@@ -49,7 +50,8 @@ SHOWN = [
         # a commit's own row has a report too, but is not one of the experiments
         "data": {"metrics": {REPORT: {"data": report(0.9, 1, 0.8, 1.0, 1e-5)}}},
         "experiments": [
-            {"revs": [record("seed-2", report(0.25, 10, 0.1, 0.4, 0.01))]},
+            # a report with the clean rate: its headline is the clean one
+            {"revs": [record("seed-2", report(0.25, 10, 0.1, 0.4, 0.01) | {"clean": CLEAN})]},
             {"revs": [record("queued", None)]},  # no report yet
             {"revs": [record("coef-2", report(0.75, 10, 0.6, 0.9, 1e-4))]},  # another sweep
         ],
@@ -92,8 +94,13 @@ def test_table_of_three_experiments(tmp_path: Path, capsys, monkeypatch) -> None
     (tmp_path / "shown.json").write_text(json.dumps(SHOWN))
     main(["table", "--json", str(tmp_path / "shown.json"), "--out", str(tmp_path / "out")])
     lines = (tmp_path / "out" / "table.md").read_text().splitlines()
-    assert lines[2] == "| seed-1 | 15/1 | 13/64 | 45/64 | +0.500 | +0.300 to +0.700 | 0.0001 |"
-    assert lines[4] == "| seed-3 | 15/1 | 8/64 | 16/64 | +0.125 | -0.050 to +0.300 | 0.2 |"
-    assert lines[5].startswith("| pooled (3 experiments) | | | | +0.292 | ")
+    assert (
+        lines[2] == "| seed-1 | 15/1/1 | raw | 13/64 | 45/64 | +0.500 | +0.300 to +0.700 | 0.0001 |"
+    )
+    assert (
+        lines[3] == "| seed-2 | 15/1/1 | clean | 9/64 | 17/64 | +0.125 | +0.000 to +0.250 | 0.05 |"
+    )
+    assert lines[4] == "| seed-3 | 15/1/1 | raw | 8/64 | 16/64 | +0.125 | -0.050 to +0.300 | 0.2 |"
+    assert lines[5].startswith("| pooled (3 experiments) | | | | | +0.250 | ")
     assert (tmp_path / "out" / "forest.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.splitlines() == lines

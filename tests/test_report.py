@@ -4,48 +4,54 @@ judged samples, every number worked out by hand."""
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_sweep_report import scored_rows, sweep_rows
 
 from steerpipe.results.report import (
     condition_against_control,
     condition_summary,
     dose_response,
     plot_concluding_dose,
-    plot_sweep,
     prompt_level,
     report_metrics,
-    sweep_table,
 )
+from steerpipe.results.sweep_report import sweep_metrics
 from steerpipe.stats import StatsParams, fisher_p, wilson_interval
 
-P = StatsParams(seed=0, n_resamples=1000)
+P = StatsParams(seed=0, n_resamples=1000, samples=2)
 CELL = {"layer": 5, "position": 1, "coefficient": 2.0, "scale": "absolute"}
 
 
-def sample(condition: str, row: int, category: int | None) -> dict[str, Any]:
-    return {**CELL, "condition": condition, "row": row, "step": 0, "category": category}
+def sample(
+    condition: str, row: int, category: int | None, degenerate: bool = False
+) -> dict[str, Any]:
+    return {**CELL, "condition": condition, "row": row, "step": 0, "category": category} | {
+        "degenerate": degenerate,
+        "clean": category == 1 and not degenerate,
+    }
 
 
 def steer_rows() -> list[dict[str, Any]]:
-    """Two prompts x 2 samples: control concludes 1/4, steered 3/4 (prompt 0: 2/2 against 1/2,
-    prompt 1: 1/2 against 0/2), negated 0/4, one random direction 1/4, a dose at 1.0 2/4."""
+    """Two prompts x 2 samples (category, degenerate). Control concludes 1/4, all clean;
+    steered 3/4 (prompt 0: 2/2 against 1/2, prompt 1: 1/2 against 0/2), but 2 of them
+    degenerate: clean 1/4, as control; negated 0/4; one random direction 1/4 (and one
+    degenerate sample that does not conclude); a dose at 1.0 2/4, clean."""
     per = {
-        "control": [(0, 1), (0, 2), (1, 3), (1, None)],
-        "steered": [(0, 1), (0, 1), (1, 1), (1, 2)],
-        "negated": [(0, 2), (0, 2), (1, 3), (1, 3)],
-        "random_0": [(0, 1), (0, 3), (1, 3), (1, 3)],
-        "dose_1.0": [(0, 1), (0, 2), (1, 1), (1, 3)],
+        "control": [(0, 1, False), (0, 2, False), (1, 3, False), (1, None, False)],
+        "steered": [(0, 1, True), (0, 1, False), (1, 1, True), (1, 2, False)],
+        "negated": [(0, 2, False), (0, 2, False), (1, 3, False), (1, 3, False)],
+        "random_0": [(0, 1, False), (0, 3, True), (1, 3, False), (1, 3, False)],
+        "dose_1.0": [(0, 1, False), (0, 2, False), (1, 1, False), (1, 3, False)],
     }
     norms = {"control": 0.0, "steered": 4.0, "negated": 4.0, "random_0": 4.0, "dose_1.0": 2.0}
     coefficients = {"dose_1.0": 1.0}
     rows = []
     for name, samples in per.items():
-        for row, category in samples:
-            r = sample(name, row, category)
+        for row, category, degenerate in samples:
+            r = sample(name, row, category, degenerate)
             r["vector_norm"] = norms[name]
             r["coefficient"] = coefficients.get(name, 2.0)
             rows.append(r)
@@ -90,18 +96,36 @@ def test_a_condition_against_control() -> None:
     assert got["prompt_level"] == prompt_level(rows, "steered", P)
 
 
+def test_each_measure_counts_its_own_samples() -> None:
+    rows = [r for r in steer_rows() if r["condition"] == "steered"]
+    assert condition_summary(rows)["count"] == 3
+    clean = condition_summary(rows, "clean")
+    assert (clean["count"], clean["n"], clean["rate"]) == (1, 4, 0.25)
+    assert "categories" not in clean  # the categories belong to the raw rate
+    assert condition_summary(rows, "degenerate")["count"] == 2
+    # per prompt: prompt 0 steered 1/2 clean against control 1/2, prompt 1 0/2 against 0/2
+    level = prompt_level(steer_rows(), "steered", P, "clean")
+    assert level["sign_flip_p"] == 1.0 and level["difference"]["ci95_high"] == 0.0
+    assert prompt_level(steer_rows(), "steered", P, "degenerate")["sign_flip_p"] == 0.5
+
+
 def test_dose_response_keeps_the_vectors_axis_in_order() -> None:
     dose = report_metrics(steer_rows(), sweep_rows(), scored_rows(), P)["dose_response"]
     assert list(dose) == ["negated", "control", "dose_1.0", "steered"]  # -2, 0, 1, 2
     assert [q["coefficient"] for q in dose.values()] == [-2.0, 0.0, 1.0, 2.0]
     assert "difference" not in dose["control"] and dose["steered"]["difference"] == 0.5
     assert dose["dose_1.0"]["vector_norm"] == 2.0 and dose["dose_1.0"]["rate"] == 0.5
+    steered = dose["steered"]
+    assert (steered["clean_rate"], steered["clean_difference"]) == (0.25, 0.0)
+    assert (steered["degenerate_count"], steered["degenerate_sign_flip_p"]) == (2, 0.5)
+    assert dose["control"]["clean_prompt_ci95_low"] is not None
 
 
 def test_dose_points_take_their_own_interval_over_prompts() -> None:
     def summary(rate: float, level: dict[str, Any]) -> dict[str, Any]:
         s = {"count": 1, "n": 4, "rate": rate, "ci95_low": 0.0, "ci95_high": 0.9}
-        return {**s, "difference": rate - 0.25, "fisher_p": 1.0, "prompt_level": level}
+        one = {**s, "difference": rate - 0.25, "fisher_p": 1.0, "prompt_level": level}
+        return {m: one for m in ("concluding", "clean", "degenerate")}
 
     rows = [{"condition": c, "vector_norm": 1.0} for c in ("control", "negated", "random_0")]
     summaries = {
@@ -112,47 +136,28 @@ def test_dose_points_take_their_own_interval_over_prompts() -> None:
     dose = dose_response(rows, summaries, 3.0)
     assert list(dose) == ["negated", "control"]
     assert (dose["control"]["prompt_ci95_low"], dose["control"]["prompt_ci95_high"]) == (0.1, 0.4)
+    assert dose["control"]["clean_prompt_ci95_high"] == 0.4
     assert dose["negated"]["coefficient"] == -3.0 and dose["negated"]["prompt_ci95_high"] == 0.2
     assert dose["negated"]["difference"] == -0.25 and dose["negated"]["sign_flip_p"] is None
 
 
-def sweep_rows() -> list[dict[str, Any]]:
-    """Cell (3, 0): 1 of 2 concluding; (3, 1): 2 of 2; (6, 0): 0 of 2."""
-    cells = {(3, 0): [1, 2], (3, 1): [1, 1], (6, 0): [3, 2]}
-    return [
-        {"layer": lay, "position": pos, "category": c}
-        for (lay, pos), cats in cells.items()
-        for c in cats
-    ]
-
-
-def scored_rows() -> list[dict[str, Any]]:
-    scores = {(3, 0): 0.5, (3, 1): -0.25, (6, 0): 1.5, (6, 1): 0.0}
-    return [{"layer": lay, "position": pos, "score": s} for (lay, pos), s in scores.items()]
-
-
-def test_report_metrics_picks_each_metrics_best_cell() -> None:
+def test_report_metrics_heads_with_the_clean_rate_and_picks_each_metrics_best() -> None:
     metrics = report_metrics(steer_rows(), sweep_rows(), scored_rows(), P)
     assert metrics["cell"] == {"layer": 5, "position": 1, "coefficient": 2.0}
     assert set(metrics["controls"]) == {"negated", "random_0"}
     assert metrics["controls"]["random_0"]["count"] == 1
+    assert metrics["controls"]["random_0"]["degenerate"]["count"] == 1
     assert (metrics["control"]["rate"], metrics["steered"]["rate"]) == (0.25, 0.75)
     assert metrics["difference"] == 0.5 and "difference" not in metrics["steered"]
-    sweep = metrics["sweep"]
-    assert (sweep["cells"], sweep["samples"]) == (3, 6)
-    assert (sweep["best_layer"], sweep["best_position"], sweep["best_rate"]) == (3, 1, 1.0)
-    assert (sweep["best_logprob_layer"], sweep["best_logprob_position"]) == (6, 0)
-    assert sweep["best_logprob_score"] == 1.5
-    # the 3 cells both metrics have: rates (0.5, 1, 0) against scores (0.5, -0.25, 1.5)
-    assert sweep["rank_correlation"]["spearman"] == pytest.approx(-1.0)
-
-
-def test_sweep_table_marks_what_a_metric_lacks() -> None:
-    layers, positions, rows = sweep_table(sweep_rows(), scored_rows())
-    assert (layers, positions) == ([3, 6], [0, 1])
-    assert rows[:3] == [[3, 0, 0.5, 2, 0.5], [3, 1, 1.0, 2, -0.25], [6, 0, 0.0, 2, 1.5]]
-    lay, pos, rate, n, score = rows[3]  # (6, 1): scored, never sampled
-    assert (lay, pos, n, score) == (6, 1, 0, 0.0) and math.isnan(rate)
+    clean = metrics["clean"]
+    assert (clean["control"]["rate"], clean["steered"]["rate"], clean["difference"]) == (
+        0.25,
+        0.25,
+        0.0,
+    )
+    assert clean["prompt_level"]["sign_flip_p"] == 1.0
+    assert metrics["degenerate"]["steered"]["count"] == 2
+    assert metrics["sweep"] == sweep_metrics(sweep_rows(), scored_rows())
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -166,16 +171,11 @@ def test_the_plots_write_their_tables(tmp_path: Path) -> None:
         metrics["dose_response"], "absolute", 5, tmp_path / "dose.csv", tmp_path / "dose.png"
     )
     dose = read_csv(tmp_path / "dose.csv")
-    assert dose[0][:2] == ["coefficient", "concluding_rate"]
-    assert [(r[0], r[1], r[-1]) for r in dose[1:]] == [
-        ("-2.0", "0.0", "negated"),
-        ("0.0", "0.25", "control"),
-        ("1.0", "0.5", "dose_1.0"),
-        ("2.0", "0.75", "steered"),
+    assert dose[0][:4] == ["coefficient", "concluding_rate", "clean_rate", "degenerate_rate"]
+    assert [(r[0], r[1], r[2], r[3], r[-1]) for r in dose[1:]] == [
+        ("-2.0", "0.0", "0.0", "0.0", "negated"),
+        ("0.0", "0.25", "0.25", "0.0", "control"),
+        ("1.0", "0.5", "0.5", "0.0", "dose_1.0"),
+        ("2.0", "0.75", "0.25", "0.5", "steered"),
     ]
-    plot_sweep(sweep_rows(), scored_rows(), metrics, tmp_path / "sweep.csv", tmp_path / "s.png")
-    table = read_csv(tmp_path / "sweep.csv")
-    assert table[0] == ["layer", "position", "concluding_rate", "n", "logprob_score"]
-    assert table[2] == ["3", "1", "1.0", "2", "-0.25"]
-    for png in ("dose.png", "s.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,7 @@ from tiny import params
 
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer
+from steerpipe.lm.scoring import continuation_nll
 from steerpipe.steering.sampling import SamplingParams, sample_conditions
 
 
@@ -28,7 +29,8 @@ def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model,
         for r, k in ((7, 1), (9, 0))
         for s in (0, 1)
     ]
-    assert [{k: v for k, v in rec.items() if k != "text"} for rec in records] == want
+    extra = ("text", "new_tokens", "nll")
+    assert [{k: v for k, v in rec.items() if k not in extra} for rec in records] == want
     outs = generate(
         tiny_model,
         [p["prompt_ids"] for _ in conditions for p in prompts for _ in range(2)],
@@ -43,6 +45,11 @@ def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model,
     assert [r["text"] for r in records] == [
         tokenizer.decode(o, skip_special_tokens=True) for o in outs
     ]
+    # the plain model's NLL of each sample, steered or not, to 4 places
+    inputs = [p["prompt_ids"] for _ in conditions for p in prompts for _ in range(2)]
+    nll = continuation_nll(tiny_model, inputs, outs, pad_id=tokenizer.pad_token_id)
+    assert [r["new_tokens"] for r in records] == [len(o) for o in outs]
+    assert [r["nll"] for r in records] == [round(v, 4) for v in nll]
 
 
 @pytest.mark.device

@@ -17,7 +17,7 @@ from steerpipe.results.solve_report import (
 )
 from steerpipe.stats import StatsParams, mcnemar_p, wilson_interval
 
-P = StatsParams(seed=0, n_resamples=1000)
+P = StatsParams(seed=0, n_resamples=1000, samples=2)
 
 
 def solution(condition: str, problem: int, sample: int, correct: bool, tokens: int, **kw: Any):
@@ -33,6 +33,7 @@ def solution(condition: str, problem: int, sample: int, correct: bool, tokens: i
         "finished": True,
         "conclusion_tokens": None,
         "verification_steps": 0,
+        "degenerate": False,
     }
     return base | kw
 
@@ -52,6 +53,7 @@ def rows() -> list[dict[str, Any]]:
             out.append(solution(name, problem, s, right[name][k], tokens[name][k], **extra))
     out[1]["answer"] = None  # a wrong solution with no answer read
     out[2]["finished"] = False
+    out[2]["degenerate"] = out[3]["degenerate"] = True  # one looped to the limit, one did not
     return out
 
 
@@ -61,6 +63,7 @@ def test_a_conditions_summary() -> None:
     assert s["accuracy"]["count"] == 2 and s["accuracy"]["n"] == 4
     assert (s["accuracy"]["ci95_low"], s["accuracy"]["ci95_high"]) == wilson_interval(2, 4)
     assert (s["unparsable"], s["finished"], s["mean_tokens"]) == (1, 3, 100.0)
+    assert (s["degenerate"], s["degenerate_to_limit"]) == (2, 1)
     assert (s["with_conclusion"], s["mean_tokens_to_conclusion"]) == (0, None)
     assert s["tokens_ci95_low"] == s["tokens_ci95_high"] == 100.0  # every problem: 100
     dose = solutions_summary([r for r in rows() if r["condition"] != "control"], P)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from tiny import params
 
 from steerpipe.steering.steer import (
     condition_coefficient,
@@ -14,6 +17,7 @@ from steerpipe.steering.steer import (
     steer_vector,
     unit_vector,
 )
+from steerpipe.steering.sweep import SweepParams
 
 
 def test_random_directions_have_the_vectors_norm_and_are_seeded() -> None:
@@ -65,25 +69,26 @@ def test_condition_coefficient_places_each_condition_on_the_dose_axis() -> None:
     assert condition_coefficient(dose_name(0.1 + 0.2), 1.0) == 0.1 + 0.2  # exactly
 
 
-def test_steer_vector_takes_the_cell_by_the_metric_and_checks_it() -> None:
+def test_steer_vector_takes_the_choice_by_the_metric_and_checks_it() -> None:
     from steerpipe.config import StageError
 
     vectors = {"vectors": torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)}
     meta = {"layers": [5, 9], "positions": [0, 1, 2], "resid_norms": [10.0, 20.0]}
     judged = [
-        {"layer": 9, "position": 2, "category": 1},
-        {"layer": 5, "position": 0, "category": 3},
+        {"layer": 9, "position": 2, "coefficient": 0.5, "category": 1, "clean": True},
+        {"layer": 5, "position": 0, "coefficient": 0.5, "category": 3, "clean": False},
     ]
     scores = [{"layer": 5, "position": 1, "score": 2.0}, {"layer": 9, "position": 0, "score": 1.0}]
+    sweep = params(SweepParams, metric="clean", logprob_coefficient=3.0)
+    auto = {"layer": "auto", "position": "auto", "coefficient": "auto", "scale": "absolute"}
     kw = {"judged": judged, "scores": scores}
-    layer, pos, unit, norm = steer_vector(
-        vectors, meta, layer="auto", position="auto", scale="absolute", metric="judged", **kw
-    )
-    assert (layer, pos, norm) == (9, 2, 20.0) and torch.equal(unit, vectors["vectors"][1, 2])
-    layer, pos, unit, norm = steer_vector(
-        vectors, meta, layer="auto", position=0, scale="norm", metric="logprob", **kw
-    )
-    assert (layer, pos, norm) == (5, 0, 10.0)
+    layer, pos, c, unit, norm = steer_vector(vectors, meta, **auto, sweep=sweep, **kw)
+    assert (layer, pos, c, norm) == (9, 2, 0.5, 20.0)
+    assert torch.equal(unit, vectors["vectors"][1, 2])
+    logprob = dataclasses.replace(sweep, metric="logprob")
+    given = auto | {"position": 0, "scale": "norm"}
+    layer, pos, c, unit, norm = steer_vector(vectors, meta, **given, sweep=logprob, **kw)
+    assert (layer, pos, c, norm) == (5, 0, 3.0, 10.0)
     assert torch.allclose(unit, vectors["vectors"][0, 0] / vectors["vectors"][0, 0].norm() * 10)
     with pytest.raises(StageError, match="steer.layer/position: layer 7 has no vector"):
-        steer_vector(vectors, meta, layer=7, position=0, scale="norm", metric="judged", **kw)
+        steer_vector(vectors, meta, **auto | {"layer": 7}, sweep=sweep, **kw)

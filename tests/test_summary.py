@@ -12,34 +12,51 @@ def _rate(count: int, n: int) -> dict[str, float | int]:
     return {"count": count, "n": n, "rate": count / n, "ci95_low": 0.01, "ci95_high": 0.99}
 
 
+def _measures(count: int, clean: int, degenerate: int, n: int = 40) -> dict[str, object]:
+    """A condition as the report writes it: the raw rate, with clean and degenerate inside."""
+    return {**_rate(count, n), "clean": _rate(clean, n), "degenerate": _rate(degenerate, n)}
+
+
+def _dose(name: str, coefficient: float, count: int, clean: int, degenerate: int) -> dict:
+    point: dict[str, object] = {"condition": name, "coefficient": coefficient, **_rate(count, 40)}
+    for pre, k in (("clean_", clean), ("degenerate_", degenerate)):
+        point |= {pre + key: v for key, v in _rate(k, 40).items()}
+    return point
+
+
+def _block(control: tuple[int, int], steered: tuple[int, int], difference: float) -> dict:
+    level = {"prompts": 10, "difference": {"ci95_low": -0.025, "ci95_high": 0.3}}
+    return {
+        "control": _rate(*control),
+        "steered": _rate(*steered),
+        "difference": difference,
+        "fisher_p": 0.0123,
+        "prompt_level": level | {"sign_flip_p": 0.0625},
+    }
+
+
 def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     (tmp_path / "report").mkdir()
     (tmp_path / "neuron_report").mkdir()
     (tmp_path / "neurons").mkdir()
     report = {
         "cell": {"layer": 7, "position": 3, "coefficient": 2.0},
-        "control": _rate(5, 40),
-        "steered": _rate(11, 40),
-        "difference": 0.15,
-        "fisher_p": 0.0123,
-        "controls": {"negated": _rate(2, 40)},
+        **_block((5, 40), (11, 40), 0.15),
+        "clean": _block((4, 40), (6, 40), 0.05),
+        "degenerate": _block((0, 40), (8, 40), 0.2),
+        "controls": {"negated": _measures(2, 1, 3)},
         "dose_response": {
-            "negated": {"condition": "negated", "coefficient": -2.0, **_rate(2, 40)},
-            "dose_3.0": {"condition": "dose_3.0", "coefficient": 3.0, **_rate(9, 40)},
-            "control": {"condition": "control", "coefficient": 0.0, **_rate(5, 40)},
-            "dose_0.5": {"condition": "dose_0.5", "coefficient": 0.5, **_rate(7, 40)},
+            "negated": _dose("negated", -2.0, 2, 1, 3),
+            "dose_3.0": _dose("dose_3.0", 3.0, 9, 0, 30),
+            "control": _dose("control", 0.0, 5, 4, 0),
+            "dose_0.5": _dose("dose_0.5", 0.5, 7, 7, 1),
         },
         "sweep": {
-            "best_layer": 7,
-            "best_position": 3,
-            "best_logprob_layer": 9,
-            "best_logprob_position": 0,
+            "samples": 480,
+            "best_clean": {"layer": 7, "position": 3, "coefficient": 0.5, "rate": 0.5},
+            "best_judged": {"layer": 9, "position": 1, "coefficient": 2.0, "rate": 1.0},
+            "best_logprob": {"layer": 9, "position": 0, "score": 1.5},
             "rank_correlation": {"spearman": 0.4567, "p": 0.01, "n": 40},
-        },
-        "prompt_level": {
-            "prompts": 10,
-            "difference": {"ci95_low": -0.025, "ci95_high": 0.3},
-            "sign_flip_p": 0.0625,
         },
     }
     (tmp_path / "report" / "metrics.json").write_text(json.dumps(report))
@@ -52,23 +69,27 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     (tmp_path / "neurons" / "metrics.json").write_text(json.dumps(neurons))
     lines = summary(tmp_path).splitlines()
     assert lines[0].startswith("Experiment A: steering at layer 7, position 3, coefficient 2 ")
-    assert "| control | 5/40 | 0.125 | 0.010 - 0.990 |" in lines
-    assert "| steered | 11/40 | 0.275 | 0.010 - 0.990 |" in lines
-    assert "| negated | 2/40 | 0.050 | 0.010 - 0.990 |" in lines
-    assert "Per sample, as the original: Fisher exact p = 0.012" in lines
+    # clean first, then the raw count and the degenerate count
+    assert "| control | 4/40 | 5/40 | 0/40 | 0.100 (0.010 - 0.990) |" in lines
+    assert "| steered | 6/40 | 11/40 | 8/40 | 0.150 (0.010 - 0.990) |" in lines
+    assert "| negated | 1/40 | 2/40 | 3/40 | 0.025 (0.010 - 0.990) |" in lines
     doses = [line for line in lines if "(dose)" in line]
     assert doses == [
-        "| x0.5 (dose) | 7/40 | 0.175 | 0.010 - 0.990 |",
-        "| x3 (dose) | 9/40 | 0.225 | 0.010 - 0.990 |",
+        "| x0.5 (dose) | 7/40 | 7/40 | 1/40 | 0.175 (0.010 - 0.990) |",
+        "| x3 (dose) | 0/40 | 9/40 | 30/40 | 0.000 (0.010 - 0.990) |",
     ]
     assert not any(line.startswith("| x-2 ") for line in lines)  # the negated one is a control
+    tests = [line for line in lines if "sign-flip" in line]
+    assert tests[0] == (
+        "Clean: steered - control +0.050, 95% interval -0.025 to +0.300 over 10 prompts, "
+        "sign-flip p = 0.062; per sample, Fisher p = 0.012"
+    )
+    assert tests[1].startswith("Raw: steered - control +0.150,")
+    assert tests[2].startswith("Degenerate: steered - control +0.200,")
     assert (
-        "Sweep: the judged rate picks layer 7, position 3; the logprob score layer 9, "
-        "position 0; Spearman's rho over the grid +0.46"
-    ) in lines
-    assert (
-        "Per prompt (10 prompts): difference +0.150, 95% interval -0.025 to +0.300 "
-        "(bootstrap over prompts), sign-flip p = 0.062"
+        "Sweep (480 samples): the clean rate picks layer 7, position 3, coefficient 0.5; the raw "
+        "rate layer 9, position 1, coefficient 2; the logprob score layer 9, position 0; "
+        "Spearman's rho of raw and logprob over the grid +0.46"
     ) in lines
     assert any(line.endswith("(layer 3: 12 reasoning, 34 memory)") for line in lines)
     assert "| reasoning@3x2 | 28/64 | 0.125 |" in lines
@@ -77,7 +98,9 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
 def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:
     (tmp_path / "solve_report").mkdir()
     control = {"coefficient": 0.0, "accuracy": _rate(3, 32), "mean_tokens": 101.25}
+    control |= {"degenerate": 1, "degenerate_to_limit": 0}
     steered = {"coefficient": 1.0, "accuracy": _rate(1, 32), "mean_tokens": 60.0}
+    steered |= {"degenerate": 25, "degenerate_to_limit": 20}
     against = {"accuracy_difference": -0.0625, "mcnemar_p": 0.5, "tokens_difference": -41.25}
     report = {
         "problems": 16,
@@ -97,8 +120,8 @@ def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:
     )
     rows = [line for line in lines if line.startswith("| 0 |") or line.startswith("| 1 |")]
     assert rows == [
-        "| 0 | 3/32 | 101.2 | 12/32 |  |",
-        "| 1 | 1/32 | 60.0 | 20/32 | -0.062 (McNemar p = 0.5), -41.2 |",
+        "| 0 | 3/32 | 101.2 | 12/32 | 1 (0) |  |",
+        "| 1 | 1/32 | 60.0 | 20/32 | 25 (20) | -0.062 (McNemar p = 0.5), -41.2 |",
     ]
 
 

@@ -1,38 +1,112 @@
-"""sweep: the sweep's best cell by a stated rule, and clear errors for missing cells."""
+"""sweep: the best choice (layer, position, coefficient) by each metric and a stated rule, what
+``auto`` takes when some parts are given, the steer stage's prompts, and clear errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from tiny import params
 
 from steerpipe.config import StageError
-from steerpipe.steering.sweep import best_cell, best_scored_cell, check_cell, concluding_by_cell
+from steerpipe.steering.sweep import (
+    SweepParams,
+    best_choice,
+    best_scored_cell,
+    check_cell,
+    chosen,
+    rates_by_choice,
+    steer_prompts,
+)
 
 
-def rows(layer: int, pos: int, cats: list[int]) -> list[dict]:
-    return [{"layer": layer, "position": pos, "category": c} for c in cats]
+def rows(layer: int, pos: int, coefficient: float, samples: list[tuple[int, bool]]) -> list[dict]:
+    """Judged samples: (category, degenerate) each; clean = concluding and not degenerate."""
+    return [
+        {"layer": layer, "position": pos, "coefficient": coefficient, "category": c}
+        | {"degenerate": d, "clean": c == 1 and not d}
+        for c, d in samples
+    ]
 
 
-def test_best_cell_highest_rate_then_lowest_cell() -> None:
-    judged = rows(5, 1, [1, 3]) + rows(3, 2, [1, 1]) + rows(4, 0, [1, 1]) + rows(2, 0, [3])
-    assert concluding_by_cell(judged)[(3, 2)] == (2, 2)
-    assert best_cell(judged) == (3, 2)
+# (5, 1, 2.0) concludes most, by breaking the text; (3, 2, 0.5) concludes cleanly more often
+JUDGED = (
+    rows(5, 1, 2.0, [(1, True), (1, True), (1, True), (1, False)])
+    + rows(3, 2, 0.5, [(1, False), (1, False), (3, False), (3, False)])
+    + rows(3, 2, 1.0, [(1, False), (1, True), (1, True), (3, False)])
+    + rows(4, 0, 0.5, [(1, False), (1, False), (3, True), (2, False)])
+)
+SCORES = [
+    {"layer": 6, "position": 0, "coefficient": 1.0, "score": 0.5},
+    {"layer": 3, "position": 4, "coefficient": 1.0, "score": 0.9},
+    {"layer": 3, "position": 1, "coefficient": 1.0, "score": 0.9},
+    {"layer": 9, "position": 2, "coefficient": 1.0, "score": -2.0},
+]
 
 
-def test_best_cell_needs_samples() -> None:
-    with pytest.raises(StageError):
-        best_cell([])
+def test_rates_by_choice_count_each_measure() -> None:
+    assert rates_by_choice(JUDGED)[(5, 1, 2.0)] == (4, 4)
+    assert rates_by_choice(JUDGED, "clean")[(5, 1, 2.0)] == (1, 4)
+    assert rates_by_choice(JUDGED, "degenerate")[(3, 2, 1.0)] == (2, 4)
+
+
+def test_the_clean_metric_does_not_pick_the_choice_that_breaks_the_text() -> None:
+    assert best_choice(JUDGED, "judged") == (5, 1, 2.0)  # 4/4 raw, 3 of them broken
+    # (3, 2, 0.5) and (4, 0, 0.5) both 2/4 clean: the lower layer wins the tie
+    assert best_choice(JUDGED, "clean") == (3, 2, 0.5)
+    with pytest.raises(StageError, match="'auto' needs judged sweep samples"):
+        best_choice([], "clean")
+
+
+def test_a_tie_goes_to_the_cell_with_the_higher_logprob_score() -> None:
+    scores = [
+        {"layer": 3, "position": 2, "coefficient": 1.0, "score": 0.1},
+        {"layer": 4, "position": 0, "coefficient": 1.0, "score": 0.7},
+    ]
+    assert best_choice(JUDGED, "clean", scores) == (4, 0, 0.5)
+    # a cell without a score ranks below every scored one
+    assert best_choice(JUDGED, "clean", scores[:1]) == (3, 2, 0.5)
+    assert best_choice(JUDGED, "clean", scores[1:]) == (4, 0, 0.5)
 
 
 def test_best_scored_cell_highest_score_then_lowest_cell() -> None:
-    scores = [
-        {"layer": 6, "position": 0, "score": 0.5},
-        {"layer": 3, "position": 4, "score": 0.9},
-        {"layer": 3, "position": 1, "score": 0.9},
-        {"layer": 9, "position": 2, "score": -2.0},
-    ]
-    assert best_scored_cell(scores) == (3, 1)
+    assert best_scored_cell(SCORES) == (3, 1)
     with pytest.raises(StageError, match="sweep.metric: logprob"):
         best_scored_cell([])
+
+
+def test_auto_parts_follow_the_metric_among_choices_that_agree_with_the_given_ones() -> None:
+    p = params(SweepParams, metric="clean", logprob_coefficient=1.5)
+    assert chosen("auto", "auto", "auto", p, JUDGED, SCORES) == (3, 2, 0.5)
+    # a given coefficient: the best choice at that coefficient
+    assert chosen("auto", "auto", 2.0, p, JUDGED, SCORES) == (5, 1, 2.0)
+    assert chosen(4, "auto", "auto", p, JUDGED, SCORES) == (4, 0, 0.5)
+    # a layer the sweep never sampled: the other parts from the best choice of all
+    assert chosen(7, "auto", "auto", p, JUDGED, SCORES) == (7, 2, 0.5)
+    raw = dataclasses.replace(p, metric="judged")
+    assert chosen("auto", "auto", "auto", raw, JUDGED, SCORES) == (5, 1, 2.0)
+    # logprob: its best cell at its own coefficient
+    logprob = dataclasses.replace(p, metric="logprob")
+    assert chosen("auto", "auto", "auto", logprob, JUDGED, SCORES) == (3, 1, 1.5)
+    assert chosen("auto", 0, 0.25, logprob, JUDGED, SCORES) == (3, 0, 0.25)
+
+
+def test_steer_reports_on_the_prompts_the_sweep_did_not_sample() -> None:
+    held_out = [{"row": i} for i in range(5)]
+    auto = ("auto", 3, 1.0)
+    assert steer_prompts(held_out, 2, None, auto) == held_out[2:]
+    assert steer_prompts(held_out, 2, 2, auto) == held_out[2:4]
+    with pytest.raises(StageError, match="sweep.n_prompts 5 takes all 5"):
+        steer_prompts(held_out, 5, None, auto)
+    # a choice given whole owes the sweep nothing: every held-out prompt (the original's way)
+    assert steer_prompts(held_out, 2, None, (4, 3, 1.0)) == held_out
+
+
+def test_sweep_params_refuse_a_zero_or_empty_coefficient_grid() -> None:
+    with pytest.raises(StageError, match="sweep.coefficients must be non-zero"):
+        params(SweepParams, coefficients=[0.0, 1.0])
+    with pytest.raises(StageError, match="sweep.coefficients must be non-empty"):
+        params(SweepParams, coefficients=[])
 
 
 def test_check_cell_names_the_parameter() -> None:

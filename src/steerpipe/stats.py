@@ -29,9 +29,11 @@ class StatsParams:
     SECTION: ClassVar[str] = "stats"
     seed: int  # of the bootstraps and, above n_resamples sign flips, of the permutation test
     n_resamples: int
+    samples: int  # prompts (problems) drawn, with seed, into each report's samples file
 
     def __post_init__(self) -> None:
         check(self.n_resamples >= 100, "stats.n_resamples", "at least 100")
+        check(self.samples >= 0, "stats.samples", "at least 0")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

@@ -63,16 +63,20 @@ def experiments(shown: Any, report: str, prefix: str | None = None) -> list[dict
 
 
 def row(experiment: dict[str, Any]) -> dict[str, Any]:
-    """One experiment's effect: the difference with its interval over prompts."""
+    """One experiment's effect: the difference with its interval over prompts, of the clean
+    rate (the headline) where the report has it, else of the raw rate (reports before it)."""
     r = experiment["report"]
-    level = r.get("prompt_level", {})
+    block = r.get("clean", r)
+    level = block.get("prompt_level", {})
     ci = level.get("difference", {})
+    cell = r["cell"]
     return {
         "name": experiment["name"],
-        "cell": f"{r['cell']['layer']}/{r['cell']['position']}",
-        "control": f"{r['control']['count']}/{r['control']['n']}",
-        "steered": f"{r['steered']['count']}/{r['steered']['n']}",
-        "difference": float(r["difference"]),
+        "cell": f"{cell['layer']}/{cell['position']}/{cell['coefficient']:g}",
+        "measure": "clean" if "clean" in r else "raw",
+        "control": f"{block['control']['count']}/{block['control']['n']}",
+        "steered": f"{block['steered']['count']}/{block['steered']['n']}",
+        "difference": float(block["difference"]),
         "ci95_low": ci.get("ci95_low", math.nan),
         "ci95_high": ci.get("ci95_high", math.nan),
         "sign_flip_p": level.get("sign_flip_p", math.nan),
@@ -92,17 +96,18 @@ def pooled(differences: list[float]) -> dict[str, float]:
 
 def markdown(rows: list[dict[str, Any]], pool: dict[str, float]) -> str:
     lines = [
-        "| experiment | cell | control | steered | difference | 95% over prompts | sign-flip p |",
-        "|---|---|---|---|---|---|---|",
+        "| experiment | layer/position/coefficient | rate | control | steered | difference "
+        "| 95% over prompts | sign-flip p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['name']} | {r['cell']} | {r['control']} | {r['steered']} "
+            f"| {r['name']} | {r['cell']} | {r['measure']} | {r['control']} | {r['steered']} "
             f"| {r['difference']:+.3f} | {r['ci95_low']:+.3f} to {r['ci95_high']:+.3f} "
             f"| {r['sign_flip_p']:.2g} |"
         )
     lines.append(
-        f"| pooled ({len(rows)} experiments) | | | | {pool['mean']:+.3f} "
+        f"| pooled ({len(rows)} experiments) | | | | | {pool['mean']:+.3f} "
         f"| {pool['ci95_low']:+.3f} to {pool['ci95_high']:+.3f} (t, over experiments) | |"
     )
     return "\n".join(lines) + "\n"

@@ -1,8 +1,9 @@
 """Full solutions' report (stage ``solve_report``): accuracy and length against the coefficient.
 
 - ``solutions_summary``: a condition's accuracy (Wilson interval, and one over problems from a
-  bootstrap), unparsable answers, solutions that ended, mean lengths with an interval over
-  problems, and the tokens before the first conclusion-like step.
+  bootstrap), unparsable answers, solutions that ended, degenerate solutions (and those that
+  ran to the token limit: loops), mean lengths with an interval over problems, and the tokens
+  before the first conclusion-like step.
 - ``solutions_against_control``: a condition against control on the same problems and samples
   (paired: the same noise): the accuracy difference with an interval over problems, a
   sign-flip test of the per-problem differences and McNemar's exact test on the solutions;
@@ -54,6 +55,9 @@ def solutions_summary(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, A
         "accuracy": rate_summary(sum(r["correct"] for r in rows), len(rows)),
         "unparsable": sum(r["answer"] is None for r in rows),
         "finished": sum(r["finished"] for r in rows),
+        # steering that breaks the text: degenerate, and looping until the token limit
+        "degenerate": sum(r["degenerate"] for r in rows),
+        "degenerate_to_limit": sum(r["degenerate"] and not r["finished"] for r in rows),
         "mean_tokens": float(np.mean([r["n_tokens"] for r in rows])),
         "with_conclusion": len(concluding),
         "mean_tokens_to_conclusion": float(np.mean(concluding)) if concluding else None,

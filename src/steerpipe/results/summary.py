@@ -21,43 +21,60 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def experiment_a(report: dict[str, Any]) -> list[str]:
     cell = report["cell"]
+    clean, degenerate = report["clean"], report["degenerate"]
     lines = [
         f"Experiment A: steering at layer {cell['layer']}, position {cell['position']}, "
-        f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening only)",
+        f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening; clean = "
+        "concluding and not degenerate)",
         "",
-        "| condition | concluding | rate | 95% interval (Wilson, per sample) |",
-        "|---|---|---|---|",
+        "| condition | clean | concluding (raw) | degenerate | clean rate, 95% interval (Wilson) |",
+        "|---|---|---|---|---|",
     ]
-    rows = [("control", report["control"]), ("steered", report["steered"])]
-    rows += list(report.get("controls", {}).items())  # the negated vector, random directions
+    rows = [
+        ("control", clean["control"], report["control"], degenerate["control"]),
+        ("steered", clean["steered"], report["steered"], degenerate["steered"]),
+    ]
+    for name, c in report.get("controls", {}).items():  # the negated vector, random directions
+        rows.append((name, c["clean"], c, c["degenerate"]))
     doses = [q for name, q in report.get("dose_response", {}).items() if name.startswith("dose_")]
-    rows += [
-        (f"x{q['coefficient']:g} (dose)", q) for q in sorted(doses, key=lambda q: q["coefficient"])
-    ]
-    for name, r in rows:
+    for q in sorted(doses, key=lambda q: q["coefficient"]):
+        by = {
+            m: {k: q[f"{m}_{k}"] for k in ("count", "n", "rate")} for m in ("clean", "degenerate")
+        }
+        name = f"x{q['coefficient']:g} (dose)"
+        rows.append((name, by["clean"] | _wilson(q, "clean_"), q, by["degenerate"]))
+    for name, c, raw, d in rows:
         lines.append(
-            f"| {name} | {r['count']}/{r['n']} | {r['rate']:.3f} "
-            f"| {r['ci95_low']:.3f} - {r['ci95_high']:.3f} |"
+            f"| {name} | {c['count']}/{c['n']} | {raw['count']}/{raw['n']} | "
+            f"{d['count']}/{d['n']} | {c['rate']:.3f} "
+            f"({c['ci95_low']:.3f} - {c['ci95_high']:.3f}) |"
         )
-    lines.append(f"Per sample, as the original: Fisher exact p = {report['fisher_p']:.2g}")
-    level = report.get("prompt_level", {})
-    if "difference" in level:
-        d = level["difference"]
-        lines.append(
-            f"Per prompt ({level['prompts']} prompts): difference {report['difference']:+.3f}, "
-            f"95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} (bootstrap over "
-            f"prompts), sign-flip p = {level['sign_flip_p']:.2g}"
-        )
+    for label, block in (("Clean", clean), ("Raw", report), ("Degenerate", degenerate)):
+        level = block.get("prompt_level", {})
+        line = f"{label}: steered - control {block['difference']:+.3f}"
+        if "difference" in level:
+            d = level["difference"]
+            line += (
+                f", 95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over "
+                f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
+            )
+        lines.append(line + f"; per sample, Fisher p = {block['fisher_p']:.2g}")
     sweep = report.get("sweep", {})
-    rho = sweep.get("rank_correlation", {}).get("spearman")
-    if "best_logprob_layer" in sweep:
+    if "best_clean" in sweep:
+        b, r, lp = sweep["best_clean"], sweep["best_judged"], sweep["best_logprob"]
+        rho = sweep["rank_correlation"]["spearman"]
         lines.append(
-            f"Sweep: the judged rate picks layer {sweep['best_layer']}, position "
-            f"{sweep['best_position']}; the logprob score layer {sweep['best_logprob_layer']}, "
-            f"position {sweep['best_logprob_position']}; Spearman's rho over the grid "
-            + ("undefined" if rho is None else f"{rho:+.2f}")
+            f"Sweep ({sweep['samples']} samples): the clean rate picks layer {b['layer']}, "
+            f"position {b['position']}, coefficient {b['coefficient']:g}; the raw rate layer "
+            f"{r['layer']}, position {r['position']}, coefficient {r['coefficient']:g}; the "
+            f"logprob score layer {lp['layer']}, position {lp['position']}; Spearman's rho of "
+            "raw and logprob over the grid " + ("undefined" if rho is None else f"{rho:+.2f}")
         )
     return lines
+
+
+def _wilson(q: dict[str, Any], pre: str) -> dict[str, Any]:
+    return {"ci95_low": q[f"{pre}ci95_low"], "ci95_high": q[f"{pre}ci95_high"]}
 
 
 def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list[str]:
@@ -80,8 +97,9 @@ def full_solutions(report: dict[str, Any]) -> list[str]:
         f"up to {report['max_new_tokens']} tokens, the vector at layer {cell['layer']}, "
         f"position {cell['position']}",
         "",
-        "| coefficient | right | mean tokens | with a conclusion | vs control: accuracy, tokens |",
-        "|---|---|---|---|---|",
+        "| coefficient | right | mean tokens | with a conclusion | degenerate (to the limit) "
+        "| vs control: accuracy, tokens |",
+        "|---|---|---|---|---|---|",
     ]
     for c in sorted(report["conditions"].values(), key=lambda c: c["coefficient"]):
         acc, vs = c["accuracy"], c.get("against_control")
@@ -91,7 +109,8 @@ def full_solutions(report: dict[str, Any]) -> list[str]:
         )  # fmt: skip
         lines.append(
             f"| {c['coefficient']:g} | {acc['count']}/{acc['n']} | {c['mean_tokens']:.1f} | "
-            f"{c['with_conclusion']}/{acc['n']} | {versus} |"
+            f"{c['with_conclusion']}/{acc['n']} | {c['degenerate']} ({c['degenerate_to_limit']}) "
+            f"| {versus} |"
         )
     return lines
 

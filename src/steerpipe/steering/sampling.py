@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 from steerpipe.config import check
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer
+from steerpipe.lm.scoring import continuation_nll
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def sample_conditions(
     ``conditions`` pairs the fields every record of a condition carries with its steer (the
     sweep's are its cells, the steer stage's control and steered); ``prompts`` are prepared
     examples (``row``, ``step``, ``prompt_ids``). One record per condition, prompt and
-    sample, in that order, with the sampled ``text`` decoded without special tokens.
+    sample, in that order, with the sampled ``text`` decoded without special tokens, its
+    ``new_tokens`` and ``nll``: the unsteered model's mean NLL of them (``lm/scoring.py``,
+    to 4 places), a fluency measure (``steering/quality.py``).
     A sample's noise is keyed by (its condition's place in the list, prompt, sample), so a
     condition run alone as ``conditions[k:k+1]`` with ``first_condition=k`` samples exactly
     what it samples beside the others; moving a condition in the list redraws it.
@@ -84,6 +87,11 @@ def sample_conditions(
         pad_id=int(tokenizer.pad_token_id),
         first_row=first_condition * len(prompts) * n_samples,
     )
-    for record, out in zip(records, outs, strict=True):
+    nll = continuation_nll(
+        model, inputs, outs, pad_id=int(tokenizer.pad_token_id), batch_size=sampling.batch_size
+    )
+    for record, out, value in zip(records, outs, nll, strict=True):
         record["text"] = str(tokenizer.decode(out, skip_special_tokens=True))
+        record["new_tokens"] = len(out)
+        record["nll"] = None if value is None else round(value, 4)
     return records

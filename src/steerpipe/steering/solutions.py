@@ -37,6 +37,7 @@ from steerpipe.config import StageError, check
 from steerpipe.lm.chat import chat_prompt_ids
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer
+from steerpipe.lm.scoring import continuation_nll
 from steerpipe.steering.answers import extract_answer, gym_checker, math_equal, reference_answer
 from steerpipe.steering.labels import CONCLUDING, VERIFYING, classify_opening
 from steerpipe.steering.sampling import check_sampling
@@ -158,7 +159,8 @@ def solve(
 ) -> list[dict[str, Any]]:
     """``p.n_samples`` solutions of each problem under ``steer``: one record each (``fields``,
     ``problem``: its index, ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``: ended
-    before the token limit)."""
+    before the token limit, ``nll``: the unsteered model's mean NLL of the solution's tokens,
+    to 4 places, a fluency measure of ``steering/quality.py``)."""
     prompts = [chat_prompt_ids(tokenizer, p.instruction + r["problem"]) for r in problems]
     context = getattr(model.config, "max_position_embeddings", None)
     for r, ids in zip(problems, prompts, strict=True):
@@ -179,15 +181,19 @@ def solve(
         batch_size=p.batch_size,
         pad_id=int(tokenizer.pad_token_id),
     )
+    nll = continuation_nll(
+        model, rows, outs, pad_id=int(tokenizer.pad_token_id), batch_size=p.batch_size
+    )
     special = set(tokenizer.all_special_ids)
     records = []
-    for k, out in enumerate(outs):
+    for k, (out, value) in enumerate(zip(outs, nll, strict=True)):
         problem = problems[k // p.n_samples]["index"]
         text = str(tokenizer.decode(out, skip_special_tokens=True))
         finished = bool(out) and out[-1] in special
         records.append(
             {**fields, "problem": problem, "sample": k % p.n_samples, "ids": list(out)}
             | {"text": text, "n_tokens": len(out), "finished": finished}
+            | {"nll": None if value is None else round(value, 4)}
         )
     return records
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from steerpipe.config import check
-from steerpipe.steering.sweep import check_cell, chosen_cell
+from steerpipe.steering.sweep import SweepParams, check_cell, chosen
 
 Scale = Literal["absolute", "norm"]
 
@@ -31,12 +31,12 @@ class SteerParams:
     the solve stages take its cell, scale and vector)."""
 
     SECTION: ClassVar[str] = "steer"
-    layer: Literal["auto"] | int  # auto: the best judged sweep cell
+    layer: Literal["auto"] | int  # auto: the best sweep choice by sweep.metric
     position: Literal["auto"] | int
-    coefficient: float
+    coefficient: Literal["auto"] | float
     coefficients: list[float]  # the doses, beside 0 (control) and coefficient (steered)
     scale: Scale  # absolute: in the vector's length; norm: in the layer's mean resid norm
-    n_prompts: Literal["all"] | int  # test prompts of the negative kind
+    n_prompts: Literal["all"] | int  # test prompts of the negative kind, after the sweep's
     n_samples: int  # per prompt and condition
     n_random: int  # random directions of the vector's norm, as controls
     seed: int  # of the sampling and of the random directions
@@ -80,20 +80,29 @@ def steer_vector(
     *,
     layer: Literal["auto"] | int,
     position: Literal["auto"] | int,
+    coefficient: Literal["auto"] | float,
     scale: Scale,
-    metric: Literal["judged", "logprob"],
+    sweep: SweepParams,
     judged: list[dict[str, Any]],
     scores: list[dict[str, Any]],
-) -> tuple[int, int, torch.Tensor, float]:
-    """Steer's cell (``steer.layer`` / ``position``, ``auto`` by ``metric``:
-    ``sweep.chosen_cell``) checked against the vectors file (``vectors``, ``meta``), its vector
-    at coefficient 1 (``unit_vector``) and the layer's mean residual-stream norm; for every
-    stage that steers at steer's cell."""
-    at, pos = chosen_cell(layer, position, metric, judged, scores)
+) -> tuple[int, int, float, torch.Tensor, float]:
+    """Steer's choice (``steer.layer`` / ``position`` / ``coefficient``, ``auto`` by
+    ``sweep.metric``: ``sweep.chosen``) checked against the vectors file (``vectors``,
+    ``meta``), its vector at coefficient 1 (``unit_vector``) and the layer's mean
+    residual-stream norm; for every stage that steers at steer's cell."""
+    at, pos, c = chosen(layer, position, coefficient, sweep, judged, scores)
     check_cell(at, pos, meta["layers"], meta["positions"], "steer.layer/position")
-    index = meta["layers"].index(at)
+    return at, pos, c, *cell_vector(vectors, meta, at, pos, scale)
+
+
+def cell_vector(
+    vectors: dict[str, torch.Tensor], meta: dict[str, Any], layer: int, pos: int, scale: Scale
+) -> tuple[torch.Tensor, float]:
+    """A cell's vector at coefficient 1 in ``scale``'s units, and its layer's mean
+    residual-stream norm."""
+    index = meta["layers"].index(layer)
     resid_norm = meta["resid_norms"][index]
-    return at, pos, unit_vector(vectors["vectors"][index, pos], scale, resid_norm), resid_norm
+    return unit_vector(vectors["vectors"][index, pos], scale, resid_norm), resid_norm
 
 
 def dose_coefficients(coefficient: float, coefficients: list[float]) -> list[float]:
