@@ -1,7 +1,10 @@
-"""Experiment A's report (stage ``report``): concluding rates, their tests and the plots.
+"""Experiment A's report (stage ``report``): rates, their tests and the plots.
 
-- ``condition_summary``: a condition's concluding rate with a 95% Wilson interval and its
-  counts per category, per sample as the original analysed it.
+Each rate is of one measure (``sweep.MEASURES``): ``clean`` (concluding and not degenerate:
+the headline), ``concluding`` (the raw rate the original reported) or ``degenerate``.
+
+- ``condition_summary``: a condition's rate with a 95% Wilson interval (and, for the raw
+  rate, its counts per category), per sample as the original analysed it.
 - ``prompt_level``: the same comparison with the prompt as the unit (the samples of one prompt
   are correlated): intervals from a bootstrap over prompts, and a sign-flip permutation test of
   each prompt's condition-minus-control rate (every condition runs on the same prompts).
