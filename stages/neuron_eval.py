@@ -11,7 +11,9 @@ the original's control), and as many memory neurons with the same total mean act
 the traces within `neuron_eval.match_tolerance` (``matched``;
 ``steerpipe/transcoders/neuron_eval.py``). All conditions share the batches, each row with its
 own hook. Outputs: the text generated after the prompt, the parsed Yes/No answer (null when
-there is none) and whether it is right, one row per question and condition; and per layer the
+there is none), whether it is right, and the answer margin: the log-probability of the right
+answer's token over the wrong one's as the next token after the prompt, under the same hook
+(teacher-forced; `answer_margins`), one row per question and condition; and per layer the
 match achieved (metrics), also where the memory neurons cannot reach the target.
 """
 
@@ -22,13 +24,14 @@ from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.storage import read_parquet, read_tensors, write_json, write_parquet
 from steerpipe.transcoders.neuron_eval import (
     NeuronEvalParams,
+    answer_margins,
     condition_rows,
     conditions,
     generate_steered,
 )
 from steerpipe.transcoders.sets import placed_layers
 from steerpipe.transcoders.traces import TracesParams
-from steerpipe.transcoders.yesno import parse_answer, prompt_ids, render
+from steerpipe.transcoders.yesno import answer_token_ids, parse_answer, prompt_ids, render
 
 INPUTS = ("questions", "masks")
 OUTPUTS = ("generations", "matched")
@@ -65,10 +68,17 @@ def main() -> None:
         batch_size=p.batch_size,
         pad_id=int(tok.pad_token_id),
     )
-    for rec, out in zip(records, outs, strict=True):
+    yes_id, no_id = answer_token_ids(tok)
+    answers = [rec["answer"] for rec in records]
+    margins = answer_margins(
+        model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id, mode=p.mode,
+        batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
+    )  # fmt: skip
+    for rec, out, margin in zip(records, outs, margins, strict=True):
         rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
         rec["parsed"] = parse_answer(rec["generation"])
         rec["correct"] = rec["parsed"] == rec["answer"]
+        rec["margin"] = round(margin, 4)
     write_parquet(records, paths["generations"])
 
 

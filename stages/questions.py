@@ -5,10 +5,12 @@
     reads `questions`
 
 The default is reasoning-gym's packaged syllogism task; `questions.source: google/boolq` (or a
-local Parquet file with BoolQ's columns question, passage, answer) switches to BoolQ.
-Outputs: the trace and evaluation questions (disjoint; two files so that asking for more
-evaluation questions leaves the cached traces alone) and metrics (counts and the share of Yes
-answers in each set).
+local Parquet file with BoolQ's columns question, passage, answer) switches to BoolQ. With
+`questions.balanced` (the default) each set is half Yes and half No, taken in the source's
+seeded order, so that a model that answers one word to everything scores 0.5. Outputs: the
+trace and evaluation questions (disjoint; two files so that asking for more evaluation
+questions leaves the cached traces alone) and metrics (counts and the share of Yes answers in
+each set).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class QuestionsParams:
     split: str  # of a hub data set
     n_trace: int  # questions whose traces choose the neurons
     n_eval: int  # further questions for neuron_eval
+    balanced: bool  # each set half Yes, half No: "always No" scores 0.5
     seed: int
 
     def __post_init__(self) -> None:
@@ -41,8 +44,9 @@ class QuestionsParams:
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
     p = load(QuestionsParams)
-    rows = load_questions(p.source, p.n_trace + p.n_eval, seed=p.seed, split=p.split)
-    trace, evaluation = split_questions(rows, p.n_trace, p.n_eval)
+    n = p.n_trace + p.n_eval
+    rows = load_questions(p.source, n, seed=p.seed, split=p.split, balanced=p.balanced)
+    trace, evaluation = split_questions(rows, p.n_trace, p.n_eval, balanced=p.balanced)
     write_parquet(trace, paths["trace"])
     write_parquet(evaluation, paths["eval"])
     metrics = {

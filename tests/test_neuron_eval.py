@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from test_traces import PROMPTS, TC, TC2
@@ -9,6 +11,7 @@ from test_traces import PROMPTS, TC, TC2
 from steerpipe.lm.generation import generate
 from steerpipe.transcoders.neuron_eval import (
     FeatureSteer,
+    answer_margins,
     condition_rows,
     conditions,
     generate_steered,
@@ -36,6 +39,55 @@ def test_rows_steer_their_own_features(tiny_model) -> None:
             alone = generate(tiny_model, [prompts[i]], **kwargs)[0]
         assert mixed[i] == alone
     assert mixed[2:] != base[2:]
+
+
+def by_hand_margin(model, prompt: list[int], steer, transcoders, right_yes: bool) -> float:
+    """One unpadded forward, the steering hook entered by hand, a log-softmax of the last
+    position's logits: log p(right) - log p(wrong) of tokens 30 (Yes) and 31 (No)."""
+    hook = (
+        steer_features(model, transcoders[steer.layer], steer.features, steer.strength)
+        if steer is not None
+        else contextlib.nullcontext()
+    )
+    with torch.no_grad(), hook:
+        logits = model(torch.tensor([prompt])).logits[0, -1].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    margin = float(logp[30] - logp[31])
+    return margin if right_yes else -margin
+
+
+def test_answer_margins_equal_a_by_hand_log_softmax_row_by_row(tiny_model) -> None:
+    transcoders = {1: TC, 2: TC2}
+    steers = [
+        None,
+        FeatureSteer(1, torch.arange(0, 128, 3), 4.0),
+        FeatureSteer(2, torch.arange(64), 0.0),
+        None,
+    ]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2]]
+    answers = [True, True, False, False]
+    got = answer_margins(
+        tiny_model,
+        prompts,
+        steers,
+        transcoders,
+        answers,
+        yes_id=30,
+        no_id=31,
+        batch_size=3,
+        pad_id=2,
+    )
+    want = [
+        by_hand_margin(tiny_model, p, s, transcoders, a)
+        for p, s, a in zip(prompts, steers, answers, strict=True)
+    ]
+    assert got == pytest.approx(want, abs=1e-4)
+    assert got[1] != pytest.approx(got[0], abs=1e-3)  # the features move the margin
+    # the right answer's sign: the same row with the other answer is the negated margin
+    flipped = answer_margins(
+        tiny_model, prompts[:1], steers[:1], transcoders, [False], yes_id=30, no_id=31
+    )
+    assert flipped[0] == pytest.approx(-got[0], abs=1e-9)
 
 
 def masks_of_a_layer() -> dict[str, torch.Tensor]:

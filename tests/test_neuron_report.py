@@ -9,6 +9,7 @@ from typing import Any
 
 from steerpipe.results.neuron_report import (
     answers_summary,
+    balanced_accuracy,
     neuron_metrics,
     paired_with_base,
     plot_accuracy,
@@ -21,13 +22,16 @@ P = StatsParams(seed=0, n_resamples=1000, samples=2)
 def answers() -> list[dict[str, Any]]:
     """Four questions (Yes, Yes, No, No). Base answers Yes to all: right on 0 and 1. Reasoning
     x2 answers No to all: right on 2 and 3, four answers changed. Memory x2 answers as base but
-    with other words on question 0."""
+    with other words on question 0. Margins: base 1, 2, -1, -2; reasoning x2 each 0.5 lower
+    but question 3's, 1.5 higher; memory x2 as base."""
     truth = [True, True, False, False]
     conditions = {
         "base": (None, None, None, [True, True, True, True]),
         "reasoning@3x2": ("reasoning", 3, 2.0, [False, False, False, False]),
         "memory@3x2": ("memory", 3, 2.0, [True, True, True, True]),
     }
+    base_margin = [1.0, 2.0, -1.0, -2.0]
+    shift = {"base": [0.0] * 4, "reasoning@3x2": [-0.5, -0.5, -0.5, 1.5], "memory@3x2": [0.0] * 4}
     rows = []
     for name, (neurons, layer, strength, parsed) in conditions.items():
         for q, (t, a) in enumerate(zip(truth, parsed, strict=True)):
@@ -46,6 +50,7 @@ def answers() -> list[dict[str, Any]]:
                     "parsed": a,
                     "correct": a == t,
                     "generation": text,
+                    "margin": base_margin[q] + shift[name][q],
                 }
             )
     return rows
@@ -62,6 +67,34 @@ def test_paired_with_base_counts_the_discordant_questions() -> None:
     assert got["mcnemar_p"] == mcnemar_p(2, 2)
     assert got["accuracy_difference"] == 0.0
     assert got["ci95_low"] <= 0.0 <= got["ci95_high"]
+
+
+def test_the_margin_change_is_paired_by_question() -> None:
+    base = {r["id"]: r for r in by("base")}
+    change = paired_with_base(by("reasoning@3x2"), base, P)["margin_change"]
+    assert change["mean"] == 0.0  # (-0.5 - 0.5 - 0.5 + 1.5) / 4
+    assert change["mean_abs"] == 0.75  # (0.5 + 0.5 + 0.5 + 1.5) / 4
+    assert (change["raised"], change["lowered"]) == (1, 3)
+    # sign flips of (-0.5, -0.5, -0.5, 1.5): |mean| >= 0 for all 16
+    assert change["sign_flip_p"] == 1.0
+    assert change["ci95_low"] < 0.0 < change["ci95_high"]
+    memory = paired_with_base(by("memory@3x2"), base, P)["margin_change"]
+    assert (memory["mean"], memory["raised"], memory["lowered"]) == (0.0, 0, 0)
+
+
+def test_balanced_accuracy_and_the_majority_baseline() -> None:
+    base = {r["id"]: r for r in by("base")}
+    # base answers Yes to everything: right on both Yes questions, neither No one
+    assert answers_summary(by("base"), base, P)["balanced_accuracy"] == 0.5
+    assert answers_summary(by("reasoning@3x2"), base, P)["mean_margin"] == 0.0  # 0.5+1.5-1.5-0.5
+    metrics = neuron_metrics(answers(), P)
+    assert (metrics["yes_rate"], metrics["majority_baseline"]) == (0.5, 0.5)
+    uneven = [r for r in answers() if r["id"] != 3]  # 2 Yes, 1 No
+    assert neuron_metrics(uneven, P)["majority_baseline"] == 2 / 3
+    assert balanced_accuracy([r for r in uneven if r["condition"] == "base"]) == 0.5
+    uneven_base = [r for r in uneven if r["condition"] == "base"]
+    assert answers_summary(uneven_base, base, P)["mean_margin"] == 2 / 3  # (1 + 2 - 1) / 3
+    assert balanced_accuracy([r for r in answers() if r["answer"]]) is None
 
 
 def test_answers_summary_counts_changes_against_base() -> None:

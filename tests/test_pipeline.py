@@ -163,6 +163,15 @@ def test_experiment_b_outputs(repo: Path) -> None:
     # strength 1.0 adds exactly nothing: the same text as the unhooked model, in the pipeline
     assert conditions["reasoning@1x1"]["text_changed_rate"] == 0
     assert conditions["memory@1x1"]["text_changed_rate"] == 0
+    # ... and the same answer margins; the balanced questions: 3 Yes, 3 No
+    rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
+    base = {r["id"]: r["margin"] for r in rows if r["condition"] == "base"}
+    same = [r for r in rows if r["condition"] == "reasoning@1x1"]
+    # (to the float differences of the batches they share: left padding of other lengths)
+    assert [r["margin"] for r in same] == pytest.approx([base[r["id"]] for r in same], abs=1e-3)
+    change = conditions["reasoning@1x1"]["paired_with_base"]["margin_change"]["mean"]
+    assert change == pytest.approx(0, abs=1e-3)
+    assert report["yes_rate"] == 0.5 and report["majority_baseline"] == 0.5
     assert conditions["memory@1x2"]["n_features"] == conditions["reasoning@1x2"]["n_features"]
     # the matched control: as many features, its total mean activation over the traces as the
     # masks file gives it, and the report's numbers are those of its features

@@ -60,11 +60,15 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         },
     }
     (tmp_path / "report" / "metrics.json").write_text(json.dumps(report))
+    change = {"mean": -0.25, "ci95_low": -0.5, "ci95_high": 0.0625, "sign_flip_p": 0.0312}
+    change["mean_abs"] = 0.375
     conditions = {
-        "base": {"accuracy": _rate(30, 64), "answer_changed_rate": 0.0},
-        "reasoning@3x2": {"accuracy": _rate(28, 64), "answer_changed_rate": 0.125},
+        "base": {"accuracy": _rate(30, 64), "answer_changed_rate": 0.0, "balanced_accuracy": 0.5},
+        "reasoning@3x2": {"accuracy": _rate(28, 64), "answer_changed_rate": 0.125}
+        | {"paired_with_base": {"margin_change": change}},
     }
-    (tmp_path / "neuron_report" / "metrics.json").write_text(json.dumps({"conditions": conditions}))
+    b = {"conditions": conditions, "majority_baseline": 0.5, "yes_rate": 0.5}
+    (tmp_path / "neuron_report" / "metrics.json").write_text(json.dumps(b))
     neurons = {"layer_3": {"reasoning": 12, "memory": 34}}
     (tmp_path / "neurons" / "metrics.json").write_text(json.dumps(neurons))
     lines = summary(tmp_path).splitlines()
@@ -92,7 +96,12 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "Spearman's rho of raw and logprob over the grid +0.46"
     ) in lines
     assert any(line.endswith("(layer 3: 12 reasoning, 34 memory)") for line in lines)
-    assert "| reasoning@3x2 | 28/64 | 0.125 |" in lines
+    assert "| base | 30/64 | 0.000 |  |  |  |" in lines
+    assert "| reasoning@3x2 | 28/64 | 0.125 | -0.250 (-0.500 to +0.062) | 0.031 | 0.375 |" in lines
+    assert (
+        "Base accuracy 0.469 (balanced 0.500); always giving the more frequent answer scores "
+        "0.500 (50% of the answers are Yes)"
+    ) in lines
 
 
 def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from steerpipe.config import StageError
 from steerpipe.steering.prepare import chat_prompt_ids
 from steerpipe.transcoders.yesno import (
+    answer_token_ids,
     load_questions,
     parse_answer,
     prompt_ids,
@@ -79,6 +80,34 @@ def test_split_is_disjoint_and_the_trace_set_stable() -> None:
     assert more_trace == trace and more_eval[:10] == evaluation
     with pytest.raises(StageError, match="30 distinct"):
         split_questions(rows, 20, 11)
+
+
+def test_balanced_sets_are_half_yes_half_no_in_source_order() -> None:
+    answers = [True] * 6 + [False, True, False, True, False, False, True, False, False, False]
+    rows = [
+        {"id": i, "question": f"q{i}", "passage": "p", "answer": a} for i, a in enumerate(answers)
+    ]
+    trace, evaluation = split_questions(rows, 4, 5, balanced=True)
+    assert [r["id"] for r in trace] == [0, 1, 6, 8]  # the first 2 Yes and the first 2 No
+    assert [r["id"] for r in evaluation] == [2, 3, 10, 11, 13]  # 5: 2 Yes and 3 No
+    assert sum(r["answer"] for r in evaluation) == 2
+    with pytest.raises(StageError, match="questions.n_eval 12 balanced needs 6 Yes and 6 No"):
+        split_questions(rows, 4, 12, balanced=True)
+
+
+def test_balanced_syllogisms_come_out_half_and_half() -> None:
+    rows = load_questions("syllogism", 40, seed=3, split="x", balanced=True)
+    trace, evaluation = split_questions(rows, 16, 24, balanced=True)
+    assert sum(r["answer"] for r in trace) == 8 and sum(r["answer"] for r in evaluation) == 12
+    # item i of the task does not depend on how many were asked for: the trace set is the same
+    more = load_questions("syllogism", 60, seed=3, split="x", balanced=True)
+    assert split_questions(more, 16, 44, balanced=True)[0] == trace
+
+
+def test_answer_tokens_are_the_first_of_yes_and_no_after_a_space(tokenizer) -> None:
+    yes, no = answer_token_ids(tokenizer)
+    assert tokenizer.decode([yes]) == " Yes" and tokenizer.decode([no]) == " No"
+    assert tokenizer.encode("Answer: Yes", add_special_tokens=False)[-1] == yes
 
 
 def test_render_and_bad_template() -> None:

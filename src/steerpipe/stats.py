@@ -91,6 +91,11 @@ def cluster_ci(
     return (float(ci.low), float(ci.high))
 
 
+def mean_statistic(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The mean, as a statistic for ``cluster_ci`` (an interval of a mean over clusters)."""
+    return np.mean(x, axis=axis)
+
+
 def pooled_rate(successes: np.ndarray, totals: np.ndarray, axis: int = -1) -> np.ndarray:
     """successes / totals summed over the clusters."""
     return np.sum(successes, axis=axis) / np.sum(totals, axis=axis)

@@ -1,12 +1,18 @@
-"""Experiment B's report (stage ``neuron_report``): Yes/No accuracy against the strength.
+"""Experiment B's report (stage ``neuron_report``): Yes/No accuracy and answer margins against
+the strength.
 
-- ``answers_summary``: per condition, accuracy with a 95% Wilson interval, the rate of answers
-  with no Yes/No, and how often the answer, or the text, differs from base's on the same
-  question; for every condition but base, ``paired_with_base``: the accuracy difference on the
-  same questions with a bootstrap interval over questions, the discordant pairs and McNemar's
-  exact test.
-- ``neuron_metrics``: the metrics file; ``plot_accuracy``: accuracy per strength, one line per
-  neuron set and layer, base as a flat line, as a table (a DVC plot) and a figure.
+- ``answers_summary``: per condition, accuracy with a 95% Wilson interval, balanced accuracy
+  (the mean of the accuracies on Yes and on No questions: 0.5 for a model that answers one
+  word to everything), the rate of answers with no Yes/No, how often the answer, or the text,
+  differs from base's on the same question, and the mean answer margin (the log-probability
+  of the right answer over the wrong one, ``transcoders/neuron_eval.answer_margins``); for
+  every condition but base, ``paired_with_base``: on the same questions, the accuracy
+  difference with a bootstrap interval over questions, the discordant pairs and McNemar's exact
+  test, and the margin's mean change (toward the right answer) with a bootstrap interval and
+  a sign-flip test, and its mean absolute change (how far it moved either way).
+- ``neuron_metrics``: the metrics file, with the majority-answer baseline that accuracy must
+  beat; ``plot_accuracy``: accuracy per strength, one line per neuron set and layer, base as a
+  flat line, as a table (a DVC plot) and a figure.
 """
 
 from __future__ import annotations
@@ -15,8 +21,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from steerpipe.plots import plt, save_png, write_csv
-from steerpipe.stats import StatsParams, cluster_ci, mcnemar_p, pooled_difference, rate_summary
+from steerpipe.stats import (
+    StatsParams,
+    cluster_ci,
+    mcnemar_p,
+    mean_statistic,
+    pooled_difference,
+    rate_summary,
+    sign_flip_p,
+)
 
 
 def paired_with_base(
@@ -33,7 +49,7 @@ def paired_with_base(
     pairs = [(r["correct"], base[r["id"]]["correct"]) for r in rows]
     only_base = sum(bool(b and not o) for o, b in pairs)
     only_ours = sum(bool(o and not b) for o, b in pairs)
-    return {
+    out: dict[str, Any] = {
         "accuracy_difference": (sum(ours) - sum(theirs)) / len(rows),
         "ci95_low": lo,
         "ci95_high": hi,
@@ -41,6 +57,31 @@ def paired_with_base(
         "right_under_condition_only": only_ours,
         "mcnemar_p": mcnemar_p(only_ours, only_base),
     }
+    if "margin" in rows[0] and len(rows) >= 2:
+        kw = {"seed": p.seed, "n_resamples": p.n_resamples}
+        change = [r["margin"] - base[r["id"]]["margin"] for r in rows]
+        lo, hi = cluster_ci(mean_statistic, (change,), **kw)
+        out["margin_change"] = {
+            "mean": float(np.mean(change)),
+            "mean_abs": float(np.mean(np.abs(change))),  # how far, toward the answer or not
+            "ci95_low": lo,
+            "ci95_high": hi,
+            "sign_flip_p": sign_flip_p(change, **kw),
+            "raised": sum(c > 0 for c in change),
+            "lowered": sum(c < 0 for c in change),
+        }
+    return out
+
+
+def balanced_accuracy(rows: list[dict[str, Any]]) -> float | None:
+    """The mean of the accuracies on Yes questions and on No questions (None without both)."""
+    rates = []
+    for answer in (True, False):
+        part = [r["correct"] for r in rows if r["answer"] is answer]
+        if not part:
+            return None
+        rates.append(sum(part) / len(part))
+    return sum(rates) / 2
 
 
 def answers_summary(
@@ -51,25 +92,31 @@ def answers_summary(
     text_changed = sum(r["generation"] != base[r["id"]]["generation"] for r in rows)
     out = {
         "accuracy": rate_summary(sum(r["correct"] for r in rows), n),
+        "balanced_accuracy": balanced_accuracy(rows),
         "unparsable_rate": sum(r["parsed"] is None for r in rows) / n,
         "answer_changed_rate": changed / n,
         "text_changed_rate": text_changed / n,
         **{k: rows[0][k] for k in ("layer", "neurons", "strength", "n_features")},
     }
+    if "margin" in rows[0]:
+        out["mean_margin"] = float(np.mean([r["margin"] for r in rows]))
     if rows[0]["condition"] != "base":
         out["paired_with_base"] = paired_with_base(rows, base, p)
     return out
 
 
 def neuron_metrics(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, Any]:
-    """The number of questions, base's share of Yes answers, and every condition's summary."""
+    """The number of questions, their share of Yes answers, the accuracy of always giving the
+    more frequent answer (what accuracy must beat), and every condition's summary."""
     by_condition: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_condition[r["condition"]].append(r)
     base = {r["id"]: r for r in by_condition["base"]}
+    yes_rate = sum(r["answer"] for r in base.values()) / len(base)
     return {
         "questions": len(base),
-        "yes_rate": sum(r["answer"] for r in base.values()) / len(base),
+        "yes_rate": yes_rate,
+        "majority_baseline": max(yes_rate, 1 - yes_rate),
         "conditions": {name: answers_summary(part, base, p) for name, part in by_condition.items()},
     }
 

@@ -25,15 +25,12 @@ from steerpipe.stats import (
     StatsParams,
     cluster_ci,
     mcnemar_p,
+    mean_statistic,
     pooled_difference,
     pooled_rate,
     rate_summary,
     sign_flip_p,
 )
-
-
-def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis)
 
 
 def per_problem(rows: list[dict[str, Any]], key: str) -> dict[int, list[float]]:
@@ -68,7 +65,7 @@ def solutions_summary(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, A
         totals = [len(v) for v in correct.values()]
         lo, hi = cluster_ci(pooled_rate, (hits, totals), **kw)
         out["accuracy"] |= {"problem_ci95_low": lo, "problem_ci95_high": hi}
-        lo, hi = cluster_ci(_mean, ([float(np.mean(v)) for v in tokens.values()],), **kw)
+        lo, hi = cluster_ci(mean_statistic, ([float(np.mean(v)) for v in tokens.values()],), **kw)
         out["tokens_ci95_low"], out["tokens_ci95_high"] = lo, hi
     return out
 
@@ -99,7 +96,7 @@ def solutions_against_control(
         lo, hi = cluster_ci(pooled_difference, columns, **kw)
         out["accuracy_ci95_low"], out["accuracy_ci95_high"] = lo, hi
         out["accuracy_sign_flip_p"] = sign_flip_p(acc, **kw)
-        out["tokens_ci95_low"], out["tokens_ci95_high"] = cluster_ci(_mean, (tok,), **kw)
+        out["tokens_ci95_low"], out["tokens_ci95_high"] = cluster_ci(mean_statistic, (tok,), **kw)
         out["tokens_sign_flip_p"] = sign_flip_p(tok, **kw)
     return out
 

@@ -78,15 +78,34 @@ def _wilson(q: dict[str, Any], pre: str) -> dict[str, Any]:
 
 
 def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list[str]:
-    head = "Experiment B: Yes/No accuracy with neuron sets scaled"
+    head = "Experiment B: Yes/No accuracy and answer margins with neuron sets scaled"
     if neurons:
         sets = [f"layer {k.split('_')[-1]}: {v['reasoning']} reasoning, {v['memory']} memory"
                 for k, v in neurons.items() if k.startswith("layer_")]  # fmt: skip
         head += f" ({'; '.join(sets)})"
-    lines = [head, "", "| condition | accurate | answers changed |", "|---|---|---|"]
+    lines = [head]
+    if "majority_baseline" in report:
+        base = report["conditions"]["base"]
+        lines.append(
+            f"Base accuracy {base['accuracy']['rate']:.3f} (balanced "
+            f"{base['balanced_accuracy']:.3f}); always giving the more frequent answer scores "
+            f"{report['majority_baseline']:.3f} ({report['yes_rate']:.0%} of the answers are Yes)"
+        )
+    lines += [
+        "",
+        "| condition | accurate | answers changed | margin change vs base (95% over questions) "
+        "| sign-flip p | mean absolute change |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, c in report["conditions"].items():
         acc = c["accuracy"]
-        lines.append(f"| {name} | {acc['count']}/{acc['n']} | {c['answer_changed_rate']:.3f} |")
+        change = c.get("paired_with_base", {}).get("margin_change")
+        margin = " |  | " if change is None else (
+            f"{change['mean']:+.3f} ({change['ci95_low']:+.3f} to {change['ci95_high']:+.3f}) "
+            f"| {change['sign_flip_p']:.2g} | {change['mean_abs']:.3f}"
+        )  # fmt: skip
+        rate = c["answer_changed_rate"]
+        lines.append(f"| {name} | {acc['count']}/{acc['n']} | {rate:.3f} | {margin} |")
     return lines
 
 

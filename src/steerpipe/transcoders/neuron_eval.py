@@ -6,13 +6,15 @@
   control) and as many memory neurons with the same total mean activation over the traces
   (``neurons.matched_features``: the random draw, then swaps).
 - ``generate_steered``: generation in which each row may scale its own feature set at its own
-  layer by its own strength, so that every condition shares the batches.
+  layer by its own strength (``feature_hook``), so that every condition shares the batches.
+- ``answer_margins``: the same rows teacher-forced: the log-probability margin of the right
+  answer over the wrong one as the next token, a measure that moves before an answer flips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +22,7 @@ import torch
 from transformers import PreTrainedModel
 
 from steerpipe.config import check
-from steerpipe.lm.generation import generate
+from steerpipe.lm.generation import generate, left_pad
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
 
@@ -126,18 +128,14 @@ def condition_rows(
     return records, rows, steers
 
 
-def generate_steered(
-    model: PreTrainedModel,
-    prompts: list[list[int]],
+def feature_hook(
     steers: Sequence[FeatureSteer | None],
     transcoders: dict[int, Transcoder],
-    *,
-    mode: str = "delta",
-    **generate_kwargs: Any,
-) -> list[list[int]]:
-    """``generate`` with each row's own feature steering (None: unhooked)."""
-    if len(steers) != len(prompts):
-        raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+    model: PreTrainedModel,
+    mode: str,
+) -> Callable[[list[int]], AbstractContextManager[None]]:
+    """A context manager for a batch of rows (their indices in ``steers``, in batch order):
+    each row scales its own feature set at its own layer by its own strength."""
 
     @contextmanager
     def hook(rows: list[int]) -> Iterator[None]:
@@ -154,4 +152,60 @@ def generate_steered(
                 stack.enter_context(scale_features(model, transcoders[layer], scale, mode=mode))
             yield
 
+    return hook
+
+
+def generate_steered(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    steers: Sequence[FeatureSteer | None],
+    transcoders: dict[int, Transcoder],
+    *,
+    mode: str = "delta",
+    **generate_kwargs: Any,
+) -> list[list[int]]:
+    """``generate`` with each row's own feature steering (None: unhooked)."""
+    if len(steers) != len(prompts):
+        raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+    hook = feature_hook(steers, transcoders, model, mode)
     return generate(model, prompts, batch_hook=hook, **generate_kwargs)
+
+
+def answer_margins(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    steers: Sequence[FeatureSteer | None],
+    transcoders: dict[int, Transcoder],
+    answers: Sequence[bool],
+    *,
+    yes_id: int,
+    no_id: int,
+    mode: str = "delta",
+    batch_size: int = 32,
+    pad_id: int = 0,
+) -> list[float]:
+    """Per row, the log-probability margin of the right answer's token over the wrong one's
+    (``yes_id`` / ``no_id``) as the next token after the prompt, under the row's feature
+    steering: log p(right) - log p(wrong), teacher-forced; positive when the model leans right.
+    Rows are sorted by length and left-padded (with the positions a row has alone)."""
+    if not len(steers) == len(prompts) == len(answers):
+        raise ValueError(f"{len(prompts)} prompts, {len(steers)} steers, {len(answers)} answers")
+    hook = feature_hook(steers, transcoders, model, mode)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    out = [0.0] * len(prompts)
+    for k in range(0, len(order), batch_size):
+        rows = order[k : k + batch_size]
+        ids, mask = left_pad([prompts[i] for i in rows], pad_id)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad(), hook(rows):
+            logits = model(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                position_ids=positions.to(model.device),
+                logits_to_keep=1,
+            ).logits[:, -1]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        for j, i in enumerate(rows):
+            yes, no = float(logp[j, yes_id]), float(logp[j, no_id])
+            out[i] = yes - no if answers[i] else no - yes
+    return out

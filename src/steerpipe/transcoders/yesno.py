@@ -51,14 +51,17 @@ def syllogism_rows(n: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def load_questions(source: str, n: int, *, seed: int, split: str) -> list[dict[str, Any]]:
+def load_questions(
+    source: str, n: int, *, seed: int, split: str, balanced: bool = False
+) -> list[dict[str, Any]]:
     """Rows in a seeded order, each with ``id`` (its index in the source).
 
-    ``syllogism``: ``n`` generated ones (and a few spare, since duplicates are dropped later);
-    generated item i does not depend on ``n``. A table: all its rows, shuffled by ``seed``.
+    ``syllogism``: ``n`` generated ones (and a few spare, since duplicates are dropped later;
+    four times as many with ``balanced``, since about 70% of them are Yes); generated item i
+    does not depend on ``n``. A table: all its rows, shuffled by ``seed``.
     """
     if source == PACKAGED:
-        rows = syllogism_rows(n + n // 10 + 16, seed)
+        rows = syllogism_rows((4 * n if balanced else n + n // 10) + 16, seed)
     else:
         rows = load_table(source, split, FIELDS, "questions.source")
         for r, row in enumerate(rows):
@@ -75,9 +78,11 @@ def load_questions(source: str, n: int, *, seed: int, split: str) -> list[dict[s
 
 
 def split_questions(
-    rows: list[dict[str, Any]], n_trace: int, n_eval: int
+    rows: list[dict[str, Any]], n_trace: int, n_eval: int, *, balanced: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Disjoint (trace, eval): duplicates dropped, the first ``n_trace``, the next ``n_eval``."""
+    """Disjoint (trace, eval): duplicates dropped, the first ``n_trace``, the next ``n_eval``;
+    with ``balanced``, each part half Yes and half No (``balance``), so that answering one
+    word to everything scores 0.5."""
     seen: set[tuple[str, str]] = set()
     unique = []
     for row in rows:
@@ -90,7 +95,29 @@ def split_questions(
             f"questions: {n_trace} trace + {n_eval} evaluation questions asked for, "
             f"but the source has {len(unique)} distinct ones"
         )
-    return unique[:n_trace], unique[n_trace : n_trace + n_eval]
+    if not balanced:
+        return unique[:n_trace], unique[n_trace : n_trace + n_eval]
+    trace = balance(unique, n_trace, "n_trace")
+    taken = {id(r) for r in trace}
+    return trace, balance([r for r in unique if id(r) not in taken], n_eval, "n_eval")
+
+
+def balance(rows: list[dict[str, Any]], n: int, key: str) -> list[dict[str, Any]]:
+    """The first ``n // 2`` Yes rows and the first ``n - n // 2`` No rows, in their order."""
+    want = {True: n // 2, False: n - n // 2}
+    out = []
+    for row in rows:
+        if want[row["answer"]] > 0:
+            want[row["answer"]] -= 1
+            out.append(row)
+    if any(want.values()):
+        have = {a: sum(r["answer"] is a for r in rows) for a in (True, False)}
+        raise StageError(
+            f"questions.{key} {n} balanced needs {n // 2} Yes and {n - n // 2} No questions; "
+            f"the source has {have[True]} and {have[False]} left (questions.balanced: false "
+            "takes them as they come)"
+        )
+    return out
 
 
 def render(template: str, row: dict[str, Any]) -> str:
@@ -110,6 +137,18 @@ def prompt_ids(tokenizer: Tokenizer, text: str, *, chat_template: bool) -> list[
     if chat_template:
         return chat_prompt_ids(tokenizer, text)
     return list(tokenizer(text).input_ids)
+
+
+def answer_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
+    """The tokens that start " Yes" and " No" (after "Answer:"), whose log-probabilities the
+    answer margin compares."""
+    yes = tokenizer.encode(" Yes", add_special_tokens=False)
+    no = tokenizer.encode(" No", add_special_tokens=False)
+    if not yes or not no or yes[0] == no[0]:
+        raise StageError(
+            f"the tokenizer gives ' Yes' {yes} and ' No' {no}: no token tells them apart"
+        )
+    return yes[0], no[0]
 
 
 _STATED = re.compile(r"answer\s*(?:is|:)\s*\**\s*(yes|no|true|false)\b", re.IGNORECASE)
