@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,6 +45,18 @@ def test_gym_problems_leave_out_what_the_steps_data_set_has() -> None:
     assert [r["index"] for r in again] == [0, 1, 3, 4, 5]
     entry = json.loads(again[0]["entry"])
     assert entry["question"] == again[0]["problem"] and entry["answer"] == again[0]["answer"]
+
+
+def test_a_gym_tasks_settings_reach_reasoning_gym() -> None:
+    # products of one digit by one digit: every question multiplies two numbers below 10
+    p = problem_params(task="products", config={"min_digits": 1, "max_digits": 1}, n=8)
+    for row in load_problems(p, seen=[]):
+        a, b = (int(x) for x in re.findall(r"(-?\d+) \* (-?\d+)", row["problem"])[0])
+        assert abs(a) < 10 and abs(b) < 10 and int(row["answer"]) == a * b
+    with pytest.raises(StageError, match="with config \\{'no_such_setting': 1\\}"):
+        load_problems(problem_params(task="products", config={"no_such_setting": 1}), seen=[])
+    with pytest.raises(StageError, match="solve.problems.config must be empty unless source"):
+        problem_params(source="x.parquet", config={"min_digits": 1})
 
 
 def test_bad_problem_params_are_named(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from steerpipe.stats import (
     pooled_rate,
     rate_summary,
     sign_flip_p,
+    two_proportion_n,
     wilson_interval,
 )
 
@@ -123,3 +124,16 @@ def test_rank_correlation_is_scipys_spearman_and_null_when_undefined() -> None:
     assert rank_correlation([1, 2, 3, 4], [8, 6, 4, 2])["spearman"] == pytest.approx(-1.0)
     assert rank_correlation([0.5] * 4, [1, 2, 3, 4]) == {"spearman": None, "p": None, "n": 4}
     assert rank_correlation([1, 2], [2, 1])["spearman"] is None
+
+
+def test_two_proportion_n_matches_statsmodels() -> None:
+    # statsmodels 0.15.0 (installed apart, --no-deps), statsmodels/stats/proportion.py:
+    # samplesize_proportions_2indep_onetail(0.15, 0.5, 0.8, alternative="two-sided") and
+    # (-0.15, 0.33, 0.8, ...), the same normal approximation
+    assert two_proportion_n(0.65, 0.5) == pytest.approx(169.31137141966903, rel=1e-9)
+    assert two_proportion_n(0.18, 0.33) == pytest.approx(131.35628167029626, rel=1e-9)
+    # by hand: (1.95996 sqrt(2 x 0.575 x 0.425) + 0.84162 sqrt(0.65 x 0.35 + 0.25))^2 / 0.15^2
+    assert two_proportion_n(0.5, 0.65) == pytest.approx(169.31, abs=0.01)
+    assert two_proportion_n(0.5, 0.65, power=0.9) > two_proportion_n(0.5, 0.65)
+    with pytest.raises(ValueError, match="must differ"):
+        two_proportion_n(0.4, 0.4)

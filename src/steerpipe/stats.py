@@ -6,7 +6,7 @@ every sample were independent. Per prompt: the samples of one prompt are correla
 and ``sign_flip_p`` tests the per-prompt differences between two conditions on the same prompts
 (``scipy.stats.permutation_test``: exact, all 2^n sign flips, up to ``n_resamples``).
 Paired answers (the same questions with and without a hook) get ``mcnemar_p``; two judges of
-the same samples, ``cohen_kappa``.
+the same samples, ``cohen_kappa``. ``two_proportion_n`` says how many samples a rate needs.
 """
 
 from __future__ import annotations
@@ -124,6 +124,22 @@ def sign_flip_p(differences: Sequence[float], *, seed: int, n_resamples: int) ->
         rng=np.random.default_rng(seed),
     )
     return float(result.pvalue)
+
+
+def two_proportion_n(p1: float, p2: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Samples per group that detect rates ``p1`` against ``p2`` with a two-sided test at
+    ``alpha`` with ``power``: the normal approximation without continuity correction (Fleiss),
+    the variance under the null from the pooled rate and under the alternative from each. A
+    paired design (McNemar) needs fewer, by how often the pairs agree; round up."""
+    from scipy.stats import norm
+
+    if not (0 < p1 < 1 and 0 < p2 < 1) or p1 == p2:
+        raise ValueError(f"rates must differ and lie in (0, 1), got {p1} and {p2}")
+    pooled = (p1 + p2) / 2
+    null = math.sqrt(2 * pooled * (1 - pooled))
+    alternative = math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    z = float(norm.ppf(1 - alpha / 2)) * null + float(norm.ppf(power)) * alternative
+    return z**2 / (p1 - p2) ** 2
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

@@ -51,6 +51,7 @@ class ProblemParams:
     SECTION: ClassVar[str] = "solve.problems"
     source: str  # gym (reasoning-gym's task) | a hub data set id | path/to.parquet
     task: str  # source gym: a reasoning-gym task
+    config: dict[str, Any]  # source gym: the task's settings (its difficulty: digits, terms, ...)
     split: str  # of a hub data set
     problem_column: str
     answer_column: str
@@ -59,6 +60,11 @@ class ProblemParams:
 
     def __post_init__(self) -> None:
         check(self.n == "all" or self.n >= 1, "solve.problems.n", "all or >= 1")
+        check(
+            not self.config or self.source == "gym",
+            "solve.problems.config",
+            "empty unless source is gym",
+        )
 
 
 @dataclass(frozen=True)
@@ -132,10 +138,11 @@ def _gym_problems(p: ProblemParams, unseen: Callable[[str], bool]) -> list[dict[
         raise StageError("solve.problems.n: 'all' needs a finite data set; give a number")
     size = 2 * p.n + 10  # room for problems the steps data set has
     try:
-        ds = reasoning_gym.create_dataset(p.task, size=size, seed=p.seed)
-    except Exception as e:  # reasoning-gym raises plain errors for unknown task names
+        ds = reasoning_gym.create_dataset(p.task, size=size, seed=p.seed, **p.config)
+    except Exception as e:  # reasoning-gym raises plain errors for unknown tasks and settings
         raise StageError(
-            f"solve.problems.task {p.task!r}: reasoning-gym cannot build it ({e})"
+            f"solve.problems.task {p.task!r} with config {p.config}: reasoning-gym cannot "
+            f"build it ({e})"
         ) from e
     problems: list[dict[str, Any]] = []
     for i in range(size):
