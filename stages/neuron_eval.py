@@ -12,18 +12,22 @@ the traces within `neuron_eval.match_tolerance` (``matched``;
 ``steerpipe/transcoders/neuron_eval.py``). All conditions share the batches, each row with its
 own hook. Outputs: the text generated after the prompt, the parsed Yes/No answer (null when
 there is none), whether it is right, and the answer margin: the log-probability of the right
-answer's token over the wrong one's as the next token after the prompt, under the same hook
-(teacher-forced; `answer_margins`), one row per question and condition; and per layer the
-match achieved (metrics), also where the memory neurons cannot reach the target.
+answer's token over the wrong one's as the next token, under the same hook (teacher-forced;
+`answer_margins`): right after the prompt (`neuron_eval.margin_at: prompt`) or after the row's
+own generation up to its answer (`answer`, for the styles that reason first; `margin_context`
+says how many generated tokens came before it), one row per question and condition; and per
+layer the match achieved (metrics), also where the memory neurons cannot reach the target.
 """
 
 from __future__ import annotations
 
 from steerpipe.config import StageError, load, run_stage, stage_args
+from steerpipe.lm.chat import encode
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.storage import read_parquet, read_tensors, write_json, write_parquet
 from steerpipe.transcoders.neuron_eval import (
     NeuronEvalParams,
+    answer_context,
     answer_margins,
     condition_rows,
     conditions,
@@ -70,15 +74,20 @@ def main() -> None:
     )
     yes_id, no_id = answer_token_ids(tok)
     answers = [rec["answer"] for rec in records]
+    contexts: list[list[int]] = [[] for _ in outs]
+    if p.margin_at == "answer":
+        cue = encode(tok, p.answer_cue)
+        contexts = [answer_context(tok, out, cue) for out in outs]
     margins = answer_margins(
-        model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id, mode=p.mode,
-        batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
+        model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id,
+        contexts=contexts, mode=p.mode, batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
     )  # fmt: skip
-    for rec, out, margin in zip(records, outs, margins, strict=True):
+    for rec, out, margin, context in zip(records, outs, margins, contexts, strict=True):
         rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
         rec["parsed"] = parse_answer(rec["generation"])
         rec["correct"] = rec["parsed"] == rec["answer"]
         rec["margin"] = round(margin, 4)
+        rec["margin_context"] = len(context)
     write_parquet(records, paths["generations"])
 
 

@@ -15,10 +15,11 @@ solution that loops to the token limit is). Per condition (control at coefficien
 lengths with intervals over problems; against control on the same problems and samples (paired:
 the same noise), the accuracy difference with an interval over problems, a sign-flip test of
 the per-problem differences and McNemar's exact test on the solutions, and the same for the
-length (``steerpipe/results/solve_report.py``). Outputs: the scored solutions, metrics, the
-dose-response table (a DVC plot) and its figure (accuracy and length against coefficient), and
-``samples.md``: ``stats.samples`` problems drawn with ``stats.seed``, every condition's
-solutions beside control's.
+length (``steerpipe/results/solve_report.py``); and ``power``: how many solutions a condition
+needs to detect control's accuracy moving 15 points either way, beside how many it has.
+Outputs: the scored solutions, metrics, the dose-response table (a DVC plot) and its figure
+(accuracy and length against coefficient), and ``samples.md``: ``stats.samples`` problems
+drawn with ``stats.seed``, every condition's solutions beside control's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_tokenizer
 from steerpipe.results.samples import degenerate_mark, samples_markdown
-from steerpipe.results.solve_report import plot_solution_dose, solve_metrics
+from steerpipe.results.solve_report import accuracy_power, plot_solution_dose, solve_metrics
 from steerpipe.stats import StatsParams
 from steerpipe.steering.quality import QualityParams, judge_quality
 from steerpipe.steering.solutions import SolveParams, checker, score
@@ -57,6 +58,9 @@ def main() -> None:
         "max_new_tokens": solving.generation.max_new_tokens,
         "cell": {"layer": steered["layer"], "position": steered["position"]},
         "conditions": conditions,
+        "power": accuracy_power(
+            conditions["control"]["accuracy"]["rate"], conditions["control"]["accuracy"]["n"]
+        ),
     }
     write_json(metrics, paths["metrics"])
     plot_solution_dose(conditions, paths["dose_table"], paths["dose_figure"])

@@ -32,7 +32,16 @@ from steerpipe.steering.answers import (
         ("The answer is 7, I think. Final: \\boxed{8}", "8"),
         # the last final-answer phrase, to the end of its sentence or line
         ("The answer is 12. Let me double-check. Therefore, the answer is 14.", "14"),
-        ("Step 1: 3 + 4 = 7\n\nFinal answer: 7 apples\nThanks", "7 apples"),
+        ("Step 1: 3 + 4 = 7\n\nFinal answer: 7 apples\nThanks", "7"),
+        # words around one number, or an equation ending in one: the number
+        ("Let me double-check: 6 * 8 = 48. So, the answer is indeed 48.", "48"),
+        ("Here's the final answer:\n\n8 * 3 = 24\n\nThis is the last paragraph.", "24"),
+        ("The final answer is about $1,250 dollars.", "1,250"),
+        # not a bare number: kept as it is (math-verify reads it)
+        ("The answer is 5\\pi.", "5\\pi"),
+        ("The answer is (3, 4).", "(3, 4)"),
+        # a phrase that gives nothing (an echo of the instruction) gives way to an earlier one
+        ('The final answer is 21. Let me end with "Therefore, the answer is".', "21"),
         ("**Answer:** 42", "42"),
         ("the final answer is $\\boxed{4}$", "4"),
         ("Therefore, the answer is 3.5.", "3.5"),

@@ -11,6 +11,7 @@ from test_traces import PROMPTS, TC, TC2
 from steerpipe.lm.generation import generate
 from steerpipe.transcoders.neuron_eval import (
     FeatureSteer,
+    answer_context,
     answer_margins,
     condition_rows,
     conditions,
@@ -88,6 +89,52 @@ def test_answer_margins_equal_a_by_hand_log_softmax_row_by_row(tiny_model) -> No
         tiny_model, prompts[:1], steers[:1], transcoders, [False], yes_id=30, no_id=31
     )
     assert flipped[0] == pytest.approx(-got[0], abs=1e-9)
+
+
+def test_margins_after_a_context_equal_a_forward_of_prompt_and_context(tiny_model) -> None:
+    # margin_at answer: the margin is read after each row's own reasoning, under its hook
+    transcoders = {1: TC, 2: TC2}
+    steers = [None, FeatureSteer(1, torch.arange(0, 128, 3), 4.0), None]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2]]
+    contexts = [[40, 41, 42, 43, 44], [40, 41], []]
+    answers = [True, False, True]
+    got = answer_margins(
+        tiny_model, prompts, steers, transcoders, answers, yes_id=30, no_id=31,
+        contexts=contexts, batch_size=2, pad_id=2,
+    )  # fmt: skip
+    want = [
+        by_hand_margin(tiny_model, p + c, s, transcoders, a)
+        for p, c, s, a in zip(prompts, contexts, steers, answers, strict=True)
+    ]
+    assert got == pytest.approx(want, abs=1e-4)
+    plain = answer_margins(
+        tiny_model, prompts[2:], steers[2:], transcoders, answers[2:], yes_id=30, no_id=31
+    )
+    assert got[2] == pytest.approx(plain[0], abs=1e-4)  # an empty context: after the prompt
+    with pytest.raises(ValueError, match="2 contexts for 3 prompts"):
+        answer_margins(
+            tiny_model, prompts, steers, transcoders, answers, yes_id=30, no_id=31,
+            contexts=contexts[:2],
+        )  # fmt: skip
+
+
+def test_answer_context_stops_before_the_parsed_answer(tokenizer) -> None:
+    cue = tokenizer.encode("\nThe answer is", add_special_tokens=False)
+    reasoning = " All A are B and all B are C, so all A are C."
+
+    def ids(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    stated = ids(reasoning + " The answer is Yes.") + [tokenizer.eos_token_id]
+    context = answer_context(tokenizer, stated, cue)
+    assert tokenizer.decode(context) == reasoning + " The answer is"
+    assert context == stated[: len(context)]
+    # the answer is the token right after the context: " Yes", as answer_token_ids reads it
+    assert tokenizer.decode(stated[len(context)]) == " Yes"
+    at_once = ids(" No, it does not follow.")
+    assert answer_context(tokenizer, at_once, cue) == []  # basic's case: right after the prompt
+    unanswered = ids(reasoning) + [tokenizer.eos_token_id]
+    assert answer_context(tokenizer, unanswered, cue) == ids(reasoning) + cue
 
 
 def masks_of_a_layer() -> dict[str, torch.Tensor]:

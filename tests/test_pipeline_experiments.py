@@ -32,6 +32,16 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
     assert len(traces) == 3 * 4 and all(" even\nPassage: " in t["prompt"] for t in traces)
     set_params(repo, questions__n_eval=7)  # more evaluation questions: the traces stay cached
     assert ran(run(repo, "dvc", "repro")) == {"questions", "neuron_eval", "neuron_report"}
+    # the margin after each generation (margin_at answer): only the evaluation re-runs; the
+    # tiny model states no answer, so every row reads it after its whole text and the cue
+    set_params(repo, neuron_eval__margin_at="answer")
+    assert ran(run(repo, "dvc", "repro")) == {"neuron_eval", "neuron_report"}
+    rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
+    assert all(r["parsed"] is None and r["margin_context"] >= 2 for r in rows)
+    base = {r["id"]: r for r in rows if r["condition"] == "base"}
+    for r in (r for r in rows if r["condition"] == "reasoning@1x1"):  # strength 1: base's text
+        assert r["margin_context"] == base[r["id"]]["margin_context"]
+        assert r["margin"] == pytest.approx(base[r["id"]]["margin"], abs=1e-3)
 
 
 def test_exp_run_with_set_param(repo: Path) -> None:

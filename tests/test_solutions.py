@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import Steer
+from steerpipe.lm.offsets import tokens_before
 from steerpipe.steering.solutions import (
     SolveParams,
     checker,
@@ -24,11 +25,12 @@ from steerpipe.steering.solutions import (
     score,
     solve,
     step_starts,
-    tokens_before,
 )
 
 
 def problem_params(**changes: object):  # type: ignore[no-untyped-def]
+    if changes.get("source", "gym") != "gym":
+        changes.setdefault("config", None)  # the default's reasoning-gym settings
     return dataclasses.replace(params(SolveParams).problems, **changes)
 
 
@@ -53,9 +55,15 @@ def test_a_gym_tasks_settings_reach_reasoning_gym() -> None:
     for row in load_problems(p, seen=[]):
         a, b = (int(x) for x in re.findall(r"(-?\d+) \* (-?\d+)", row["problem"])[0])
         assert abs(a) < 10 and abs(b) < 10 and int(row["answer"]) == a * b
+    # every problem a new one: 1-digit products repeat (100 of them), and repeats are left out
+    many = load_problems(dataclasses.replace(p, n=90), seen=[])
+    assert len({r["problem"] for r in many}) == 90
+    assert [r["index"] for r in many] == sorted(r["index"] for r in many)
+    with pytest.raises(StageError, match="gives only 100 distinct problems"):
+        load_problems(dataclasses.replace(p, n=101), seen=[])
     with pytest.raises(StageError, match="with config \\{'no_such_setting': 1\\}"):
         load_problems(problem_params(task="products", config={"no_such_setting": 1}), seen=[])
-    with pytest.raises(StageError, match="solve.problems.config must be empty unless source"):
+    with pytest.raises(StageError, match="config must be null or empty unless source"):
         problem_params(source="x.parquet", config={"min_digits": 1})
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from steerpipe.results.solve_report import (
+    accuracy_power,
     plot_solution_dose,
     solutions_against_control,
     solutions_summary,
@@ -116,3 +117,15 @@ def test_solve_metrics_compares_all_but_control(tmp_path: Path) -> None:
         ("0.5", "0.5", "50.0", "4"),
     ]
     assert (tmp_path / "dose.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accuracy_power_against_the_known_case() -> None:
+    # stats.two_proportion_n (checked against statsmodels in tests/test_stats.py) gives
+    # 120.5 solutions for 0.30 vs 0.15 and 162.3 for 0.30 vs 0.45; they round up
+    power = accuracy_power(0.30, 160)
+    assert power["n_needed_down"] == 121 and power["n_needed_up"] == 163
+    assert power["detects_both"] is False  # 160 < 163
+    assert accuracy_power(0.30, 163)["detects_both"] is True
+    floor = accuracy_power(0.0, 32)
+    assert floor["n_needed_down"] is None and floor["n_needed_up"] is None
+    assert floor["detects_both"] is False  # 0/32 cannot show a drop

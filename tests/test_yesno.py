@@ -9,6 +9,7 @@ import pytest
 from steerpipe.config import StageError
 from steerpipe.steering.prepare import chat_prompt_ids
 from steerpipe.transcoders.yesno import (
+    answer_start,
     answer_token_ids,
     load_questions,
     parse_answer,
@@ -139,3 +140,21 @@ def test_prompt_ids_raw_or_chat(tokenizer) -> None:
 )
 def test_parse_answer(text: str, parsed: bool | None) -> None:
     assert parse_answer(text) is parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        (" Yes, it does.", "Yes"),
+        (" No, the answer is Yes. The answer is no", "no"),
+        ("It follows, so true.", "true"),
+        (" Nobody knows.", None),
+    ],
+)
+def test_answer_start_is_where_the_parsed_word_is(text: str, word: str | None) -> None:
+    start = answer_start(text)
+    if word is None:
+        assert start is None and parse_answer(text) is None
+    else:
+        assert start is not None and text[start : start + len(word)] == word
+        assert parse_answer(text) is parse_answer(text[start:])

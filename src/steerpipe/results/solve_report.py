@@ -10,10 +10,13 @@
   the same for the length.
 - ``solve_metrics``: both for every condition, keyed by condition;
   ``plot_solution_dose``: the conditions as a table (a DVC plot) and a figure.
+- ``accuracy_power``: the solutions a condition needs to detect a change of control's
+  accuracy (15 points by default) up or down, beside the number it has.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from steerpipe.stats import (
     pooled_rate,
     rate_summary,
     sign_flip_p,
+    two_proportion_n,
 )
 
 
@@ -113,6 +117,30 @@ def solve_metrics(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, dict[
         if name != "control":
             conditions[name]["against_control"] = solutions_against_control(group, control, p)
     return conditions
+
+
+def accuracy_power(
+    rate: float, n: int, *, change: float = 0.15, alpha: float = 0.05, power: float = 0.8
+) -> dict[str, Any]:
+    """Solutions per condition that detect control's accuracy ``rate`` moving ``change`` down
+    or up (two-sided, ``alpha``, ``power``; ``stats.two_proportion_n``, unpaired and so an
+    upper bound for the paired design), and whether ``n`` reaches both. None where the moved
+    rate leaves (0, 1): accuracy at a floor or ceiling cannot show a change that way."""
+
+    def needed(target: float) -> int | None:
+        if not (0 < rate < 1 and 0 < target < 1):
+            return None
+        return math.ceil(two_proportion_n(rate, target, alpha=alpha, power=power))
+
+    down, up = needed(rate - change), needed(rate + change)
+    return {
+        "control_rate": rate,
+        "change": change,
+        "n": n,
+        "n_needed_down": down,
+        "n_needed_up": up,
+        "detects_both": down is not None and up is not None and n >= max(down, up),
+    }
 
 
 def plot_solution_dose(conditions: dict[str, dict[str, Any]], table: Path, figure: Path) -> None:

@@ -4,7 +4,10 @@
 
 1. the last ``\\boxed{...}`` (braces balanced), as MATH solutions and R1-style models write it;
 2. the last final-answer phrase ("the final answer is X", "the answer is X", "Final answer: X",
-   "**Answer:** X"); X runs to the end of its line or sentence;
+   "**Answer:** X") whose X has a letter or digit (a small model echoes its instruction:
+   'starts with "Therefore, the answer is".'); X runs to the end of its line or sentence,
+   and is read as its number where it is words around one number ("indeed 48", "7 apples")
+   or an equation that ends in one ("8 * 3 = 24");
 3. the last number in the text.
 
 It returns None when none of these is there: the solution counts as unparsable, never as an
@@ -28,6 +31,9 @@ _PHRASE = re.compile(
     re.IGNORECASE,
 )
 _END = re.compile(r"\n|\.(?:\s|$)|;")
+_NUM = r"(-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?)"
+# words around one number, or an equation whose last side is a number
+_WORDY_NUMBER = re.compile(rf"(?:[A-Za-z]+\s+)*{_NUM}(?:\s+[A-Za-z]+)*|[^=]*=\s*{_NUM}")
 
 
 def boxed(text: str) -> str | None:
@@ -46,16 +52,18 @@ def boxed(text: str) -> str | None:
 
 
 def _phrase_answer(text: str) -> str | None:
-    """What follows the last final-answer phrase, to the end of its line or sentence."""
-    last = None
-    for m in _PHRASE.finditer(text):
-        last = m
-    if last is None:
-        return None
-    rest = text[last.end() :]
-    end = _END.search(rest)
-    answer = (rest[: end.start()] if end else rest).strip().strip("*$ ").strip()
-    return answer or None
+    """What follows the last final-answer phrase that gives something, to the end of its line
+    or sentence; its number where it is words around one number or an equation ending in one."""
+    for m in reversed(list(_PHRASE.finditer(text))):
+        rest = text[m.end() :]
+        end = _END.search(rest)
+        answer = (rest[: end.start()] if end else rest).strip().strip("*$ ").strip()
+        if any(c.isalnum() for c in answer):
+            bare = _WORDY_NUMBER.fullmatch(answer)
+            if bare:
+                return next(g for g in bare.groups() if g is not None).replace("$", "")
+            return answer
+    return None
 
 
 def last_number(text: str) -> str | None:

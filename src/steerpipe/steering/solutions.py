@@ -9,7 +9,8 @@ pushed to conclude, does the model finish sooner, and does it get more or fewer 
   a reasoning-gym task (``task``, the steps data set's by default) with their own seed;
   a hub data set id or a local Parquet file gives ``problem_column`` / ``answer_column``
   (MATH-500's ``problem`` / ``answer``, GSM8K's ``question`` / ``answer``). Either way a
-  problem whose text is in the steps data set is left out: the vector never saw it.
+  problem whose text is in the steps data set is left out: the vector never saw it; and a
+  gym task's repeats are left out, so that every problem is a new one.
 - ``solve``: every problem solved ``n_samples`` times under one steer (or none), in batches
   with the KV cache and the hook on every token (``generation.generate``). Row
   ``problem x n_samples + sample`` draws the same noise under every condition, so control and
@@ -22,7 +23,6 @@ pushed to conclude, does the model finish sooner, and does it get more or fewer 
 
 from __future__ import annotations
 
-import bisect
 import json
 import random
 import re
@@ -37,11 +37,15 @@ from steerpipe.config import StageError, check
 from steerpipe.lm.chat import chat_prompt_ids
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer
+from steerpipe.lm.offsets import tokens_before
 from steerpipe.lm.scoring import continuation_nll
 from steerpipe.steering.answers import extract_answer, gym_checker, math_equal, reference_answer
 from steerpipe.steering.labels import CONCLUDING, VERIFYING, classify_opening
 from steerpipe.steering.sampling import check_sampling
 from steerpipe.storage import load_table
+
+# a reasoning-gym task's setting: a number, a flag, a name, or a list of them
+GymSetting = bool | int | float | str | list[int] | list[float] | list[str]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class ProblemParams:
     SECTION: ClassVar[str] = "solve.problems"
     source: str  # gym (reasoning-gym's task) | a hub data set id | path/to.parquet
     task: str  # source gym: a reasoning-gym task
-    config: dict[str, Any]  # source gym: the task's settings (its difficulty: digits, terms, ...)
+    config: dict[str, GymSetting] | None  # source gym: the task's settings (digits, terms, ...)
     split: str  # of a hub data set
     problem_column: str
     answer_column: str
@@ -63,7 +67,7 @@ class ProblemParams:
         check(
             not self.config or self.source == "gym",
             "solve.problems.config",
-            "empty unless source is gym",
+            "null or empty unless source is gym",
         )
 
 
@@ -136,23 +140,31 @@ def _gym_problems(p: ProblemParams, unseen: Callable[[str], bool]) -> list[dict[
 
     if p.n == "all":
         raise StageError("solve.problems.n: 'all' needs a finite data set; give a number")
-    size = 2 * p.n + 10  # room for problems the steps data set has
+    # reasoning-gym makes item i from the seed and i alone, on demand: a large size costs
+    # nothing, and leaves room for repeats (a small task such as 1-digit products has 100)
+    size = 50 * p.n + 100
     try:
-        ds = reasoning_gym.create_dataset(p.task, size=size, seed=p.seed, **p.config)
+        ds = reasoning_gym.create_dataset(p.task, size=size, seed=p.seed, **(p.config or {}))
     except Exception as e:  # reasoning-gym raises plain errors for unknown tasks and settings
         raise StageError(
             f"solve.problems.task {p.task!r} with config {p.config}: reasoning-gym cannot "
             f"build it ({e})"
         ) from e
     problems: list[dict[str, Any]] = []
+    taken: set[str] = set()
     for i in range(size):
         entry = ds[i]
-        if unseen(entry["question"]) and len(problems) < p.n:
-            record = {"index": i, "problem": str(entry["question"]), "answer": str(entry["answer"])}
+        question = str(entry["question"])
+        if unseen(question) and question not in taken:
+            taken.add(question)
+            record = {"index": i, "problem": question, "answer": str(entry["answer"])}
             problems.append(record | {"entry": json.dumps(entry, default=str, sort_keys=True)})
-    if len(problems) < p.n:
-        raise StageError(f"solve.problems.n {p.n}: {p.task} repeats the steps' problems")
-    return problems
+            if len(problems) == p.n:
+                return problems
+    raise StageError(
+        f"solve.problems.n {p.n}: {p.task} with config {p.config} gives only {len(problems)} "
+        f"distinct problems the steps data set does not have in {size} draws"
+    )
 
 
 def solve(
@@ -212,18 +224,6 @@ def checker(source: str, task: str) -> Callable[[str, dict[str, Any]], bool]:
         gym = gym_checker(task)
         return lambda answer, row: gym(answer, row["entry"])
     return lambda answer, row: math_equal(reference_answer(row["answer"]), answer)
-
-
-def tokens_before(tokenizer: Tokenizer, ids: list[int], text: str, char: int) -> int:
-    """How many of ``ids`` (which decode to ``text``) end at or before character ``char``."""
-    return (
-        bisect.bisect_right(
-            range(len(ids) + 1),
-            char,
-            key=lambda t: len(str(tokenizer.decode(ids[:t], skip_special_tokens=True))),
-        )
-        - 1
-    )
 
 
 # where the labeller looks for a step's opening (``labels.find``): the start of the text, of a

@@ -8,7 +8,10 @@
 - ``generate_steered``: generation in which each row may scale its own feature set at its own
   layer by its own strength (``feature_hook``), so that every condition shares the batches.
 - ``answer_margins``: the same rows teacher-forced: the log-probability margin of the right
-  answer over the wrong one as the next token, a measure that moves before an answer flips.
+  answer over the wrong one as the next token, a measure that moves before an answer flips;
+  read directly after the prompt (``margin_at: prompt``, for ``basic``, which answers at
+  once) or after the row's own generated reasoning, where its answer is read
+  (``margin_at: answer``, ``answer_context``, for the styles that reason first).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from transformers import PreTrainedModel
+from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import check
 from steerpipe.lm.generation import generate, left_pad
+from steerpipe.lm.offsets import tokens_before
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
+from steerpipe.transcoders.yesno import answer_start
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class NeuronEvalParams:
     batch_size: int
     seed: int  # which memory neurons form the controls
     match_tolerance: float  # relative: the matched control's total mean activation vs reasoning
+    margin_at: Literal["prompt", "answer"]  # where the answer margin is read
+    answer_cue: str  # margin_at answer: put after a generation that gives no answer
 
     def __post_init__(self) -> None:
         check(bool(self.strengths), "neuron_eval.strengths", "a non-empty list")
@@ -171,6 +179,21 @@ def generate_steered(
     return generate(model, prompts, batch_hook=hook, **generate_kwargs)
 
 
+def answer_context(tokenizer: Tokenizer, generated: list[int], cue: list[int]) -> list[int]:
+    """The generated tokens before the answer ``parse_answer`` reads in them, where the
+    answer margin of a style that reasons first is read; a generation that gives no answer is
+    kept whole (less a closing special token) and followed by ``cue`` ("The answer is")."""
+    special = set(tokenizer.all_special_ids)
+    ids = list(generated)
+    while ids and ids[-1] in special:
+        ids.pop()
+    text = str(tokenizer.decode(ids, skip_special_tokens=True))
+    start = answer_start(text)
+    if start is None:
+        return ids + list(cue)
+    return ids[: tokens_before(tokenizer, ids, text, start)]
+
+
 def answer_margins(
     model: PreTrainedModel,
     prompts: list[list[int]],
@@ -180,16 +203,23 @@ def answer_margins(
     *,
     yes_id: int,
     no_id: int,
+    contexts: Sequence[list[int]] | None = None,
     mode: str = "delta",
     batch_size: int = 32,
     pad_id: int = 0,
 ) -> list[float]:
     """Per row, the log-probability margin of the right answer's token over the wrong one's
-    (``yes_id`` / ``no_id``) as the next token after the prompt, under the row's feature
-    steering: log p(right) - log p(wrong), teacher-forced; positive when the model leans right.
-    Rows are sorted by length and left-padded (with the positions a row has alone)."""
+    (``yes_id`` / ``no_id``) as the next token after the prompt and the row's ``contexts``
+    (its own reasoning, ``answer_context``; none: right after the prompt), under the row's
+    feature steering, which also holds over the context, as it did when it was generated:
+    log p(right) - log p(wrong), teacher-forced; positive when the model leans right. Rows
+    are sorted by length and left-padded (with the positions a row has alone)."""
     if not len(steers) == len(prompts) == len(answers):
         raise ValueError(f"{len(prompts)} prompts, {len(steers)} steers, {len(answers)} answers")
+    if contexts is not None:
+        if len(contexts) != len(prompts):
+            raise ValueError(f"{len(contexts)} contexts for {len(prompts)} prompts")
+        prompts = [p + list(c) for p, c in zip(prompts, contexts, strict=True)]
     hook = feature_hook(steers, transcoders, model, mode)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     out = [0.0] * len(prompts)

@@ -155,17 +155,23 @@ _STATED = re.compile(r"answer\s*(?:is|:)\s*\**\s*(yes|no|true|false)\b", re.IGNO
 _WORD = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
 
 
+def _answer_word(text: str) -> re.Match[str] | None:
+    """The match whose group 1 is the answer word ``parse_answer`` reads."""
+    stated = list(_STATED.finditer(text))
+    return stated[-1] if stated else _WORD.search(text)
+
+
 def parse_answer(text: str) -> bool | None:
     """Yes (True), No (False), or None when the text gives neither.
 
     An explicit "the answer is X" wins (the last one, as models restate); otherwise the first
     yes/no/true/false word. "No, the answer is Yes." is therefore Yes.
     """
-    stated = _STATED.findall(text)
-    word = stated[-1] if stated else None
-    if word is None:
-        match = _WORD.search(text)
-        word = match.group(1) if match else None
-    if word is None:
-        return None
-    return word.lower() in ("yes", "true")
+    match = _answer_word(text)
+    return None if match is None else match.group(1).lower() in ("yes", "true")
+
+
+def answer_start(text: str) -> int | None:
+    """Where the word that ``parse_answer`` reads starts in ``text`` (None: there is none)."""
+    match = _answer_word(text)
+    return None if match is None else match.start(1)
