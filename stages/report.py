@@ -4,7 +4,7 @@ sweep's heat maps, and samples to read.
     dvc repro report
     paths from dvc.yaml's cmd: --steer --sweep --scores --metrics --table --figure
                                --dose_table --dose_figure --samples
-    reads params.yaml section `stats`
+    reads params.yaml section `stats` and `sweep.coefficient_cells`
 
 Three measures per condition (``steerpipe/results/report.py``): ``clean`` (concluding and not
 degenerate: the headline), the raw concluding rate the original reported (at the top of the
@@ -32,6 +32,7 @@ from steerpipe.results.samples import degenerate_mark, samples_markdown
 from steerpipe.results.sweep_report import plot_sweep
 from steerpipe.stats import StatsParams
 from steerpipe.steering.labels import CATEGORIES
+from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, write_json
 
 INPUTS = ("steer", "sweep", "scores")
@@ -44,7 +45,8 @@ def main() -> None:
     sweep = read_parquet(paths["sweep"])
     scored = read_parquet(paths["scores"])
     p = load(StatsParams)
-    metrics = report_metrics(steer, sweep, scored, p)
+    k = load(SweepParams).coefficient_cells
+    metrics = report_metrics(steer, sweep, scored, p, coefficient_cells=k)
     write_json(metrics, paths["metrics"])
     first = steer[0]
     plot_concluding_dose(

@@ -37,6 +37,10 @@ from steerpipe.steering.answers import (
         ("Let me double-check: 6 * 8 = 48. So, the answer is indeed 48.", "48"),
         ("Here's the final answer:\n\n8 * 3 = 24\n\nThis is the last paragraph.", "24"),
         ("The final answer is about $1,250 dollars.", "1,250"),
+        ("The answer is 6 * 8, which is 48.", "48"),
+        ('The answer is "18"', "18"),
+        ('Say it: the answer is "35." Done', "35"),
+        ("The answer is 8 * 8.", "8 * 8"),  # not worked out: not a number
         # not a bare number: kept as it is (math-verify reads it)
         ("The answer is 5\\pi.", "5\\pi"),
         ("The answer is (3, 4).", "(3, 4)"),

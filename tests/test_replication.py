@@ -11,11 +11,14 @@ from tiny import ROOT
 
 from steerpipe.results.replication import (
     SEEDS,
+    choice_stability,
     experiments,
     main,
     pooled,
     queue_commands,
     report_path,
+    rule_cells,
+    stability_markdown,
 )
 
 
@@ -102,5 +105,54 @@ def test_table_of_three_experiments(tmp_path: Path, capsys, monkeypatch) -> None
     )
     assert lines[4] == "| seed-3 | 15/1/1 | raw | 8/64 | 16/64 | +0.125 | -0.050 to +0.300 | 0.2 |"
     assert lines[5].startswith("| pooled (3 experiments) | | | | | +0.250 | ")
+    # the hand-made reports carry only the choice made, the same in all three
+    assert lines[7:] == [
+        "How often the sweep's choice repeats:",
+        "",
+        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour |",
+        "|---|---|---|---|",
+        "| steered (the choice made) | 15/1/1, 15/1/1, 15/1/1 | 3 of 3 (15/1) "
+        "| 3 of 3 (around 15/1) |",
+    ]
     assert (tmp_path / "out" / "forest.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.splitlines() == lines
+
+
+LAYERS, POSITIONS = [3, 6, 9, 12, 15, 18, 21, 24], [0, 1, 2, 3, 4]
+
+
+def test_choice_stability_counts_repeats_and_grid_neighbours() -> None:
+    cells = [(15, 1), (12, 1), (15, 1), (3, 3), (18, 0)]
+    got = choice_stability(cells, LAYERS, POSITIONS)
+    assert (got["k"], got["distinct"], got["modal"], got["modal_count"]) == (5, 4, (15, 1), 2)
+    # (18, 0) is a layer and a position away from (15, 1): two steps, not a neighbour; around
+    # (12, 1) and (15, 1) alike three experiments lie, and the lower cell wins the tie
+    assert (got["near"], got["near_count"]) == ((12, 1), 3)
+    apart = choice_stability([(3, 0), (9, 0), (15, 2), (21, 4), (24, 1)], LAYERS, POSITIONS)
+    assert (apart["modal_count"], apart["near_count"]) == (1, 1)
+    # a layer outside the grid is near only itself
+    assert choice_stability([(7, 0), (6, 0)], LAYERS, POSITIONS)["near_count"] == 1
+
+
+def test_rule_cells_read_each_rules_choice_from_the_reports() -> None:
+    def rep(layer: int) -> dict:
+        return {
+            "cell": {"layer": layer, "position": 1, "coefficient": 0.5},
+            "sweep": {
+                "best_logprob_clean": {"layer": 15, "position": 1, "coefficient": 0.5},
+                "best_clean": {"layer": layer, "position": 0, "coefficient": 1.0},
+                "best_judged": {"layer": 3, "position": 0, "coefficient": 2.0},
+                "best_logprob": {"layer": 15, "position": 1, "score": 3.0},
+            },
+        }
+
+    found = rule_cells([rep(15), rep(21)])
+    assert found["steered (the choice made)"] == [(15, 1, 0.5), (21, 1, 0.5)]
+    assert found["logprob"] == [(15, 1, None), (15, 1, None)]
+    assert rule_cells([rep(15), {"cell": rep(3)["cell"]}]).keys() == {"steered (the choice made)"}
+    table = stability_markdown([rep(15), rep(21)], LAYERS, POSITIONS).splitlines()
+    assert (
+        table[3] == "| logprob_clean | 15/1/0.5, 15/1/0.5 | 2 of 2 (15/1) | 2 of 2 (around 15/1) |"
+    )
+    assert table[4] == "| clean | 15/0/1, 21/0/1 | 1 of 2 (15/0) | 1 of 2 (around 15/0) |"
+    assert table[6] == "| logprob | 15/1, 15/1 | 2 of 2 (15/1) | 2 of 2 (around 15/1) |"

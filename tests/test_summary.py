@@ -56,6 +56,8 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
             "best_clean": {"layer": 7, "position": 3, "coefficient": 0.5, "rate": 0.5},
             "best_judged": {"layer": 9, "position": 1, "coefficient": 2.0, "rate": 1.0},
             "best_logprob": {"layer": 9, "position": 0, "score": 1.5},
+            "best_logprob_clean": {"layer": 9, "position": 0, "coefficient": 1.0}
+            | {"pooled_rate": 0.25, "pooled_samples": 12},
             "rank_correlation": {"spearman": 0.4567, "p": 0.01, "n": 40},
         },
     }
@@ -90,6 +92,10 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     )
     assert tests[1].startswith("Raw: steered - control +0.150,")
     assert tests[2].startswith("Degenerate: steered - control +0.200,")
+    assert (
+        "Sweep choice (logprob score, then the clean rate of the best cells pooled): layer 9, "
+        "position 0, coefficient 1 (0.25 clean over 12 samples)"
+    ) in lines
     assert (
         "Sweep (480 samples): the clean rate picks layer 7, position 3, coefficient 0.5; the raw "
         "rate layer 9, position 1, coefficient 2; the logprob score layer 9, position 0; "

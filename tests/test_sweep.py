@@ -12,6 +12,7 @@ from steerpipe.config import StageError
 from steerpipe.steering.sweep import (
     SweepParams,
     best_choice,
+    best_pooled_choice,
     best_scored_cell,
     check_cell,
     chosen,
@@ -89,6 +90,53 @@ def test_auto_parts_follow_the_metric_among_choices_that_agree_with_the_given_on
     logprob = dataclasses.replace(p, metric="logprob")
     assert chosen("auto", "auto", "auto", logprob, JUDGED, SCORES) == (3, 1, 1.5)
     assert chosen("auto", 0, 0.25, logprob, JUDGED, SCORES) == (3, 0, 0.25)
+
+
+# logprob_clean: cells 10/0 > 11/0 > 12/0 by score; each cell's own samples would pick another
+# coefficient, their pooled samples pick one
+POOLED_SCORES = [
+    {"layer": 10, "position": 0, "coefficient": 1.0, "score": 3.0},
+    {"layer": 11, "position": 0, "coefficient": 1.0, "score": 2.0},
+    {"layer": 12, "position": 0, "coefficient": 1.0, "score": 1.0},
+    {"layer": 13, "position": 0, "coefficient": 1.0, "score": -1.0},
+]
+CLEAN, BROKEN, OTHER = (1, False), (1, True), (3, False)
+POOLED = (
+    rows(10, 0, 0.5, [CLEAN, OTHER, OTHER, OTHER])  # 1/4 at the best cell
+    + rows(10, 0, 1.0, [CLEAN, CLEAN, OTHER, OTHER])  # 2/4: alone, the best cell picks 1.0
+    + rows(11, 0, 0.5, [CLEAN, CLEAN, CLEAN, OTHER])
+    + rows(11, 0, 1.0, [BROKEN, OTHER, OTHER, OTHER])
+    + rows(12, 0, 0.5, [CLEAN, CLEAN, CLEAN, CLEAN])
+    + rows(12, 0, 1.0, [CLEAN, OTHER, OTHER, OTHER])
+    + rows(13, 0, 1.0, [CLEAN, CLEAN, CLEAN, CLEAN])  # 4/4, but its score is the lowest
+)
+
+
+def test_logprob_clean_takes_the_best_scored_cell_and_the_pooled_coefficient() -> None:
+    # top 3 cells pooled: 0.5 has 1 + 3 + 4 = 8/12 clean, 1.0 has 2 + 0 + 1 = 3/12
+    assert best_pooled_choice(POOLED, POOLED_SCORES, 3) == ((10, 0, 0.5), (8, 12))
+    # one cell: its own samples (2/4 at 1.0 against 1/4 at 0.5)
+    assert best_pooled_choice(POOLED, POOLED_SCORES, 1) == ((10, 0, 1.0), (2, 4))
+    # two cells: 0.5 has 1 + 3 = 4/8, 1.0 has 2 + 0 = 2/8
+    assert best_pooled_choice(POOLED, POOLED_SCORES, 2)[0] == (10, 0, 0.5)
+    # a pooled tie goes to the chosen cell's own rate, then to the smaller coefficient
+    tie = rows(10, 0, 0.5, [CLEAN, OTHER]) + rows(10, 0, 1.0, [CLEAN, CLEAN])
+    tie += rows(11, 0, 0.5, [CLEAN, CLEAN]) + rows(11, 0, 1.0, [CLEAN, OTHER])
+    assert best_pooled_choice(tie, POOLED_SCORES, 2) == ((10, 0, 1.0), (3, 4))
+    even = rows(10, 0, 0.5, [CLEAN, OTHER]) + rows(10, 0, 1.0, [OTHER, CLEAN])
+    assert best_pooled_choice(even, POOLED_SCORES, 1)[0] == (10, 0, 0.5)
+    # a given layer: the best cell at it; no samples at the top cells is an error
+    assert best_pooled_choice(POOLED, POOLED_SCORES, 3, layer=13) == ((13, 0, 1.0), (4, 4))
+    with pytest.raises(StageError, match="no judged|needs judged sweep samples"):
+        best_pooled_choice(POOLED[:4], POOLED_SCORES[1:], 1)
+    with pytest.raises(StageError, match="logprob_clean needs scored cells"):
+        best_pooled_choice(POOLED, [], 3)
+    p = params(SweepParams, metric="logprob_clean", coefficient_cells=3)
+    assert chosen("auto", "auto", "auto", p, POOLED, POOLED_SCORES) == (10, 0, 0.5)
+    assert chosen(12, "auto", "auto", p, POOLED, POOLED_SCORES) == (12, 0, 0.5)
+    assert chosen("auto", "auto", 2.0, p, POOLED, POOLED_SCORES) == (10, 0, 2.0)
+    # a layer the sweep never scored: the other parts from the best choice of all
+    assert chosen(7, "auto", "auto", p, POOLED, POOLED_SCORES) == (7, 0, 0.5)
 
 
 def test_steer_reports_on_the_prompts_the_sweep_did_not_sample() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from steerpipe.config import StageError
 from steerpipe.results.sweep_report import plot_sweep, sweep_metrics, sweep_table
 
 
@@ -44,6 +45,16 @@ def test_sweep_metrics_pick_each_metrics_best_choice() -> None:
     assert sweep["best_judged"] == {"layer": 3, "position": 1, "coefficient": 1.0, "rate": 1.0}
     assert sweep["best_clean"] == {"layer": 3, "position": 0, "coefficient": 1.0, "rate": 0.5}
     assert sweep["best_logprob"] == {"layer": 6, "position": 0, "score": 1.5}
+    # logprob_clean: the best-scoring cell (6, 0); its coefficient by the clean rate pooled over
+    # the 3 best-scoring cells (6, 0), (3, 0), (6, 1): at 1.0, 0 of 2 + 1 of 2 + none clean
+    assert sweep["best_logprob_clean"] == {"layer": 6, "position": 0, "coefficient": 1.0} | {
+        "pooled_rate": 0.25,
+        "pooled_samples": 4,
+    }
+    one = sweep_metrics(sweep_rows(), scored_rows(), coefficient_cells=1)["best_logprob_clean"]
+    assert (one["pooled_rate"], one["pooled_samples"]) == (0.0, 2)
+    with pytest.raises(StageError, match="samples at the best-scoring cells"):  # (6, 1): none
+        sweep_metrics(sweep_rows(), scored_rows()[3:], coefficient_cells=1)
     # the 3 cells both metrics have at the logprob coefficient: raw rates (0.5, 1, 0) against
     # scores (0.5, -0.25, 1.5)
     assert sweep["rank_correlation"]["spearman"] == pytest.approx(-1.0)

@@ -10,8 +10,11 @@ Each queued experiment sets every seed that decides experiment A's data, split a
 named ``<prefix>-...`` with a report, whichever commit it was run from, and writes one row per
 experiment (the cell, the rates, the difference with its interval over prompts, the sign-flip
 p) and the pooled difference: the mean over experiments with a 95% t interval over them,
-which answers "how much does the effect depend on the draw". Not a stage: nothing here is in
-dvc.yaml. Run it from the repository root.
+which answers "how much does the effect depend on the draw"; and how often the sweep's choice
+repeats (``choice_stability``), for the choice steer made and for each rule's best choice in
+the reports: the most frequent cell's count, and the most experiments whose cell is one cell
+or a grid neighbour of it (the next layer or position in params.yaml's ``sweep`` lists). Not
+a stage: nothing here is in dvc.yaml. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -81,6 +84,83 @@ def row(experiment: dict[str, Any]) -> dict[str, Any]:
         "ci95_high": ci.get("ci95_high", math.nan),
         "sign_flip_p": level.get("sign_flip_p", math.nan),
     }
+
+
+# where each rule's choice is in a report: steer's own choice, then each rule's best (report
+# ``sweep``), as ``results/sweep_report.sweep_metrics`` writes them
+RULES = {
+    "steered (the choice made)": ("cell",),
+    "logprob_clean": ("sweep", "best_logprob_clean"),
+    "clean": ("sweep", "best_clean"),
+    "judged": ("sweep", "best_judged"),
+    "logprob": ("sweep", "best_logprob"),
+}
+
+
+def rule_cells(reports: list[dict[str, Any]]) -> dict[str, list[tuple[int, int, float | None]]]:
+    """Per rule of ``RULES``, each report's choice (layer, position, coefficient or None), for
+    the rules that every report has."""
+    out = {}
+    for rule, path in RULES.items():
+        found = []
+        for r in reports:
+            node: Any = r
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+            found.append((int(node["layer"]), int(node["position"]), node.get("coefficient")))
+        else:
+            out[rule] = found
+    return out
+
+
+def choice_stability(
+    cells: list[tuple[int, int]], layers: list[int], positions: list[int]
+) -> dict[str, Any]:
+    """How often K experiments' cells (layer, position) repeat: the most frequent cell and
+    its count (ties: the lowest cell), and the cell whose grid neighbourhood (itself, the next
+    layer either way in ``layers``, the next position either way in ``positions``) holds the
+    most experiments, with that count."""
+
+    def near(a: tuple[int, int], b: tuple[int, int]) -> bool:
+        def step(x: int, y: int, grid: list[int]) -> int:
+            if x in grid and y in grid:
+                return abs(grid.index(x) - grid.index(y))
+            return 0 if x == y else 2
+
+        return step(a[0], b[0], layers) + step(a[1], b[1], positions) <= 1
+
+    grid = sorted(set(cells))
+    same = min(grid, key=lambda c: (-cells.count(c), c))
+    around = min(grid, key=lambda c: (-sum(near(c, x) for x in cells), c))
+    return {
+        "k": len(cells),
+        "distinct": len(grid),
+        "modal": same,
+        "modal_count": cells.count(same),
+        "near": around,
+        "near_count": sum(near(around, x) for x in cells),
+    }
+
+
+def stability_markdown(
+    reports: list[dict[str, Any]], layers: list[int], positions: list[int]
+) -> str:
+    """A table: per rule, the K choices and how often they repeat."""
+    lines = [
+        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour |",
+        "|---|---|---|---|",
+    ]
+    for rule, found in rule_cells(reports).items():
+        st = choice_stability([(c[0], c[1]) for c in found], layers, positions)
+        shown = ", ".join(f"{c[0]}/{c[1]}" + ("" if c[2] is None else f"/{c[2]:g}") for c in found)
+        lines.append(
+            f"| {rule} | {shown} | {st['modal_count']} of {st['k']} "
+            f"({st['modal'][0]}/{st['modal'][1]}) | {st['near_count']} of {st['k']} "
+            f"(around {st['near'][0]}/{st['near'][1]}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def pooled(differences: list[float]) -> dict[str, float]:
@@ -160,14 +240,18 @@ def main(argv: list[str] | None = None) -> None:
             text=True,
         ).stdout
     )
-    rows = [row(e) for e in experiments(json.loads(text), report_path(), args.prefix)]
+    found = experiments(json.loads(text), report_path(), args.prefix)
+    rows = [row(e) for e in found]
     if not rows:
         raise SystemExit("no experiment with a report: run the queued experiments first")
     pool = pooled([r["difference"] for r in rows])
+    sweep = yaml.safe_load(Path("params.yaml").read_text())["sweep"]
+    text = markdown(rows, pool) + "\nHow often the sweep's choice repeats:\n\n"
+    text += stability_markdown([e["report"] for e in found], sweep["layers"], sweep["positions"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(markdown(rows, pool))
+    (args.out / "table.md").write_text(text)
     forest(rows, pool, args.out / "forest.png")
-    print(markdown(rows, pool), end="")
+    print(text, end="")
 
 
 if __name__ == "__main__":

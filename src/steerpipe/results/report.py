@@ -131,6 +131,7 @@ def report_metrics(
     sweep: list[dict[str, Any]],
     scored: list[dict[str, Any]],
     p: StatsParams,
+    coefficient_cells: int = 3,
 ) -> dict[str, Any]:
     """The report's metrics. At the top, the raw concluding rates (``control``, ``steered``)
     and steered's comparison with control, as the original reported them; ``clean`` (the
@@ -177,7 +178,7 @@ def report_metrics(
         "dose_response": dose_response(
             steer, {"control": control, **{n: vs[n] for n in names}}, first["coefficient"]
         ),
-        "sweep": sweep_metrics(sweep, scored),
+        "sweep": sweep_metrics(sweep, scored, coefficient_cells),
     }
 
 

@@ -63,6 +63,14 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
     if "best_clean" in sweep:
         b, r, lp = sweep["best_clean"], sweep["best_judged"], sweep["best_logprob"]
         rho = sweep["rank_correlation"]["spearman"]
+        pooled = sweep.get("best_logprob_clean")
+        if pooled:
+            lines.append(
+                f"Sweep choice (logprob score, then the clean rate of the best cells pooled): "
+                f"layer {pooled['layer']}, position {pooled['position']}, coefficient "
+                f"{pooled['coefficient']:g} ({pooled['pooled_rate']:.2f} clean over "
+                f"{pooled['pooled_samples']} samples)"
+            )
         lines.append(
             f"Sweep ({sweep['samples']} samples): the clean rate picks layer {b['layer']}, "
             f"position {b['position']}, coefficient {b['coefficient']:g}; the raw rate layer "

@@ -1,9 +1,9 @@
 """The sweep's part of experiment A's report (stage ``report``): the best choice by each metric,
 and the grid as a table (a DVC plot) and heat maps.
 
-- ``sweep_metrics``: the best choice by the clean rate, the raw rate and the logprob score
-  (the rules that steer's ``auto`` follows), and how the raw rate and the logprob score rank
-  the cells;
+- ``sweep_metrics``: the best choice by each rule that steer's ``auto`` can follow (the logprob
+  score with the pooled clean rate, the clean rate, the raw rate, the logprob score), and how
+  the raw rate and the logprob score rank the cells;
 - ``sweep_table``: per layer, position and coefficient, the three rates and the logprob score;
 - ``plot_sweep``: the table, and heat maps of the clean rate at each coefficient and of the
   logprob score.
@@ -21,16 +21,25 @@ from steerpipe.steering.sweep import (
     MEASURE_OF,
     MEASURES,
     best_choice,
+    best_pooled_choice,
     best_scored_cell,
     rates_by_choice,
 )
 
 
-def sweep_metrics(sweep: list[dict[str, Any]], scored: list[dict[str, Any]]) -> dict[str, Any]:
+def sweep_metrics(
+    sweep: list[dict[str, Any]], scored: list[dict[str, Any]], coefficient_cells: int = 3
+) -> dict[str, Any]:
     """The sweep's best choice by each metric (the rules that steer's ``auto`` follows, by
-    ``sweep.metric``), and the rank correlation over cells of the raw rate and the logprob
-    score at the logprob metric's coefficient."""
+    ``sweep.metric``; ``logprob_clean`` pools ``coefficient_cells`` cells), and the rank
+    correlation over cells of the raw rate and the logprob score at the logprob metric's
+    coefficient."""
     out: dict[str, Any] = {"choices": len(rates_by_choice(sweep)), "samples": len(sweep)}
+    best, (hits, n) = best_pooled_choice(sweep, scored, coefficient_cells)
+    out["best_logprob_clean"] = dict(zip(CHOICE_KEYS, best, strict=True)) | {
+        "pooled_rate": hits / n,
+        "pooled_samples": n,
+    }
     for metric, measure in MEASURE_OF.items():
         rates = rates_by_choice(sweep, measure)
         best = best_choice(sweep, metric, scored)

@@ -7,7 +7,8 @@
    "**Answer:** X") whose X has a letter or digit (a small model echoes its instruction:
    'starts with "Therefore, the answer is".'); X runs to the end of its line or sentence,
    and is read as its number where it is words around one number ("indeed 48", "7 apples")
-   or an equation that ends in one ("8 * 3 = 24");
+   or a statement whose last side is one ("8 * 3 = 24", "6 * 8, which is 48"); a bare
+   expression ("8 * 8") stays as it is, and so is not a number: it was not worked out;
 3. the last number in the text.
 
 It returns None when none of these is there: the solution counts as unparsable, never as an
@@ -30,10 +31,10 @@ _PHRASE = re.compile(
     r"(?:\banswer\s+is\s*:?|\banswer\s*(?:\*\*)?\s*:)\s*(?:\*\*)?[ \t]*(?=\S)",
     re.IGNORECASE,
 )
-_END = re.compile(r"\n|\.(?:\s|$)|;")
+_END = re.compile(r"\n|\.[\"'`]?(?:\s|$)|;")  # a sentence may end inside quotes: 'is "35."'
 _NUM = r"(-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?)"
-# words around one number, or an equation whose last side is a number
-_WORDY_NUMBER = re.compile(rf"(?:[A-Za-z]+\s+)*{_NUM}(?:\s+[A-Za-z]+)*|[^=]*=\s*{_NUM}")
+# words around one number, or a statement whose last side is a number ("= 24", "which is 48")
+_WORDY_NUMBER = re.compile(rf"(?:[A-Za-z]+\s+)*{_NUM}(?:\s+[A-Za-z]+)*|[^=]*(?:=|\bis\b)\s*{_NUM}")
 
 
 def boxed(text: str) -> str | None:
@@ -53,11 +54,12 @@ def boxed(text: str) -> str | None:
 
 def _phrase_answer(text: str) -> str | None:
     """What follows the last final-answer phrase that gives something, to the end of its line
-    or sentence; its number where it is words around one number or an equation ending in one."""
+    or sentence, quotes stripped; its number where it is words around one number or a
+    statement whose last side is one."""
     for m in reversed(list(_PHRASE.finditer(text))):
         rest = text[m.end() :]
         end = _END.search(rest)
-        answer = (rest[: end.start()] if end else rest).strip().strip("*$ ").strip()
+        answer = (rest[: end.start()] if end else rest).strip().strip("*$ \"'`")
         if any(c.isalnum() for c in answer):
             bare = _WORDY_NUMBER.fullmatch(answer)
             if bare:

@@ -1,13 +1,17 @@
 """The sweep (``sweep``): its choices (layer, position, coefficient), checked against the vectors,
 and the best one by ``sweep.metric``:
 
-- ``clean`` (the default): the rate of sampled continuations that conclude and are not
-  degenerate (the judge's ``clean``, ``steering/quality.py``), so that a coefficient that
-  concludes by breaking the text is not chosen;
+- ``logprob_clean`` (the default): the cell with the best teacher-forced score of ``logprob``
+  (no sampling noise), and the coefficient with the best clean rate pooled over the
+  ``sweep.coefficient_cells`` best-scoring cells (``best_pooled_choice``): a choice that the
+  draw of data and samples moves less than the sampled rates' (docs/experiment-a.md);
+- ``clean``: the rate of sampled continuations that conclude and are not degenerate (the
+  judge's ``clean``, ``steering/quality.py``), so that a coefficient that concludes by
+  breaking the text is not chosen;
 - ``judged``: the raw concluding rate, as the original chose its cell (for both, ties go to
   the cell with the higher logprob score);
-- ``logprob``: the teacher-forced score of ``logprob`` (one coefficient,
-  ``sweep.logprob_coefficient``).
+- ``logprob``: the best-scoring cell at the metric's own coefficient,
+  ``sweep.logprob_coefficient``.
 
 The sweep samples the first ``n_prompts`` held-out prompts of the negative kind, and the steer
 stage reports on the others only (``steer_prompts``): a choice is never scored on the prompts
@@ -24,11 +28,12 @@ from typing import Any, ClassVar, Literal
 from steerpipe.config import StageError, check
 from steerpipe.steering.labels import CONCLUDING
 
-Metric = Literal["clean", "judged", "logprob"]
+Metric = Literal["logprob_clean", "clean", "judged", "logprob"]
 Measure = Literal["concluding", "clean", "degenerate"]  # what a judged sample can count for
 MEASURES: tuple[Measure, ...] = ("concluding", "clean", "degenerate")
 MEASURE_OF: dict[Literal["clean", "judged"], Measure] = {"clean": "clean", "judged": "concluding"}
 Choice = tuple[int, int, float]  # layer, position, coefficient
+CHOICE_KEYS = ("layer", "position", "coefficient")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class SweepParams:
     metric: Metric  # which one steer's auto layer, position and coefficient follow
     logprob_examples: int  # per kind: the first training examples the logprob metric scores
     logprob_coefficient: float  # the logprob metric's coefficient, in steer.scale's units
+    coefficient_cells: int  # logprob_clean: the best-scoring cells whose samples choose it
 
     def __post_init__(self) -> None:
         check(bool(self.layers) and bool(self.positions), "sweep.layers/positions", "non-empty")
@@ -51,6 +57,7 @@ class SweepParams:
         check(self.n_prompts >= 1, "sweep.n_prompts", "at least 1")
         check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
         check(self.logprob_examples >= 1, "sweep.logprob_examples", "at least 1")
+        check(self.coefficient_cells >= 1, "sweep.coefficient_cells", "at least 1")
 
 
 def check_cell(layer: int, pos: int, layers: list[int], positions: list[int], key: str) -> None:
@@ -105,6 +112,45 @@ def best_scored_cell(scores: list[dict[str, Any]]) -> tuple[int, int]:
     return int(best["layer"]), int(best["position"])
 
 
+def best_pooled_choice(
+    judged: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    k: int,
+    *,
+    layer: Literal["auto"] | int = "auto",
+    position: Literal["auto"] | int = "auto",
+) -> tuple[Choice, tuple[int, int]]:
+    """``logprob_clean``: the best-scoring cell (with the ``layer`` / ``position`` given, if
+    any), and the coefficient with the highest clean rate over the samples of the ``k``
+    best-scoring such cells: 4 samples a choice cannot rank coefficients, ``k`` cells'
+    together can, if a dose that works at one cell works at its near rivals (the vectors are
+    scaled to their own length). Ties go to the chosen cell's own clean rate, then to the
+    smaller coefficient. Also (hits, samples) of the pooled rate."""
+    cells = sorted(
+        (
+            r
+            for r in scores
+            if layer in ("auto", r["layer"]) and position in ("auto", r["position"])
+        ),
+        key=lambda r: (-r["score"], r["layer"], r["position"]),
+    )
+    if not cells:
+        raise StageError("'auto' with sweep.metric: logprob_clean needs scored cells")
+    top = [(int(r["layer"]), int(r["position"])) for r in cells[:k]]
+    pooled: dict[float, list[int]] = defaultdict(lambda: [0, 0])
+    own: dict[float, float] = {}
+    for (cl, cp, coefficient), (h, n) in rates_by_choice(judged, "clean").items():
+        if (cl, cp) in top:
+            pooled[coefficient][0] += h
+            pooled[coefficient][1] += n
+        if (cl, cp) == top[0]:
+            own[coefficient] = h / n
+    if not pooled:
+        raise StageError(f"'auto' needs judged sweep samples at the best-scoring cells {top}")
+    best = min(pooled, key=lambda c: (-pooled[c][0] / pooled[c][1], -own.get(c, -1.0), c))
+    return (top[0][0], top[0][1], best), (pooled[best][0], pooled[best][1])
+
+
 def chosen(
     layer: Literal["auto"] | int,
     position: Literal["auto"] | int,
@@ -120,6 +166,15 @@ def chosen(
     if sweep.metric == "logprob":
         cell = best_scored_cell(scores)
         auto: Choice = (cell[0], cell[1], sweep.logprob_coefficient)
+    elif sweep.metric == "logprob_clean":
+        layers, positions = {r["layer"] for r in scores}, {r["position"] for r in scores}
+        auto = best_pooled_choice(
+            judged,
+            scores,
+            sweep.coefficient_cells,
+            layer=layer if layer in layers else "auto",  # one never scored: the best cell
+            position=position if position in positions else "auto",
+        )[0]
     else:
         agree = [
             r
@@ -132,9 +187,6 @@ def chosen(
         auto[1] if position == "auto" else int(position),
         auto[2] if coefficient == "auto" else float(coefficient),
     )
-
-
-CHOICE_KEYS = ("layer", "position", "coefficient")
 
 
 def steer_prompts(
