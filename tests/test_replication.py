@@ -45,6 +45,7 @@ def record(name: str, rep: dict | None) -> dict:
 
 REPORT = "data/report/metrics.json"
 CLEAN = report(0.125, 9, 0.0, 0.25, 0.05)
+RUNNING = {"metrics": {REPORT: {"data": CLEAN}}}
 SHOWN = [
     {"rev": "workspace", "name": None, "data": {"metrics": {}}, "experiments": None},
     {
@@ -56,6 +57,8 @@ SHOWN = [
             # a report with the clean rate: its headline is the clean one
             {"revs": [record("seed-2", report(0.25, 10, 0.1, 0.4, 0.01) | {"clean": CLEAN})]},
             {"revs": [record("queued", None)]},  # no report yet
+            # running: DVC shows the workspace's report under its name; it is left out
+            {"revs": [record("seed-4", CLEAN) | {"data": {"rev": "workspace"} | RUNNING}]},
             {"revs": [record("coef-2", report(0.75, 10, 0.6, 0.9, 1e-4))]},  # another sweep
         ],
     },
@@ -109,10 +112,11 @@ def test_table_of_three_experiments(tmp_path: Path, capsys, monkeypatch) -> None
     assert lines[7:] == [
         "How often the sweep's choice repeats:",
         "",
-        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour |",
-        "|---|---|---|---|",
+        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour "
+        "| same layer |",
+        "|---|---|---|---|---|",
         "| steered (the choice made) | 15/1/1, 15/1/1, 15/1/1 | 3 of 3 (15/1) "
-        "| 3 of 3 (around 15/1) |",
+        "| 3 of 3 (around 15/1) | 3 of 3 (15) |",
     ]
     assert (tmp_path / "out" / "forest.png").read_bytes()[:4] == b"\x89PNG"
     assert capsys.readouterr().out.splitlines() == lines
@@ -128,8 +132,9 @@ def test_choice_stability_counts_repeats_and_grid_neighbours() -> None:
     # (18, 0) is a layer and a position away from (15, 1): two steps, not a neighbour; around
     # (12, 1) and (15, 1) alike three experiments lie, and the lower cell wins the tie
     assert (got["near"], got["near_count"]) == ((12, 1), 3)
+    assert (got["layer"], got["layer_count"]) == (15, 2)
     apart = choice_stability([(3, 0), (9, 0), (15, 2), (21, 4), (24, 1)], LAYERS, POSITIONS)
-    assert (apart["modal_count"], apart["near_count"]) == (1, 1)
+    assert (apart["modal_count"], apart["near_count"], apart["layer_count"]) == (1, 1, 1)
     # a layer outside the grid is near only itself
     assert choice_stability([(7, 0), (6, 0)], LAYERS, POSITIONS)["near_count"] == 1
 
@@ -152,7 +157,12 @@ def test_rule_cells_read_each_rules_choice_from_the_reports() -> None:
     assert rule_cells([rep(15), {"cell": rep(3)["cell"]}]).keys() == {"steered (the choice made)"}
     table = stability_markdown([rep(15), rep(21)], LAYERS, POSITIONS).splitlines()
     assert (
-        table[3] == "| logprob_clean | 15/1/0.5, 15/1/0.5 | 2 of 2 (15/1) | 2 of 2 (around 15/1) |"
+        table[3] == "| logprob_clean | 15/1/0.5, 15/1/0.5 | 2 of 2 (15/1) | 2 of 2 (around 15/1) "
+        "| 2 of 2 (15) |"
     )
-    assert table[4] == "| clean | 15/0/1, 21/0/1 | 1 of 2 (15/0) | 1 of 2 (around 15/0) |"
-    assert table[6] == "| logprob | 15/1, 15/1 | 2 of 2 (15/1) | 2 of 2 (around 15/1) |"
+    assert table[4] == (
+        "| clean | 15/0/1, 21/0/1 | 1 of 2 (15/0) | 1 of 2 (around 15/0) | 1 of 2 (15) |"
+    )
+    assert table[6] == (
+        "| logprob | 15/1, 15/1 | 2 of 2 (15/1) | 2 of 2 (around 15/1) | 2 of 2 (15) |"
+    )

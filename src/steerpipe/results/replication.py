@@ -12,9 +12,10 @@ experiment (the cell, the rates, the difference with its interval over prompts, 
 p) and the pooled difference: the mean over experiments with a 95% t interval over them,
 which answers "how much does the effect depend on the draw"; and how often the sweep's choice
 repeats (``choice_stability``), for the choice steer made and for each rule's best choice in
-the reports: the most frequent cell's count, and the most experiments whose cell is one cell
-or a grid neighbour of it (the next layer or position in params.yaml's ``sweep`` lists). Not
-a stage: nothing here is in dvc.yaml. Run it from the repository root.
+the reports: the most frequent cell's count, the most experiments whose cell is one cell or a
+grid neighbour of it (the next layer or position in params.yaml's ``sweep`` lists), and the
+most frequent layer's count. An experiment still running is left out. Not a stage: nothing
+here is in dvc.yaml. Run it from the repository root.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def experiments(shown: Any, report: str, prefix: str | None = None) -> list[dict
         for experiment in commit.get("experiments") or []:
             for rev in experiment.get("revs") or []:
                 data = rev.get("data") or {}
+                if data.get("rev") == "workspace":  # running: DVC shows the workspace's files
+                    continue
                 metrics = (data.get("metrics") or {}).get(report, {}).get("data")
                 name = rev.get("name")
                 if name and metrics and (prefix is None or name.startswith(f"{prefix}-")):
@@ -119,9 +122,9 @@ def choice_stability(
     cells: list[tuple[int, int]], layers: list[int], positions: list[int]
 ) -> dict[str, Any]:
     """How often K experiments' cells (layer, position) repeat: the most frequent cell and
-    its count (ties: the lowest cell), and the cell whose grid neighbourhood (itself, the next
+    its count (ties: the lowest cell), the cell whose grid neighbourhood (itself, the next
     layer either way in ``layers``, the next position either way in ``positions``) holds the
-    most experiments, with that count."""
+    most experiments, with that count, and the most frequent layer with its count."""
 
     def near(a: tuple[int, int], b: tuple[int, int]) -> bool:
         def step(x: int, y: int, grid: list[int]) -> int:
@@ -134,6 +137,8 @@ def choice_stability(
     grid = sorted(set(cells))
     same = min(grid, key=lambda c: (-cells.count(c), c))
     around = min(grid, key=lambda c: (-sum(near(c, x) for x in cells), c))
+    chosen_layers = [c[0] for c in cells]
+    layer = min(set(chosen_layers), key=lambda x: (-chosen_layers.count(x), x))
     return {
         "k": len(cells),
         "distinct": len(grid),
@@ -141,6 +146,8 @@ def choice_stability(
         "modal_count": cells.count(same),
         "near": around,
         "near_count": sum(near(around, x) for x in cells),
+        "layer": layer,
+        "layer_count": chosen_layers.count(layer),
     }
 
 
@@ -149,8 +156,9 @@ def stability_markdown(
 ) -> str:
     """A table: per rule, the K choices and how often they repeat."""
     lines = [
-        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour |",
-        "|---|---|---|---|",
+        "| rule | choices (layer/position/coefficient) | same cell | same cell or a neighbour "
+        "| same layer |",
+        "|---|---|---|---|---|",
     ]
     for rule, found in rule_cells(reports).items():
         st = choice_stability([(c[0], c[1]) for c in found], layers, positions)
@@ -158,7 +166,8 @@ def stability_markdown(
         lines.append(
             f"| {rule} | {shown} | {st['modal_count']} of {st['k']} "
             f"({st['modal'][0]}/{st['modal'][1]}) | {st['near_count']} of {st['k']} "
-            f"(around {st['near'][0]}/{st['near'][1]}) |"
+            f"(around {st['near'][0]}/{st['near'][1]}) | {st['layer_count']} of {st['k']} "
+            f"({st['layer']}) |"
         )
     return "\n".join(lines) + "\n"
 
