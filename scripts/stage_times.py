@@ -33,12 +33,11 @@ class Timing:
     total: int
 
 
-def stamped(lines: Iterable[str], echo: bool = True) -> Iterator[tuple[float, str]]:
+def stamped(lines: Iterable[str]) -> Iterator[tuple[float, str]]:
     """(arrival time, line) for each line, passed through to stdout as it comes."""
     for line in lines:
-        if echo:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+        sys.stdout.write(line)
+        sys.stdout.flush()
         yield time.time(), line.rstrip("\n")
 
 
