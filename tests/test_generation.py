@@ -123,6 +123,7 @@ def test_no_deprecation_warnings_from_our_calls(tiny_model) -> None:
 def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> None:
     """The same distribution at the first new token: the expanded prefill cache plus the last
     prompt token gives the logits of a full forward over each prompt, steered or not."""
+    from steerpipe.lm.cache import GrowingCache
     from steerpipe.lm.generation import _prefill
     from steerpipe.lm.hooks import batch_deltas
 
@@ -131,7 +132,8 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[2]]
     ids, mask = left_pad(prompts, pad_id=2)
     first = [0, 1, 2]
-    cache = _prefill(tiny_model, ids[:, :-1], mask[:, :-1], batch_deltas(steers, 64))
+    cache = GrowingCache(tiny_model.config, capacity=ids.shape[1])
+    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], batch_deltas(steers, 64), cache)
     expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
     cache.batch_select_indices(expand)
     positions = (mask.cumsum(-1) - 1)[expand, -1:]

@@ -44,3 +44,25 @@ def _splitmix64_reference(x: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     return z ^ (z >> 31)
+
+
+def test_top_p_keeps_the_nucleus_of_hf_s_warper() -> None:
+    # transformers' TopPLogitsWarper (generation/logits_process.py) is the reference: a full
+    # ascending sort; TopP finds the same tokens among the top k, or falls back to it
+    from transformers import TopPLogitsWarper
+
+    from steerpipe.lm.noise import TopP
+
+    torch.manual_seed(0)
+    ids = torch.zeros(6, 1, dtype=torch.long)
+    for scale in (0.1, 1.0, 4.0, 30.0):  # nuclei of about all 3,000 tokens down to one
+        scores = torch.randn(6, 3000) * scale
+        scores[0, :2900] = float("-inf")  # a row with few finite tokens
+        for p in (0.5, 0.95, 1.0):
+            want = TopPLogitsWarper(p)(ids, scores)
+            got = TopP(p, k=64)(ids, scores)
+            assert torch.equal(got, want), (scale, p)
+    wide = torch.zeros(2, 500)  # flat: the nucleus holds 475 tokens, past k
+    got = TopP(0.95, k=64)(ids[:2], wide)
+    assert torch.equal(got, TopPLogitsWarper(0.95)(ids[:2], wide))
+    assert int(torch.isfinite(got[0]).sum()) == 475

@@ -23,16 +23,15 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    DynamicCache,
     LogitsProcessorList,
     PreTrainedModel,
     TemperatureLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
+from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
-from steerpipe.lm.noise import RowNoise, row_seed
+from steerpipe.lm.noise import RowNoise, TopP, row_seed
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +105,7 @@ def generate(
         idx = [i for g in batch for i in g]
         if temperature > 0:
             noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
-            warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p), noise]
+            warpers = [TemperatureLogitsWarper(temperature), TopP(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
         new = _generate_batch(model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs)
         for row, i in zip(new, idx, strict=True):
@@ -139,10 +138,12 @@ def _generate_batch(
     first = [g[0] for g in batch]  # one row per group: what is prefilled
     ids, mask = left_pad([prompts[i] for i in first], pad)
     expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
-    cache = None
+    new_tokens = kwargs["max_new_tokens"]
+    assert isinstance(new_tokens, int)
+    cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
     if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
         first_deltas = batch_deltas([steers[i] for i in first], d)
-        cache = _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas)
+        _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas, cache)
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
     deltas = batch_deltas([steers[i] for i in idx], d)
@@ -193,12 +194,15 @@ def _take(queue: deque[list[int]], limit: int) -> list[list[int]]:
 
 
 def _prefill(
-    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, deltas: dict[int, torch.Tensor]
-) -> DynamicCache:
-    """The KV cache of left-padded ``ids`` under the steering ``deltas``, with the positions
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    deltas: dict[int, torch.Tensor],
+    cache: GrowingCache,
+) -> None:
+    """Fills ``cache`` with left-padded ``ids`` under the steering ``deltas``, at the positions
     that ``generate`` gives left-padded rows, so that it can continue from it."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     with torch.no_grad(), add_to_resid_pre(model, deltas):
         model(
             input_ids=ids.to(model.device),
@@ -208,7 +212,6 @@ def _prefill(
             use_cache=True,
             logits_to_keep=1,
         )
-    return cache
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

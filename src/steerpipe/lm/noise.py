@@ -1,4 +1,4 @@
-"""Sampling noise keyed by row, not by batch: the Gumbel-max trick with counter-based uniforms.
+"""The sampler's logits processors: the top-p nucleus, and noise keyed by row, not by batch.
 
 ``generate`` (``generation.py``) samples a row's token as the argmax of its tempered, top-p
 logits plus Gumbel noise drawn from a hash of ``(seed, row, step, token)``. A sample therefore
@@ -6,6 +6,10 @@ does not depend on which rows share its batch, so batch sizes, shared prefills a
 out-of-memory splits never change the tokens (up to the float differences of batched
 kernels), and the CPU and a GPU draw the same noise. Stages pair conditions by giving their
 rows the same ``(seed, row)``: a steered sample and its control draw the same noise.
+
+``TopP`` is the nucleus of HF's ``TopPLogitsWarper`` without sorting the whole vocabulary
+every step (a sort of 90 rows x 49,152 tokens took 135 ms on the 2-core CPU, a quarter of a
+decoding step of the packaged model).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, TopPLogitsWarper
 
 
 def row_seed(seed: int, row: int) -> int:
@@ -36,6 +40,37 @@ def splitmix64(x: torch.Tensor) -> torch.Tensor:
     z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _M1
     z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _M2
     return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
+class TopP(LogitsProcessor):
+    """Keeps each row's nucleus, the fewest most probable tokens whose probability reaches
+    ``top_p`` (at least one), and sets the rest to -inf, as HF's ``TopPLogitsWarper``.
+
+    The nucleus is found among each row's ``k`` most probable tokens (``topk``); rows whose
+    nucleus is not inside them fall back to HF's warper. The probabilities are summed in
+    float64 from the top rather than in float32 from the bottom, so a token whose mass lies
+    within float rounding of the boundary may be kept by one and not the other.
+    """
+
+    def __init__(self, top_p: float, k: int = 256) -> None:
+        self.top_p = float(top_p)
+        self.k = k
+        self.full = TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.top_p >= 1.0:  # only tokens of no probability at all go
+            return self.full(input_ids, scores)  # type: ignore[return-value]
+        k = min(self.k, scores.shape[-1])
+        probs, idx = scores.softmax(-1).topk(k, dim=-1)
+        above = probs.double().cumsum(-1) - probs.double()  # the mass of the tokens above each
+        keep = above < self.top_p
+        keep[:, 0] = True
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, idx, torch.where(keep, scores.gather(1, idx), float("-inf")))
+        wide = keep[:, -1].nonzero().flatten()  # the nucleus may go on past the top k
+        if len(wide):
+            out[wide] = self.full(input_ids[wide], scores[wide])  # type: ignore[arg-type]
+        return out  # type: ignore[return-value]
 
 
 class RowNoise(LogitsProcessor):
