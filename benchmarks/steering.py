@@ -239,8 +239,9 @@ def main() -> None:
         for kind in ("repeat_kv", "enable_gqa"):
             with decode_attention(kind):
                 add(work, f"pipeline, decode attention {kind}", timed(ours, args.device), tokens)
-        for cache in ("dynamic", "static"):  # the static cache cannot take a shared prefill
-            model.generation_config.cache_implementation = None if cache == "dynamic" else cache
+        # growing: lm/cache.py's, the default; the static cache cannot take a shared prefill
+        for cache in ("growing", "dynamic", "static"):
+            model.generation_config.cache_implementation = None if cache == "growing" else cache
             seconds = timed(lambda: ours(share_prefill=False), args.device)
             add(work, f"pipeline, no shared prefill, {cache} cache", seconds, tokens)
         model.generation_config.cache_implementation = None

@@ -87,6 +87,7 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         (evaluation, "pipeline"),
         (evaluation, "pipeline, decode attention repeat_kv"),
         (evaluation, "pipeline, decode attention enable_gqa"),
+        (evaluation, "pipeline, no shared prefill, growing cache"),
         (evaluation, "pipeline, no shared prefill, dynamic cache"),
         (evaluation, "pipeline, no shared prefill, static cache"),
         (sweep, "seed loop (2 of 4 calls, scaled)"),
@@ -97,8 +98,8 @@ def test_gpu_check_runs_end_to_end_on_the_cpu(tmp_path: Path) -> None:
         (capture, "pipeline"),
     ]
     assert all(r["seconds"] > 0 and r["tokens"] > 0 for r in bench["rows"])
-    assert [bench["rows"][i]["x_seed"] for i in (0, 7, 10)] == [1.0, 1.0, 1.0]  # the unit
-    assert bench["rows"][12]["tflops"] > 0
+    assert [bench["rows"][i]["x_seed"] for i in (0, 8, 11)] == [1.0, 1.0, 1.0]  # the unit
+    assert bench["rows"][13]["tflops"] > 0
     assert bench["capture_diff"] < 1e-4  # the pipeline captures what the seed loop does
     markdown = (out / "gpu-check.md").read_text()
     assert proc.stdout.rstrip("\n").endswith(markdown.rstrip("\n"))  # printed last

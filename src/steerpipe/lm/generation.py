@@ -141,10 +141,13 @@ def _generate_batch(
     new_tokens = kwargs["max_new_tokens"]
     assert isinstance(new_tokens, int)
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
-    if len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1:
+    share = len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1
+    if share:
         first_deltas = batch_deltas([steers[i] for i in first], d)
         _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas, cache)
         cache.batch_select_indices(expand.to(model.device))
+    # a cache that generation_config names is HF's to build (benchmarks/steering.py --variants)
+    named = model.generation_config.cache_implementation is not None and not share
     ids, mask = ids[expand], mask[expand]
     deltas = batch_deltas([steers[i] for i in idx], d)
     extra = batch_hook(idx) if batch_hook is not None else nullcontext()
@@ -152,7 +155,7 @@ def _generate_batch(
         result = model.generate(  # type: ignore[operator]
             input_ids=ids.to(model.device),
             attention_mask=mask.to(model.device),
-            cache=cache,
+            cache=None if named else cache,
             pad_token_id=pad,
             eos_token_id=eos_ids or None,
             **kwargs,
