@@ -56,13 +56,15 @@ def main() -> None:
     prompts = [chat_prompt_ids(tok, p.instruction + r["problem"]) for r in problems]
     rows = [ids for ids in prompts for _ in range(p.n_samples)][: args.rows]
     pad = int(tok.pad_token_id)
-    kwargs = {"max_new_tokens": p.max_new_tokens, "temperature": p.temperature}
-    kwargs |= {"top_p": p.top_p, "seed": p.seed, "batch_size": p.batch_size}
     runs = []
     for _ in range(2):
         start = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) if args.profile else nullcontext() as prof:
-            runs.append(generate(model, rows, pad_id=pad, progress=False, **kwargs))
+            out = generate(
+                model, rows, max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                top_p=p.top_p, seed=p.seed, batch_size=p.batch_size, pad_id=pad, progress=False,
+            )  # fmt: skip
+            runs.append(out)
         seconds = time.perf_counter() - start
         if prof is not None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
