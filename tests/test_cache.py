@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import torch
-from tiny import tiny_config
-from transformers import DynamicCache, LlamaForCausalLM
+from transformers import DynamicCache
 
 from steerpipe.lm.cache import GrowingCache
-
-
-def _model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = tiny_config(vocab_size=97)
-    config._attn_implementation = "sdpa"
-    return LlamaForCausalLM(config).eval().requires_grad_(False)
 
 
 def _decode(model, cache, ids, mask, steps: int) -> torch.Tensor:
@@ -30,8 +22,8 @@ def _decode(model, cache, ids, mask, steps: int) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def test_growing_cache_equals_dynamic_cache_bit_for_bit() -> None:
-    model = _model()
+def test_growing_cache_equals_dynamic_cache_bit_for_bit(tiny_model) -> None:
+    model = tiny_model  # conftest's: sdpa, random norm gains
     ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     want = _decode(model, DynamicCache(config=model.config), ids, mask, 12)
@@ -42,8 +34,8 @@ def test_growing_cache_equals_dynamic_cache_bit_for_bit() -> None:
     assert cache.layers[0].keys.shape[-2] == 17
 
 
-def test_decoding_within_capacity_writes_in_place() -> None:
-    model = _model()
+def test_decoding_within_capacity_writes_in_place(tiny_model) -> None:
+    model = tiny_model
     cache = GrowingCache(model.config, capacity=20)
     ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
     _decode(model, cache, ids, mask, 1)
@@ -53,9 +45,9 @@ def test_decoding_within_capacity_writes_in_place() -> None:
     assert cache.get_seq_length() == 3 + 1 + 1 + 10
 
 
-def test_rows_selected_after_prefill_continue_as_in_dynamic_cache() -> None:
+def test_rows_selected_after_prefill_continue_as_in_dynamic_cache(tiny_model) -> None:
     # generate's shared prefill copies a prompt's cache to each of its samples' rows
-    model = _model()
+    model = tiny_model
     ids, mask = torch.tensor([[5, 6, 7], [9, 8, 7]]), torch.ones(2, 3, dtype=torch.long)
     pick = torch.tensor([0, 0, 1])
     caches = [DynamicCache(config=model.config), GrowingCache(model.config, capacity=16)]
