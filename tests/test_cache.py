@@ -59,3 +59,22 @@ def test_rows_selected_after_prefill_continue_as_in_dynamic_cache(tiny_model) ->
         step = torch.tensor([[11], [12], [13]])
         outs.append(_decode(model, cache, step, torch.ones(3, 4, dtype=torch.long), 5))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_dropping_rows_keeps_the_others_numbers_and_writes_in_place(tiny_model) -> None:
+    # generation drops the rows that have finished: the rest continue as in HF's DynamicCache
+    model = tiny_model
+    ids = torch.tensor([[0, 5, 6, 7], [9, 8, 7, 6], [4, 4, 3, 2]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]])
+    keep = torch.tensor([0, 2])
+    caches = [DynamicCache(config=model.config), GrowingCache(model.config, capacity=16)]
+    outs = []
+    for cache in caches:
+        _decode(model, cache, ids, mask, 2)
+        cache.batch_select_indices(keep)
+        buffer = cache.layers[0].keys.data_ptr()
+        step = torch.tensor([[11], [13]])
+        outs.append(_decode(model, cache, step, torch.cat([mask[keep], torch.ones(2, 3)], 1), 4))
+    assert torch.equal(outs[0], outs[1])
+    assert caches[1].layers[0].keys.data_ptr() == buffer  # the selected rows' buffer, in place
+    assert caches[1].get_seq_length() == 4 + 2 + 1 + 4

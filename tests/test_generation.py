@@ -170,18 +170,20 @@ def test_samples_of_a_prompt_share_one_prefill(tiny_model) -> None:
 
 
 def test_out_of_memory_splits_the_batch(tiny_model, monkeypatch) -> None:
+    from steerpipe.lm import generation
+
     prompts = [p for p in PROMPTS for _ in range(2)]
     want = generate(tiny_model, prompts, batch_size=8, share_prefill=False, **GREEDY)
-    real = tiny_model.generate
+    real = generation._decode
     sizes: list[int] = []
 
-    def small_memory(*args, **kwargs):
-        sizes.append(kwargs["input_ids"].shape[0])
-        if kwargs["input_ids"].shape[0] > 2:
+    def small_memory(model, ids, *args, **kwargs):
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(*args, **kwargs)
+        return real(model, ids, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_model, "generate", small_memory)
+    monkeypatch.setattr(generation, "_decode", small_memory)
     got = generate(tiny_model, prompts, batch_size=8, share_prefill=False, **GREEDY)
     assert got == want
     # 6 fails, then 3 fails, and every later batch keeps the size that fit
@@ -190,9 +192,78 @@ def test_out_of_memory_splits_the_batch(tiny_model, monkeypatch) -> None:
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(tiny_model, "generate", no_memory)
+    monkeypatch.setattr(generation, "_decode", no_memory)
     with pytest.raises(torch.OutOfMemoryError):
         generate(tiny_model, [PROMPTS[0]], **GREEDY)  # one row cannot be split
+
+
+def _batch_sizes(model):
+    """A context that records the rows of every forward call of the first decoder layer."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def record():
+        sizes: list[int] = []
+        handle = model.get_decoder().layers[0].register_forward_pre_hook(
+            lambda m, a, k: sizes.append((a[0] if a else k["hidden_states"]).shape[0]),
+            with_kwargs=True,
+        )
+        try:
+            yield sizes
+        finally:
+            handle.remove()
+
+    return record()
+
+
+def _cut(tokens: list[int], eos: int) -> list[int]:
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model) -> None:
+    # sampled, with steered and control rows, so that the noise and the steering of the rows
+    # left are carried over when the finished ones are dropped
+    kwargs = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.95, "progress": False}
+    prompts = [p for p in PROMPTS for _ in range(6)]
+    steers = [None, Steer(1, 3 * torch.ones(64)), None] * 6
+    endless = generate(tiny_model, prompts, steers=steers, seed=5, eos_ids=[], **kwargs)
+    assert all(len(t) == 12 for t in endless)
+    # an EOS that some rows write early, others late or never
+    counts: dict[int, int] = {}
+    for row in endless:
+        for t in set(row[:4]):
+            counts[t] = counts.get(t, 0) + 1
+    eos = max(counts, key=lambda t: (counts[t], -t))
+    assert 0 < counts[eos] < len(prompts)
+    with _batch_sizes(tiny_model) as sizes:
+        got = generate(tiny_model, prompts, steers=steers, seed=5, eos_ids=[eos], **kwargs)
+    assert got == [_cut(row, eos) for row in endless]
+    decode = [n for n in sizes if n > 1 or sizes.count(1) == 0]
+    assert sizes[0] < len(prompts)  # the shared prefills
+    assert min(sizes) < max(sizes[len(PROMPTS) * 2 :])  # the finished rows left the batch
+    assert decode
+
+
+def test_batch_hook_follows_the_rows_left(tiny_model) -> None:
+    vecs = 0.5 * torch.randn(len(PROMPTS) * 4, 64, generator=torch.Generator().manual_seed(2))
+    prompts = [p for p in PROMPTS for _ in range(4)]
+    endless = generate(
+        tiny_model, prompts, steers=[Steer(1, v) for v in vecs], eos_ids=[], **GREEDY
+    )
+    counts: dict[int, int] = {}
+    for row in endless:
+        for t in set(row[:3]):
+            counts[t] = counts.get(t, 0) + 1
+    eos = max(counts, key=lambda t: (counts[t], -t))
+    seen: list[list[int]] = []
+
+    def hook(rows: list[int]):
+        seen.append(list(rows))
+        return add_to_resid_pre(tiny_model, {1: vecs[rows]})
+
+    got = generate(tiny_model, prompts, batch_hook=hook, eos_ids=[eos], **GREEDY)
+    assert got == [_cut(row, eos) for row in endless]
+    assert len(seen) > 1 and set(seen[1]) < set(seen[0])  # entered again for the rows left
 
 
 def test_rows_group_by_prompt_and_vector_content() -> None:
@@ -293,13 +364,13 @@ def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
     prompts = [p for p in PROMPTS for _ in range(4)]
     want = generate(tiny_model, prompts, batch_size=16, **GREEDY)
     sizes: list[int] = []
-    real = tiny_model.generate
+    real = steerpipe.lm.generation._decode
 
-    def counting(*args, **kwargs):
-        sizes.append(kwargs["input_ids"].shape[0])
-        return real(*args, **kwargs)
+    def counting(model, ids, *args, **kwargs):
+        sizes.append(ids.shape[0])
+        return real(model, ids, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_model, "generate", counting)
+    monkeypatch.setattr(steerpipe.lm.generation, "_decode", counting)
     monkeypatch.setattr(steerpipe.lm.generation, "fit_rows", lambda model, tokens, cap: min(cap, 5))
     assert generate(tiny_model, prompts, batch_size=16, **GREEDY) == want
     assert sizes == [4, 4, 4]  # groups of 4 samples, at most 5 rows a batch

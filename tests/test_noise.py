@@ -27,6 +27,10 @@ def test_row_noise_depends_on_row_step_and_token_only() -> None:
     first, second = both(ids, scores), both(ids, scores)
     alone = RowNoise(seeds[1:2])
     assert torch.equal(alone(ids[:1], scores[1:2]), first[1:2])  # whatever shares the batch
+    picked = RowNoise(seeds)
+    picked(ids, scores)
+    picked.select(torch.tensor([2, 0]))  # generation drops the rows that have finished
+    assert torch.equal(picked(ids[:2], scores[[2, 0]]), second[[2, 0]])
     assert not torch.equal(first, second)  # a new draw each step
     assert torch.isinf(first[1, 10:]).all() and torch.isfinite(first[1, :10]).all()
     assert len(set(first[0].tolist())) == 40  # distinct per token

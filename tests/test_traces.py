@@ -78,3 +78,15 @@ def test_steps_end_at_eos(tiny_model) -> None:
     assert traces.tokens[1] == plain[1][: first_eos + 1]
     assert traces.steps[1] == first_eos + 1
     assert traces.features[1].n_rows == sum(traces.steps)
+    # generation dropped row 1 once it ended: the other rows' steps are recorded in two
+    # pieces, which join to the steps of a batch in which nothing ends (up to the float
+    # rounding of a batch of 2 rows against 3)
+    endless = trace(tiny_model, PROMPTS, batch_size=3)
+    assert traces.tokens[0] == endless.tokens[0] and traces.tokens[2] == endless.tokens[2]
+    for layer in (1, 2):
+        got, want = traces.features[layer].to_dense(), endless.features[layer].to_dense()
+        n = traces.steps[0]
+        torch.testing.assert_close(got[:n], want[:n], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            got[-traces.steps[2] :], want[-endless.steps[2] :], atol=1e-5, rtol=1e-5
+        )

@@ -87,6 +87,11 @@ class RowNoise(LogitsProcessor):
         self.seeds = torch.tensor(seeds, dtype=torch.long)
         self.step = 0
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keeps the noise of these rows (positions in the batch) only, as generation drops
+        the rows that have finished."""
+        self.seeds = self.seeds[rows.cpu()]
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         keys = splitmix64(splitmix64(self.seeds.to(scores.device)) + self.step)
         self.step += 1

@@ -90,19 +90,23 @@ def trace_features(
 ) -> Traces:
     """Greedy generation for ``n_steps`` tokens, recording features at each step's last token.
 
-    A prompt's steps end with the step that produced its EOS: later forward calls of the batch
-    only feed padding to a finished row, and are dropped.
+    A prompt's steps end with the step that produced its EOS: the forward calls that a
+    finished row sits through before generation drops it are not kept.
     """
-    parts: dict[int, dict[int, SparseRows]] = {tc.layer: {} for tc in transcoders}
+    # a row's steps in pieces: generation enters the hook again for the rows left each time
+    # it drops the finished ones
+    parts: dict[int, dict[int, list[SparseRows]]] = {tc.layer: {} for tc in transcoders}
 
     @contextmanager
     def record(rows: list[int]) -> Iterator[None]:
         with record_features(model, list(transcoders)) as records:
             yield
         for layer, per_step in records.items():
+            if not per_step:
+                continue
             stacked = torch.stack(per_step, dim=1)  # [batch, calls, d_sae]
             for j, i in enumerate(rows):
-                parts[layer][i] = SparseRows.from_dense(stacked[j])
+                parts[layer].setdefault(i, []).append(SparseRows.from_dense(stacked[j]))
 
     tokens = generate(
         model,
@@ -118,7 +122,11 @@ def trace_features(
     steps = [len(out) for out in tokens]
     features = {
         tc.layer: SparseRows.cat(
-            [_first_rows(parts[tc.layer][i], n) for i, n in enumerate(steps)], tc.d_sae
+            [
+                _first_rows(SparseRows.cat(parts[tc.layer][i], tc.d_sae), n)
+                for i, n in enumerate(steps)
+            ],
+            tc.d_sae,
         )
         for tc in transcoders
     }
