@@ -12,14 +12,17 @@ the traces within `neuron_eval.match_tolerance` (``matched``;
 ``steerpipe/transcoders/neuron_eval.py``). All conditions share the batches, each row with its
 own hook. Outputs: the text generated after the prompt, the parsed Yes/No answer (null when
 there is none), whether it is right, and the answer margin: the log-probability of the right
-answer's token over the wrong one's as the next token, under the same hook (teacher-forced;
-`answer_margins`): right after the prompt (`neuron_eval.margin_at: prompt`) or after the row's
-own generation up to its answer (`answer`, for the styles that reason first; `margin_context`
-says how many generated tokens came before it), one row per question and condition; and per
-layer the match achieved (metrics), also where the memory neurons cannot reach the target.
+answer's token over the wrong one's as the next token, under the same hook: right after the
+prompt (`neuron_eval.margin_at: prompt`, read at the generation's first step) or after the
+row's own generation up to its answer (`answer`, for the styles that reason first;
+teacher-forced by `answer_margins`; `margin_context` says how many generated tokens came
+before it), one row per question and condition; and per layer the match achieved (metrics),
+also where the memory neurons cannot reach the target.
 """
 
 from __future__ import annotations
+
+import torch
 
 from steerpipe.config import StageError, load, run_stage, stage_args
 from steerpipe.lm.chat import encode
@@ -31,6 +34,7 @@ from steerpipe.transcoders.neuron_eval import (
     answer_margins,
     condition_rows,
     conditions,
+    first_step_margins,
     generate_steered,
 )
 from steerpipe.transcoders.sets import placed_layers
@@ -60,28 +64,33 @@ def main() -> None:
     ids = [prompt_ids(tok, x, chat_template=t.chat_template) for x in texts]
     records, prompts, steers = condition_rows(conds, questions, ids)
     print(f"{len(conds)} conditions x {len(questions)} questions")
+    yes_id, no_id = answer_token_ids(tok)
+    first: dict[int, torch.Tensor] = {}
     outs = generate_steered(
         model,
         prompts,
         steers,
         transcoders,
         mode=p.mode,
+        first_logits=first if p.margin_at == "prompt" else None,
+        watch=(yes_id, no_id),
         max_new_tokens=p.max_new_tokens,
         temperature=0.0,  # greedy: top_p does nothing
         top_p=1.0,
         batch_size=p.batch_size,
         pad_id=int(tok.pad_token_id),
     )
-    yes_id, no_id = answer_token_ids(tok)
     answers = [rec["answer"] for rec in records]
     contexts: list[list[int]] = [[] for _ in outs]
-    if p.margin_at == "answer":
+    if p.margin_at == "prompt":  # the first step's logits: the margin right after the prompt
+        margins = first_step_margins(first, answers)
+    else:
         cue = encode(tok, p.answer_cue)
         contexts = [answer_context(tok, out, cue) for out in outs]
-    margins = answer_margins(
-        model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id,
-        contexts=contexts, mode=p.mode, batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
-    )  # fmt: skip
+        margins = answer_margins(
+            model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id,
+            contexts=contexts, mode=p.mode, batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
+        )  # fmt: skip
     for rec, out, margin, context in zip(records, outs, margins, contexts, strict=True):
         rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
         rec["parsed"] = parse_answer(rec["generation"])

@@ -15,6 +15,7 @@ from steerpipe.transcoders.neuron_eval import (
     answer_margins,
     condition_rows,
     conditions,
+    first_step_margins,
     generate_steered,
 )
 from steerpipe.transcoders.transcoder import steer_features
@@ -55,6 +56,35 @@ def by_hand_margin(model, prompt: list[int], steer, transcoders, right_yes: bool
     logp = torch.log_softmax(logits, dim=-1)
     margin = float(logp[30] - logp[31])
     return margin if right_yes else -margin
+
+
+def test_margins_at_the_first_step_equal_the_teacher_forced_ones(tiny_model) -> None:
+    # neuron_eval reads the margin at the prompt from the generation's first step; rows that
+    # end early (an EOS that some rows write) leave the batch, and the rest keep theirs
+    feats = torch.arange(0, 128, 3)
+    transcoders = {1: TC, 2: TC2}
+    steers = [None, FeatureSteer(1, feats, 4.0), FeatureSteer(2, torch.arange(64), 0.0)] * 3
+    prompts = [p for p in PROMPTS for _ in range(3)]
+    answers = [True, False, True] * 3
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+    plain = generate_steered(tiny_model, prompts, steers, transcoders, eos_ids=[], **kwargs)
+    eos = plain[4][0]
+    first: dict[int, torch.Tensor] = {}
+    outs = generate_steered(
+        tiny_model, prompts, steers, transcoders, first_logits=first, watch=(30, 31),
+        eos_ids=[eos], batch_size=16, **kwargs,
+    )  # fmt: skip
+    assert outs == [row[: row.index(eos) + 1] if eos in row else row for row in plain]
+    assert sorted(first) == list(range(len(prompts)))
+    got = first_step_margins(first, answers)
+    want = answer_margins(tiny_model, prompts, steers, transcoders, answers, yes_id=30, no_id=31)
+    assert got == pytest.approx(want, abs=1e-5)
+    by_hand = [
+        by_hand_margin(tiny_model, p, s, transcoders, a)
+        for p, s, a in zip(prompts, steers, answers, strict=True)
+    ]
+    assert got == pytest.approx(by_hand, abs=1e-4)
+    assert len({round(m, 3) for m in got}) > 3  # the rows' margins differ
 
 
 def test_answer_margins_equal_a_by_hand_log_softmax_row_by_row(tiny_model) -> None:

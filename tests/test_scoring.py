@@ -1,4 +1,4 @@
-"""scoring: the shared-prefill NLL of continuations equals each one scored alone, by hand."""
+"""scoring: the shared-prefix NLL of continuations equals each one scored alone, by hand."""
 
 from __future__ import annotations
 
@@ -33,6 +33,40 @@ def test_shared_prefill_nll_equals_each_continuation_alone(model_on_device, batc
     assert got[4] is None  # an empty continuation has no likelihood
     # a random model spreads its guesses: each NLL is near log(vocab), and they differ
     assert len({round(g, 4) for g in got[:4]}) == 4
+
+
+# a solve stage's rows: one instruction, then a short problem, two samples of each
+INSTRUCTION = [1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]
+SOLVE_PROMPTS = [INSTRUCTION + p for p in ([7, 8], [9], [7, 3, 3]) for _ in range(2)]
+SOLVE_CONTS = [[20, 21, 22], [23], [24, 25], [26, 27, 28, 29, 30], [31], [32, 33]]
+
+
+@pytest.mark.parametrize(("batch_size", "token_budget"), [(32, 8192), (2, 8192), (32, 7)])
+def test_rows_that_share_an_instruction_equal_each_alone(
+    tiny_model, batch_size, token_budget
+) -> None:
+    got = continuation_nll(
+        tiny_model, SOLVE_PROMPTS, SOLVE_CONTS, pad_id=2, batch_size=batch_size,
+        token_budget=token_budget, progress=False,
+    )  # fmt: skip
+    want = [by_hand(tiny_model, p, c) for p, c in zip(SOLVE_PROMPTS, SOLVE_CONTS, strict=True)]
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_families_share_a_prefix_only_where_it_saves_tokens() -> None:
+    from steerpipe.lm.scoring import _families
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(SOLVE_PROMPTS):
+        groups.setdefault(tuple(prompt), []).append(i)
+    # the three problems share the instruction (and [7] for two of them): one family, whose
+    # prefix is the instruction, its groups in prompt order
+    assert _families(groups, SOLVE_CONTS) == [(len(INSTRUCTION), [4, 5, 0, 1, 2, 3])]
+    # long prompts that share only their first token stay apart, each prefilled to its last
+    long = {tuple([1] + [5] * 30): [0, 1], tuple([1] + [6] * 30): [2]}
+    assert _families(long, [[3]] * 3) == [(30, [0, 1]), (30, [2])]
+    # a group of one row with a one-token prompt has nothing to prefill
+    assert _families({(1,): [0]}, [[3, 4]]) == [(0, [0])]
 
 
 def test_mismatched_lengths_and_empty_prompts_are_refused(tiny_model) -> None:

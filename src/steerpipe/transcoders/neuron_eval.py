@@ -7,7 +7,8 @@
   (``neurons.matched_features``: the random draw, then swaps).
 - ``generate_steered``: generation in which each row may scale its own feature set at its own
   layer by its own strength (``feature_hook``), so that every condition shares the batches.
-- ``answer_margins``: the same rows teacher-forced: the log-probability margin of the right
+- ``answer_margins``: the same rows teacher-forced (at the prompt, ``first_step_margins``
+  reads the generation's first step instead): the log-probability margin of the right
   answer over the wrong one as the next token, a measure that moves before an answer flips;
   read directly after the prompt (``margin_at: prompt``, for ``basic``, which answers at
   once) or after the row's own generated reasoning, where its answer is read
@@ -170,13 +171,55 @@ def generate_steered(
     transcoders: dict[int, Transcoder],
     *,
     mode: str = "delta",
+    first_logits: dict[int, torch.Tensor] | None = None,
+    watch: Sequence[int] = (),
     **generate_kwargs: Any,
 ) -> list[list[int]]:
-    """``generate`` with each row's own feature steering (None: unhooked)."""
+    """``generate`` with each row's own feature steering (None: unhooked).
+
+    With ``first_logits``, it receives each row's logits of the ``watch`` tokens at the first
+    step, which are those of the next token after the prompt under the row's hook: the
+    margin at the prompt (``answer_margins`` with no context) without a second pass."""
     if len(steers) != len(prompts):
         raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
     hook = feature_hook(steers, transcoders, model, mode)
-    return generate(model, prompts, batch_hook=hook, **generate_kwargs)
+    if first_logits is None:
+        return generate(model, prompts, batch_hook=hook, **generate_kwargs)
+    tokens = torch.tensor(list(watch), dtype=torch.long)
+
+    @contextmanager
+    def recording(rows: list[int]) -> Iterator[None]:
+        # the batch's first call is its prompts' prefill (a hook keeps generation from sharing
+        # prefills); generation enters again for the rows left after dropping finished ones
+        new = [j for j, i in enumerate(rows) if i not in first_logits]
+
+        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if new:
+                last = output.logits[:, -1].float()
+                for j in new:
+                    first_logits[rows[j]] = last[j, tokens.to(last.device)].cpu()
+                new.clear()
+
+        handle = model.register_forward_hook(keep)
+        try:
+            with hook(rows):
+                yield
+        finally:
+            handle.remove()
+
+    return generate(model, prompts, batch_hook=recording, **generate_kwargs)
+
+
+def first_step_margins(
+    first_logits: dict[int, torch.Tensor], answers: Sequence[bool]
+) -> list[float]:
+    """``answer_margins`` at the prompt from ``generate_steered``'s first-step logits of
+    (yes, no): log p(right) - log p(wrong) is the difference of the two logits."""
+    out = []
+    for i, right in enumerate(answers):
+        yes, no = (float(x) for x in first_logits[i])
+        out.append(yes - no if right else no - yes)
+    return out
 
 
 def answer_context(tokenizer: Tokenizer, generated: list[int], cue: list[int]) -> list[int]:
