@@ -100,12 +100,14 @@ def next_token_loss(
                 no_features = torch.zeros(0, dtype=torch.long)
                 with steer_features(model, transcoder, no_features, 1.0, mode="replace"):
                     logits = model(input_ids=ids, attention_mask=mask).logits
-        target = ids[:, 1:]
         valid = mask[:, 1:].bool()
+        # the real positions' rows, contiguous: cross_entropy over a [batch, vocab, tokens]
+        # view took 8.9 s of the transcoder stage's 28 s held-out loss, against 1.6 s, and
+        # was further from a float64 log-softmax (1.1e-4 nats against 8e-6)
         ce = nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), target, reduction="none"
+            logits[:, :-1][valid].float(), ids[:, 1:][valid], reduction="none"
         )
-        total += float(ce[valid].sum())
+        total += float(ce.double().sum())
         count += int(valid.sum())
     return total / max(count, 1)
 
