@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import mlp_modules, norm_gain
