@@ -65,24 +65,16 @@ def main() -> None:
     records, prompts, steers = condition_rows(conds, questions, ids)
     print(f"{len(conds)} conditions x {len(questions)} questions")
     yes_id, no_id = answer_token_ids(tok)
-    first: dict[int, torch.Tensor] = {}
+    first: dict[int, torch.Tensor] = {}  # at the prompt, the margin is the first step's
     outs = generate_steered(
-        model,
-        prompts,
-        steers,
-        transcoders,
-        mode=p.mode,
+        model, prompts, steers, transcoders, mode=p.mode, watch=(yes_id, no_id),
         first_logits=first if p.margin_at == "prompt" else None,
-        watch=(yes_id, no_id),
-        max_new_tokens=p.max_new_tokens,
-        temperature=0.0,  # greedy: top_p does nothing
-        top_p=1.0,
-        batch_size=p.batch_size,
-        pad_id=int(tok.pad_token_id),
-    )
+        max_new_tokens=p.max_new_tokens, temperature=0.0, top_p=1.0,  # greedy
+        batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
+    )  # fmt: skip
     answers = [rec["answer"] for rec in records]
     contexts: list[list[int]] = [[] for _ in outs]
-    if p.margin_at == "prompt":  # the first step's logits: the margin right after the prompt
+    if p.margin_at == "prompt":
         margins = first_step_margins(first, answers)
     else:
         cue = encode(tok, p.answer_cue)

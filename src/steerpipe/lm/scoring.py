@@ -54,7 +54,7 @@ def continuation_nll(
     bar = tqdm(total=sum(map(len, groups.values())), desc="nll", unit="row", disable=not progress)
     for prefix, rows in _families(groups, continuations):
         rests = {i: list(prompts[i][prefix:]) + list(continuations[i]) for i in rows}
-        cache = _prefill(model, prompts[rows[0]][:prefix])
+        cache = _prefix_cache(model, prompts[rows[0]][:prefix])
         rows = sorted(rows, key=lambda i: len(rests[i]))
         while rows:
             n = 1
@@ -112,7 +112,7 @@ def _families(
     return [(prefix, [i for m in members for i in groups[m]]) for prefix, members in families]
 
 
-def _prefill(model: PreTrainedModel, prefix: Sequence[int]) -> DynamicCache | None:
+def _prefix_cache(model: PreTrainedModel, prefix: Sequence[int]) -> DynamicCache | None:
     """The KV cache of ``prefix`` on one row (None when it is empty)."""
     if not prefix:
         return None
