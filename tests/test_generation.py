@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -12,6 +14,21 @@ from steerpipe.lm.hooks import Steer, add_to_resid_pre
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
 GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+
+
+@contextmanager
+def _forward_shapes(model) -> Iterator[list[tuple[int, int]]]:
+    """Records (rows, tokens) of every forward call of the model's first decoder layer."""
+    shapes: list[tuple[int, int]] = []
+    layer = model.get_decoder().layers[0]
+    handle = layer.register_forward_pre_hook(
+        lambda m, a, k: shapes.append(tuple((a[0] if a else k["hidden_states"]).shape[:2])),
+        with_kwargs=True,
+    )
+    try:
+        yield shapes
+    finally:
+        handle.remove()
 
 
 def test_left_pad() -> None:
@@ -50,16 +67,9 @@ def test_steering_acts_on_every_decoded_token(model_on_device) -> None:
 
 
 def test_hook_sees_each_decode_step(tiny_model) -> None:
-    lengths: list[int] = []
-    layer = tiny_model.get_decoder().layers[0]
-    handle = layer.register_forward_pre_hook(
-        lambda m, a, k: lengths.append((a[0] if a else k["hidden_states"]).shape[1]),
-        with_kwargs=True,
-    )
-    try:
+    with _forward_shapes(tiny_model) as shapes:
         generate(tiny_model, [PROMPTS[0]], steers=[Steer(0, torch.ones(64))], **GREEDY)
-    finally:
-        handle.remove()
+    lengths = [tokens for _, tokens in shapes]
     # prefill over the prompt, then one call per new token with the KV cache
     assert lengths[0] == len(PROMPTS[0])
     assert lengths[1:] == [1] * (len(lengths) - 1) and len(lengths) >= 5
@@ -82,7 +92,6 @@ def test_sampling_is_reproducible(tiny_model) -> None:
 
 
 def test_batch_hook_is_told_the_rows(tiny_model) -> None:
-    from contextlib import contextmanager
 
     seen: list[list[int]] = []
 
@@ -155,16 +164,9 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
 
 
 def test_samples_of_a_prompt_share_one_prefill(tiny_model) -> None:
-    lengths: list[int] = []
-    layer = tiny_model.get_decoder().layers[0]
-    handle = layer.register_forward_pre_hook(
-        lambda m, a, k: lengths.append((a[0] if a else k["hidden_states"]).shape[0]),
-        with_kwargs=True,
-    )
-    try:
+    with _forward_shapes(tiny_model) as shapes:
         generate(tiny_model, [PROMPTS[0]] * 5, batch_size=8, **GREEDY)
-    finally:
-        handle.remove()
+    lengths = [rows for rows, _ in shapes]
     assert lengths[0] == 1  # the prefill runs on one row
     assert set(lengths[1:]) == {5}  # then five samples decode from copies of its cache
 
@@ -197,26 +199,6 @@ def test_out_of_memory_splits_the_batch(tiny_model, monkeypatch) -> None:
         generate(tiny_model, [PROMPTS[0]], **GREEDY)  # one row cannot be split
 
 
-def _batch_sizes(model):
-    """A context that records the rows of every forward call of the first decoder layer."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def record():
-        sizes: list[int] = []
-        layer = model.get_decoder().layers[0]
-        handle = layer.register_forward_pre_hook(
-            lambda m, a, k: sizes.append((a[0] if a else k["hidden_states"]).shape[0]),
-            with_kwargs=True,
-        )
-        try:
-            yield sizes
-        finally:
-            handle.remove()
-
-    return record()
-
-
 def _cut(tokens: list[int], eos: int | list[int]) -> list[int]:
     ends = [eos] if isinstance(eos, int) else eos
     for j, t in enumerate(tokens):
@@ -235,10 +217,11 @@ def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model
     assert all(len(t) == 12 for t in endless)
     # EOS ids that half the rows write at their second to fourth token
     eos = [endless[i][1 + i % 3] for i in range(0, len(prompts), 2)]
-    with _batch_sizes(tiny_model) as sizes:
+    with _forward_shapes(tiny_model) as shapes:
         got = generate(
             tiny_model, prompts, steers=steers, seed=5, eos_ids=eos, batch_size=32, **kwargs
         )
+    sizes = [rows for rows, _ in shapes]
     assert got == [_cut(row, eos) for row in endless]
     assert sum(len(row) < 12 for row in got) >= 9
     # one prefill of the 6 (prompt, vector) groups, then 18 rows, fewer once some have ended
