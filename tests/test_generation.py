@@ -92,7 +92,6 @@ def test_sampling_is_reproducible(tiny_model) -> None:
 
 
 def test_batch_hook_is_told_the_rows(tiny_model) -> None:
-
     seen: list[list[int]] = []
 
     @contextmanager
