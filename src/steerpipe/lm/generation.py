@@ -1,7 +1,8 @@
 """Batched sampling on the plain HF model, each row with its own steering vector (or none).
 
 Rows are sorted by prompt length, left-padded with an attention mask (so a padded row sees
-what it would see alone) and generated with HF ``generate`` and its KV cache. Steering is an
+what it would see alone) and decoded with a KV cache (``cache.py``) in a loop that makes the
+forward calls HF ``generate`` makes, and drops the rows that have ended. Steering is an
 ``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
 Rows of different layers, or steered and control rows, share a batch: each layer gets a
 ``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
