@@ -61,10 +61,15 @@ class GrowingLayer(DynamicLayer):
         # the buffer's rows, so that the next token is written in place (the parent's would
         # leave a tensor of exactly the filled length, to be copied into a new buffer)
         keys, buf, values = self.keys, self._keys, self._values
-        # a cache that another of the parent's methods replaced is no view of the buffer
-        if keys is None or buf is None or values is None or not keys.numel():
-            return super().batch_select_indices(indices)
-        if keys.data_ptr() != buf.data_ptr():
+        # an empty cache, or one that another of the parent's methods replaced (no view of the
+        # buffer), is the parent's to select from
+        if (
+            keys is None
+            or buf is None
+            or values is None
+            or not keys.numel()
+            or keys.data_ptr() != buf.data_ptr()
+        ):
             return super().batch_select_indices(indices)
         n = keys.shape[-2]
         self._keys, self._values = buf[indices], values[indices]
