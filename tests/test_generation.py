@@ -141,7 +141,7 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     ids, mask = left_pad(prompts, pad_id=2)
     first = [0, 1, 2]
     cache = GrowingCache(tiny_model.config, capacity=ids.shape[1])
-    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], batch_deltas(steers, 64), cache)
+    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], steers, cache)
     expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
     cache.batch_select_indices(expand)
     positions = (mask.cumsum(-1) - 1)[expand, -1:]
@@ -223,8 +223,9 @@ def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model
     sizes = [rows for rows, _ in shapes]
     assert got == [_cut(row, eos) for row in endless]
     assert sum(len(row) < 12 for row in got) >= 9
-    # one prefill of the 6 (prompt, vector) groups, then 18 rows, fewer once some have ended
-    assert sizes[:2] == [6, 18]
+    # the prefill of the 6 (prompt, vector) groups: the plain model on the 3 prompts, then the
+    # 3 steered groups from layer 1 (shared_layers.py); then 18 rows, fewer once some have ended
+    assert sizes[:3] == [3, 3, 18]
     assert min(sizes[1:]) < 18
 
 

@@ -50,6 +50,18 @@ def test_batched_steered_logprobs_equal_each_row_alone(model_on_device) -> None:
     assert got == pytest.approx(want, abs=1e-4)
     # the vector changes what it scores; the plain rows are the plain model's
     assert got[3:6] != pytest.approx(got[:3], abs=1e-3)
+    # as the stage orders them: a batch is one example under every cell, whose rows compute
+    # the layers below their vectors once (shared_layers.py)
+    order = [k * len(rows) + j for j in range(len(rows)) for k in range(len(cells))]
+    by_example = opening_logprobs(
+        model,
+        [all_rows[i] for i in order],
+        [steers[i] for i in order],
+        pad_id=2,
+        batch_size=len(cells),
+        progress=False,
+    )
+    assert by_example == pytest.approx([want[i] for i in order], abs=1e-4)
 
 
 def test_cell_score_is_the_positive_kinds_change_minus_the_negatives() -> None:

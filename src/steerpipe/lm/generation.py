@@ -33,6 +33,7 @@ from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.lm.noise import RowNoise, TopP, row_seed
+from steerpipe.lm.shared_layers import forward_shared
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,8 +159,7 @@ def _generate_batch(
         return list(result[:, ids.shape[1] :].tolist())
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
     if share:
-        first_deltas = batch_deltas([steers[i] for i in first], d)
-        _prefill(model, ids[:, :-1], mask[:, :-1], first_deltas, cache)
+        _prefill(model, ids[:, :-1], mask[:, :-1], [steers[i] for i in first], cache)
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
 
@@ -296,21 +296,14 @@ def _prefill(
     model: PreTrainedModel,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    deltas: dict[int, torch.Tensor],
+    steers: Sequence[Steer | None],
     cache: GrowingCache,
 ) -> None:
-    """Fills ``cache`` with left-padded ``ids`` under the steering ``deltas``, at the positions
-    that ``generate`` gives left-padded rows, so that it can continue from it."""
+    """Fills ``cache`` with left-padded ``ids`` under each row's steering, at the positions
+    that ``generate`` gives left-padded rows, so that it can continue from it. Rows of one
+    prompt compute the layers below their vectors once (``shared_layers.py``)."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad(), add_to_resid_pre(model, deltas):
-        model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=positions.to(model.device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+    forward_shared(model, ids, mask, steers, position_ids=positions, cache=cache, logits_to_keep=1)
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

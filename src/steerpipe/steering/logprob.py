@@ -30,7 +30,8 @@ from transformers import PreTrainedModel
 
 from steerpipe.lm.activations import right_pad
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
-from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
+from steerpipe.lm.hooks import Steer
+from steerpipe.lm.shared_layers import forward_shared
 
 
 def scored_rows(examples: Sequence[dict[str, Any]], n_tokens: int) -> list[tuple[list[int], int]]:
@@ -59,7 +60,6 @@ def opening_logprobs(
     if len(steers) != len(rows):
         raise ValueError(f"{len(steers)} steers for {len(rows)} rows")
     out = [0.0] * len(rows)
-    d = int(model.config.hidden_size)
     limit = fit_rows(model, max(len(ids) for ids, _ in rows), batch_size)
     bar = tqdm(total=len(rows), desc="logprob", unit="row", disable=not progress)
 
@@ -68,7 +68,6 @@ def opening_logprobs(
 
     def work(batch: list[int]) -> None:
         ids, mask = right_pad([rows[i][0] for i in batch], pad_id)
-        deltas = batch_deltas([steers[i] for i in batch], d)  # as generation builds them
         # the head and the log-softmax only where a scored token is predicted (the token at t
         # is predicted at t - 1): over every position of the padded batch they cost 60% of the
         # body's time (2-core CPU, SmolLM2, 32 x 300 tokens: body 24 s, head 4.5 s, float64
@@ -77,12 +76,14 @@ def opening_logprobs(
         spans = {i: range(len(rows[i][0]) - rows[i][1] - 1, len(rows[i][0]) - 1) for i in batch}
         wanted = sorted({t for span in spans.values() for t in span})
         column = {t: c for c, t in enumerate(wanted)}
-        with torch.no_grad(), add_to_resid_pre(model, deltas):
-            logits = model(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
-                logits_to_keep=torch.tensor(wanted, device=model.device),
-            ).logits
+        # rows of one example compute the layers below their vectors once (shared_layers.py)
+        logits = forward_shared(
+            model,
+            ids,
+            mask,
+            [steers[i] for i in batch],
+            logits_to_keep=torch.tensor(wanted, device=model.device),
+        )
         logp = torch.log_softmax(logits.double(), dim=-1)
         for j, i in enumerate(batch):
             row_ids, k = rows[i]

@@ -1,0 +1,182 @@
+"""Forward passes in which rows of one prompt under different steering vectors compute the
+layers below their vectors once.
+
+A vector added at ``blocks.{L}.hook_resid_pre`` leaves layers 0 to L-1 as the plain model
+computes them. Experiment A runs each held-out prompt under many vectors (the sweep: 40 cells x
+3 coefficients at layers 3 to 24 of 30; steer: 7 conditions at one layer, and control), and
+ran every one through all 30 layers. ``forward_shared`` runs each distinct prompt once through
+the plain model, keeps the residual stream entering each layer a row starts at, and runs each
+row only from its vector's layer up (``starting_at``); an unsteered row is the plain run's.
+``tests/test_shared_layers.py`` checks the logits and the KV cache against a full forward.
+
+Used by ``generation.py``'s shared prefill and ``steering/logprob.py``.
+
+    with starting_at(model, 12, resid):  # resid: what enters layer 12, [batch, tokens, d]
+        logits = model(input_ids=ids).logits  # layers 0-11 pass their input through
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Cache, DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
+
+from steerpipe.lm.cache import GrowingLayer
+from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas, decoder_layers, on_resid_pre
+
+
+def _passthrough(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return hidden_states
+
+
+@contextmanager
+def starting_at(model: nn.Module, layer: int, resid: torch.Tensor) -> Iterator[None]:
+    """Forward calls compute decoder layers ``layer`` and up only, with ``resid`` as the input
+    of layer ``layer`` (before any other hook there, so steering adds to it). Layers below
+    return their input unchanged and write no KV cache; the model's own loop still calls every
+    layer, so per-layer settings (sliding-window masks, rotary tables) stay with their layer."""
+    layers = decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"layer {layer} is outside the model's {len(layers)} layers")
+
+    def inject(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (resid, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": resid}
+
+    # an instance ``forward`` (accelerate's device hooks) is put back as it was
+    saved = [block.__dict__.get("forward") for block in layers[:layer]]
+    handle = layers[layer].register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+    try:
+        for block in layers[:layer]:
+            block.__dict__["forward"] = _passthrough
+        yield
+    finally:
+        handle.remove()
+        for block, forward in zip(layers[:layer], saved, strict=True):
+            if forward is None:
+                block.__dict__.pop("forward", None)
+            else:
+                block.__dict__["forward"] = forward
+
+
+def forward_shared(
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    steers: Sequence[Steer | None],
+    *,
+    position_ids: torch.Tensor | None = None,
+    cache: Cache | None = None,
+    logits_to_keep: int | torch.Tensor = 0,
+) -> torch.Tensor:
+    """The logits of ``model(ids, mask)`` with row i steered by ``steers[i]`` (as under
+    ``add_to_resid_pre(model, batch_deltas(steers))``), and ``cache``, if given, filled for
+    every row as that forward would fill it. Rows with equal ids and mask compute the layers
+    below their vector once. Without two such rows, or with a cache holding other than
+    full-attention layers, it is that one forward."""
+    n_layers = len(decoder_layers(model))
+    d = int(model.config.hidden_size)
+    device = model.device
+    ids, mask = ids.to(device), mask.to(device)
+    positions = position_ids.to(device) if position_ids is not None else None
+    distinct: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+    inverse = [
+        distinct.setdefault((tuple(i), tuple(m)), len(distinct))
+        for i, m in zip(ids.tolist(), mask.tolist(), strict=True)
+    ]
+    starts = [n_layers if s is None else s.layer for s in steers]
+    # layers computed, every row being as wide as the batch
+    shared = len(distinct) * n_layers + sum(n_layers - start for start in starts)
+    full_attention = cache is None or all(
+        type(x) in (DynamicLayer, GrowingLayer) for x in cache.layers
+    )
+    if shared >= len(steers) * n_layers or not full_attention:
+        with torch.no_grad(), add_to_resid_pre(model, batch_deltas(steers, d)):
+            return model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=cache is not None,
+                logits_to_keep=logits_to_keep,
+            ).logits
+
+    def run(
+        rows: list[int], start: int | None, resid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Cache | None]:
+        part = DynamicCache(config=model.config) if cache is not None else None
+        index = torch.tensor(rows, device=device)
+        with torch.no_grad(), ExitStack() as stack:
+            if start is not None and resid is not None:
+                stack.enter_context(starting_at(model, start, resid))
+                stack.enter_context(
+                    add_to_resid_pre(model, batch_deltas([steers[r] for r in rows], d))
+                )
+            logits = model(
+                input_ids=ids[index],
+                attention_mask=mask[index],
+                position_ids=positions[index] if positions is not None else None,
+                cache=part,
+                use_cache=part is not None,
+                logits_to_keep=logits_to_keep,
+            ).logits
+        return logits, part
+
+    firsts = [inverse.index(k) for k in range(len(distinct))]  # the plain run's rows
+    layers = sorted({start for start in starts if start < n_layers})
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int) -> Any:
+        def fn(hidden: torch.Tensor) -> None:
+            seen[layer] = hidden
+
+        return fn
+
+    with on_resid_pre(model, {layer: keep(layer) for layer in layers}):
+        base_logits, base_cache = run(firsts, None, None)
+    logits = base_logits.new_empty((len(steers), *base_logits.shape[1:]))
+    pieces: list[tuple[list[int], int, Cache | None]] = []
+    plain = [i for i, start in enumerate(starts) if start == n_layers]
+    if plain:
+        logits[plain] = base_logits[[inverse[i] for i in plain]]
+    for layer in layers:
+        rows = [i for i, start in enumerate(starts) if start == layer]
+        resid = seen[layer][[inverse[i] for i in rows]]
+        part_logits, part = run(rows, layer, resid)
+        logits[rows] = part_logits
+        pieces.append((rows, layer, part))
+    if cache is not None:
+        assert base_cache is not None
+        _assemble(cache, base_cache, inverse, pieces, n_layers)
+    return logits
+
+
+def _assemble(
+    cache: Cache,
+    base: Cache,
+    inverse: list[int],
+    pieces: list[tuple[list[int], int, Cache | None]],
+    n_layers: int,
+) -> None:
+    """Fills the empty ``cache``: row i's layers below its vector's layer from the plain run of
+    its prompt (row ``inverse[i]`` of ``base``), the layers from there up from its own run."""
+    for layer in range(n_layers):
+        keys, values = _kv(base, layer)
+        keys, values = keys[inverse], values[inverse]
+        for rows, start, part in pieces:
+            if layer >= start:
+                assert part is not None
+                keys[rows], values[rows] = _kv(part, layer)
+        cache.update(keys, values, layer)
+
+
+def _kv(cache: Cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    entry = cache.layers[layer]
+    assert isinstance(entry, DynamicLayer) and entry.keys is not None and entry.values is not None
+    return entry.keys, entry.values
