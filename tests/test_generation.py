@@ -134,6 +134,7 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     from steerpipe.lm.cache import GrowingCache
     from steerpipe.lm.generation import _prefill
     from steerpipe.lm.hooks import batch_deltas
+    from steerpipe.lm.shared_layers import steering
 
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(6))
     steers = [None, Steer(1, vec), Steer(1, vec)]
@@ -141,7 +142,7 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     ids, mask = left_pad(prompts, pad_id=2)
     first = [0, 1, 2]
     cache = GrowingCache(tiny_model.config, capacity=ids.shape[1])
-    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], steers, cache)
+    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], *steering(tiny_model, steers), cache)
     expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
     cache.batch_select_indices(expand)
     positions = (mask.cumsum(-1) - 1)[expand, -1:]
@@ -251,6 +252,39 @@ def test_batch_hook_follows_the_rows_left(tiny_model) -> None:
     assert len(seen) > 1 and set(seen[1]) < set(seen[0])  # entered again for the rows left
 
 
+def test_hooked_rows_of_one_prompt_share_the_layers_below_the_hook(tiny_model) -> None:
+    """A ``batch_hook`` that says where it acts (``hook_layers``) lets rows of one prompt share
+    the prefill below it; the tokens are those of each row prefilled alone, and ``first_step``
+    gets the logits a full forward under the row's hook gives after its prompt."""
+    vecs = 3 * torch.randn(6, 64, generator=torch.Generator().manual_seed(8))
+    vecs[[0, 3]] = 0  # the unhooked rows
+    prompts = [PROMPTS[0]] * 3 + [PROMPTS[2]] * 3
+    layers = [None, 2, 2] * 2
+
+    def hook(rows: list[int]):
+        return add_to_resid_pre(tiny_model, {2: vecs[rows]})
+
+    want = generate(tiny_model, prompts, batch_hook=hook, **GREEDY)
+    first: dict[int, torch.Tensor] = {}
+
+    def record(rows: list[int], logits: torch.Tensor) -> None:
+        first.update({i: logits[j] for j, i in enumerate(rows)})
+
+    with _forward_shapes(tiny_model) as shapes:
+        got = generate(
+            tiny_model, prompts, batch_hook=hook, hook_layers=layers, first_step=record, **GREEDY
+        )
+    assert got == want
+    assert want[1] != want[0] and want[4] != want[3]  # the hook changes what they write
+    # the plain model on the 2 prompts (but their last tokens), the 4 hooked rows from layer 2,
+    # then the 6 rows decode
+    assert shapes[:3] == [(2, 7), (4, 7), (6, 1)]
+    for i, prompt in enumerate(prompts):
+        with torch.no_grad(), add_to_resid_pre(tiny_model, {2: vecs[i]}):
+            logits = tiny_model(torch.tensor([prompt])).logits[0, -1]
+        torch.testing.assert_close(first[i], logits, atol=1e-4, rtol=1e-4)
+
+
 def test_rows_group_by_prompt_and_vector_content() -> None:
     from steerpipe.lm.generation import _groups
 
@@ -260,6 +294,15 @@ def test_rows_group_by_prompt_and_vector_content() -> None:
     assert _groups(prompts, steers, 8, share=True) == [[4], [0, 1], [2], [3]]
     assert _groups(prompts, steers, 1, share=True) == [[4], [0], [1], [2], [3]]
     assert _groups(prompts, steers, 8, share=False) == [[4], [0], [1], [2], [3]]
+    # prompts of one length: each prompt's groups together, so that a batch holds them
+    # (shared_layers.py), in the order the prompts first come
+    prompts = [[1, 2, 3], [4, 5, 6], [1, 2, 3], [4, 5, 6]]
+    assert _groups(prompts, [None, None, steers[0], steers[0]], 8, share=True) == [
+        [0],
+        [2],
+        [1],
+        [3],
+    ]
 
 
 @pytest.mark.device

@@ -18,7 +18,7 @@ from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.generation import left_pad
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas, decoder_layers, on_resid_pre
 from steerpipe.lm.models import randomize_norms
-from steerpipe.lm.shared_layers import forward_shared, starting_at
+from steerpipe.lm.shared_layers import forward_shared, starting_at, steering
 
 VOCAB = 300
 A = [5, 17, 40, 3, 99, 250, 8, 61, 7, 12]
@@ -111,7 +111,7 @@ def test_shared_logits_equal_one_steered_forward(family, tiny_model) -> None:
     ids, mask = left_pad(PROMPTS, pad_id=2)
     mask[0, -3:] = 0  # a row of prompt A with another mask is a prompt of its own
     want = _one_forward(model, ids, mask, STEERS)
-    got = forward_shared(model, ids, mask, STEERS)
+    got = forward_shared(model, ids, mask, *steering(model, STEERS))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the rows differ, so a mix-up of rows or layers would show
     assert (want[1] - want[3]).abs().max() > 1e-2 and (want[1] - want[2]).abs().max() > 1e-2
@@ -123,7 +123,9 @@ def test_shared_prefill_fills_the_cache_of_one_steered_forward(tiny_model) -> No
     want_cache = DynamicCache(config=tiny_model.config)
     want = _one_forward(tiny_model, ids, mask, STEERS, positions, want_cache)
     cache = GrowingCache(tiny_model.config, capacity=ids.shape[1] + 4)
-    got = forward_shared(tiny_model, ids, mask, STEERS, position_ids=positions, cache=cache)
+    got = forward_shared(
+        tiny_model, ids, mask, *steering(tiny_model, STEERS), position_ids=positions, cache=cache
+    )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert cache.get_seq_length() == ids.shape[1]
     for mine, theirs in zip(cache.layers, want_cache.layers, strict=True):
@@ -150,7 +152,7 @@ def test_rows_that_share_nothing_run_in_one_forward(tiny_model) -> None:
         ids, mask = left_pad(prompts, pad_id=2)
         calls, handle = _count_forwards(model)
         try:
-            got = forward_shared(model, ids, mask, steers, cache=cache)
+            got = forward_shared(model, ids, mask, *steering(model, steers), cache=cache)
         finally:
             handle.remove()
         assert len(calls) == 1
@@ -159,9 +161,8 @@ def test_rows_that_share_nothing_run_in_one_forward(tiny_model) -> None:
     ids, mask = left_pad(PROMPTS, pad_id=2)
     calls, handle = _count_forwards(tiny_model)
     try:
-        forward_shared(
-            tiny_model, ids, mask, [None, Steer(1, _vec(1)), Steer(3, _vec(2))] + [None] * 5
-        )
+        steers = [None, Steer(1, _vec(1)), Steer(3, _vec(2))] + [None] * 5
+        forward_shared(tiny_model, ids, mask, *steering(tiny_model, steers))
     finally:
         handle.remove()
     assert len(calls) == 3

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 
 import torch
 from tqdm.auto import tqdm
@@ -33,7 +33,7 @@ from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.lm.noise import RowNoise, TopP, row_seed
-from steerpipe.lm.shared_layers import forward_shared
+from steerpipe.lm.shared_layers import RowHooks, forward_shared
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +60,9 @@ def generate(
     batch_size: int = 16,
     pad_id: int | None = None,
     eos_ids: list[int] | None = None,
-    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None = None,
+    batch_hook: RowHooks | None = None,
+    hook_layers: Sequence[int | None] | None = None,
+    first_step: Callable[[list[int], torch.Tensor], None] | None = None,
     share_prefill: bool = True,
     progress: bool = True,
     first_row: int = 0,
@@ -74,7 +76,11 @@ def generate(
     batch that runs out of memory is retried at half its rows, and later batches keep that
     size, down to a single row. ``batch_hook(rows)``, if given, is entered
     around each batch's generation (``rows``: the prompts' indices in batch order); rows are
-    not shared then, since the hook may act on the prompt.
+    not shared then, since the hook may act on the prompt. Rows of one prompt compute the
+    layers below their vectors once at prefill (``shared_layers.py``); with ``batch_hook``,
+    only where ``hook_layers[i]`` says the lowest layer it acts on for row i (None: none).
+    ``first_step(rows, logits)``, if given, receives each batch's float32 logits of the first
+    new token (before sampling), row j's being prompt ``rows[j]``'s.
 
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
     row i's samples depend only on its prompt, steering, ``seed`` and ``first_row + i``, not on
@@ -97,11 +103,34 @@ def generate(
     # sampling as greedy decoding of Gumbel-perturbed logits, the noise drawn per row
     kwargs: dict[str, object] = {"do_sample": False, "max_new_tokens": max_new_tokens}
     out: list[list[int]] = [[] for _ in prompts]
+    if hook_layers is not None and len(hook_layers) != len(prompts):
+        raise ValueError(f"{len(hook_layers)} hook layers for {len(prompts)} prompts")
     d = int(model.config.hidden_size)
     longest = max(len(p) for p in prompts) + max_new_tokens
     limit = fit_rows(model, longest, batch_size)
     queue = deque(_groups(prompts, steers, limit, share=share_prefill and batch_hook is None))
     bar = tqdm(total=len(prompts), desc="generate", unit="row", disable=not progress)
+
+    def hooks(rows: list[int]) -> AbstractContextManager[object]:
+        """The steering and ``batch_hook`` of prompts ``rows``, in that order."""
+        stack = ExitStack()
+        stack.enter_context(add_to_resid_pre(model, batch_deltas([steers[i] for i in rows], d)))
+        if batch_hook is not None:
+            stack.enter_context(batch_hook(rows))
+        return stack
+
+    def start(i: int) -> int | None:
+        """The lowest layer the hooks act on for prompt i (None: none); ``forward_shared``."""
+        layers = [] if steers[i] is None else [steers[i].layer]  # type: ignore[union-attr]
+        if batch_hook is not None:
+            if hook_layers is None:
+                return 0
+            hook = hook_layers[i]
+            layers += [] if hook is None else [hook]
+        return min(layers) if layers else None
+
+    # a hook that does not say where it acts may act on the prompt's every layer
+    share_layers = share_prefill and (batch_hook is None or hook_layers is not None)
 
     def work(batch: list[list[int]]) -> None:
         idx = [i for g in batch for i in g]
@@ -109,7 +138,10 @@ def generate(
             noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
             warpers = [TemperatureLogitsWarper(temperature), TopP(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
-        new = _generate_batch(model, batch, prompts, steers, d, pad, eos_ids, batch_hook, kwargs)
+        new = _generate_batch(
+            model, batch, prompts, hooks, start, pad, eos_ids, kwargs,
+            share_layers=share_layers, first_step=first_step,
+        )  # fmt: skip
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
         bar.update(len(idx))
@@ -128,27 +160,32 @@ def _generate_batch(
     model: PreTrainedModel,
     batch: list[list[int]],
     prompts: list[list[int]],
-    steers: Sequence[Steer | None],
-    d: int,
+    hooks: RowHooks,
+    start: Callable[[int], int | None],
     pad: int,
     eos_ids: list[int],
-    batch_hook: Callable[[list[int]], AbstractContextManager[object]] | None,
     kwargs: dict[str, object],
+    *,
+    share_layers: bool,
+    first_step: Callable[[list[int], torch.Tensor], None] | None,
 ) -> list[list[int]]:
-    """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill."""
+    """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill,
+    and with ``share_layers`` groups of one prompt the layers below their hooks."""
     idx = [i for g in batch for i in g]
     first = [g[0] for g in batch]  # one row per group: what is prefilled
     ids, mask = left_pad([prompts[i] for i in first], pad)
     expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
     new_tokens = kwargs["max_new_tokens"]
     assert isinstance(new_tokens, int)
-    share = len(first) < len(idx) and min(len(prompts[i]) for i in first) > 1
+    starts = [start(i) for i in first]
+    repeated = share_layers and len({tuple(prompts[i]) for i in first}) < len(first)
+    share = (len(first) < len(idx) or repeated) and min(len(prompts[i]) for i in first) > 1
     # a cache that generation_config names is HF's to build (benchmarks/steering.py --variants)
     if model.generation_config.cache_implementation is not None and not share:
+        if first_step is not None:
+            raise ValueError("first_step needs generate's own cache")
         ids, mask = ids[expand], mask[expand]
-        deltas = batch_deltas([steers[i] for i in idx], d)
-        extra = batch_hook(idx) if batch_hook is not None else nullcontext()
-        with torch.no_grad(), add_to_resid_pre(model, deltas), extra:
+        with torch.no_grad(), hooks(idx):
             result = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
@@ -159,24 +196,17 @@ def _generate_batch(
         return list(result[:, ids.shape[1] :].tolist())
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
     if share:
-        _prefill(model, ids[:, :-1], mask[:, :-1], [steers[i] for i in first], cache)
+        _prefill(
+            model, ids[:, :-1], mask[:, :-1], starts, lambda r: hooks([first[j] for j in r]), cache
+        )
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
-
-    def hooks(rows: list[int]) -> AbstractContextManager[object]:
-        """The steering and ``batch_hook`` of the batch's rows ``rows`` (positions in it)."""
-        stack = ExitStack()
-        deltas = batch_deltas([steers[idx[r]] for r in rows], d)
-        stack.enter_context(add_to_resid_pre(model, deltas))
-        if batch_hook is not None:
-            stack.enter_context(batch_hook([idx[r] for r in rows]))
-        return stack
-
     processors = kwargs.get("logits_processor")
     assert processors is None or isinstance(processors, LogitsProcessorList)
     return _decode(
         model, ids, mask, cache, steps=new_tokens, processors=processors, eos_ids=eos_ids,
-        hooks=hooks,
+        hooks=lambda rows: hooks([idx[r] for r in rows]),
+        first_step=None if first_step is None else lambda logits: first_step(idx, logits),
     )  # fmt: skip
 
 
@@ -189,7 +219,8 @@ def _decode(
     steps: int,
     processors: LogitsProcessorList | None,
     eos_ids: list[int],
-    hooks: Callable[[list[int]], AbstractContextManager[object]],
+    hooks: RowHooks,
+    first_step: Callable[[torch.Tensor], None] | None = None,
 ) -> list[list[int]]:
     """HF ``generate``'s greedy loop (the same forward calls, so the same logits) that drops
     rows once they have written an EOS: each row's new tokens, up to its first EOS.
@@ -200,7 +231,7 @@ def _decode(
     then are computed and ignored (90 solutions: 35 s with none dropped, 24 s dropping each
     as it finishes, 22 s by eighths; ``benchmarks/cpu_generation.py``). ``hooks(rows)``
     enters the steering of the live rows (positions in the batch); it is re-entered after
-    each drop.
+    each drop. ``first_step(logits)`` receives the first step's logits (before ``processors``).
     """
     device = model.device
     ids, mask = ids.to(device), mask.to(device)
@@ -229,6 +260,8 @@ def _decode(
                     .logits[:, -1]
                     .to(copy=True, dtype=torch.float32)
                 )
+            if step == 0 and first_step is not None:
+                first_step(logits)
             scores = processors(ids, logits) if processors is not None else logits  # type: ignore[arg-type]
             new = scores.argmax(-1)
             for row, token, finished in zip(live, new.tolist(), done.tolist(), strict=True):
@@ -262,7 +295,8 @@ def _decode(
 def _groups(
     prompts: list[list[int]], steers: Sequence[Steer | None], limit: int, *, share: bool
 ) -> list[list[int]]:
-    """Rows with the same prompt and steering (up to ``limit`` a group), shortest prompt first."""
+    """Rows with the same prompt and steering (up to ``limit`` a group), shortest prompt first,
+    a prompt's groups together."""
     by_key: dict[object, list[int]] = {}
     for i, (prompt, s) in enumerate(zip(prompts, steers, strict=True)):
         key: object = i
@@ -274,7 +308,11 @@ def _groups(
             key = (tuple(prompt), steer)
         by_key.setdefault(key, []).append(i)
     groups = [g[k : k + limit] for g in by_key.values() for k in range(0, len(g), limit)]
-    return sorted(groups, key=lambda g: (len(prompts[g[0]]), g[0]))
+    # the groups of one prompt next to each other, so that a batch holds them together
+    # (shared_layers.py)
+    seen: dict[tuple[int, ...], int] = {}
+    first = [seen.setdefault(tuple(p), i) for i, p in enumerate(prompts)]
+    return sorted(groups, key=lambda g: (len(prompts[g[0]]), first[g[0]], g[0]))
 
 
 def _take(queue: deque[list[int]], limit: int) -> list[list[int]]:
@@ -296,14 +334,17 @@ def _prefill(
     model: PreTrainedModel,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    steers: Sequence[Steer | None],
+    starts: Sequence[int | None],
+    hooks: RowHooks,
     cache: GrowingCache,
 ) -> None:
-    """Fills ``cache`` with left-padded ``ids`` under each row's steering, at the positions
-    that ``generate`` gives left-padded rows, so that it can continue from it. Rows of one
-    prompt compute the layers below their vectors once (``shared_layers.py``)."""
+    """Fills ``cache`` with left-padded ``ids`` under ``hooks``, at the positions that
+    ``generate`` gives left-padded rows, so that it can continue from it. Rows of one prompt
+    compute the layers below ``starts`` once (``shared_layers.forward_shared``)."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    forward_shared(model, ids, mask, steers, position_ids=positions, cache=cache, logits_to_keep=1)
+    forward_shared(
+        model, ids, mask, starts, hooks, position_ids=positions, cache=cache, logits_to_keep=1
+    )
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

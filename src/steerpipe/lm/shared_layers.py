@@ -17,8 +17,8 @@ Used by ``generation.py``'s shared prefill and ``steering/logprob.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -65,23 +65,38 @@ def starting_at(model: nn.Module, layer: int, resid: torch.Tensor) -> Iterator[N
                 block.__dict__["forward"] = forward
 
 
+RowHooks = Callable[[list[int]], AbstractContextManager[object]]
+
+
+def steering(model: nn.Module, steers: Sequence[Steer | None]) -> tuple[list[int | None], RowHooks]:
+    """``forward_shared``'s ``starts`` and ``hooks`` for rows steered by ``steers`` (None: the
+    plain model)."""
+    d = int(getattr(model.config, "hidden_size"))  # noqa: B009
+
+    def hooks(rows: list[int]) -> AbstractContextManager[object]:
+        return add_to_resid_pre(model, batch_deltas([steers[r] for r in rows], d))
+
+    return [None if s is None else s.layer for s in steers], hooks
+
+
 def forward_shared(
     model: PreTrainedModel,
     ids: torch.Tensor,
     mask: torch.Tensor,
-    steers: Sequence[Steer | None],
+    starts: Sequence[int | None],
+    hooks: RowHooks,
     *,
     position_ids: torch.Tensor | None = None,
     cache: Cache | None = None,
     logits_to_keep: int | torch.Tensor = 0,
 ) -> torch.Tensor:
-    """The logits of ``model(ids, mask)`` with row i steered by ``steers[i]`` (as under
-    ``add_to_resid_pre(model, batch_deltas(steers))``), and ``cache``, if given, filled for
-    every row as that forward would fill it. Rows with equal ids and mask compute the layers
-    below their vector once. Without two such rows, or with a cache holding other than
-    full-attention layers, it is that one forward."""
+    """The logits of ``model(ids, mask)`` under ``hooks(rows)`` (a context manager acting on
+    the batch's rows ``rows``, in that order, e.g. ``steering``'s), and ``cache``, if given,
+    filled for every row as that forward would fill it. ``starts[i]`` is the lowest layer at
+    which the hooks act on row i (None: not at all); rows with equal ids and mask compute the
+    layers below that once, unhooked. Where that would compute no fewer layers, or with a
+    cache holding other than full-attention layers, it is the one forward."""
     n_layers = len(decoder_layers(model))
-    d = int(model.config.hidden_size)
     device = model.device
     ids, mask = ids.to(device), mask.to(device)
     positions = position_ids.to(device) if position_ids is not None else None
@@ -90,46 +105,41 @@ def forward_shared(
         distinct.setdefault((tuple(i), tuple(m)), len(distinct))
         for i, m in zip(ids.tolist(), mask.tolist(), strict=True)
     ]
-    starts = [n_layers if s is None else s.layer for s in steers]
+    first = [n_layers if start is None else start for start in starts]
     # layers computed, every row being as wide as the batch
-    shared = len(distinct) * n_layers + sum(n_layers - start for start in starts)
+    shared = len(distinct) * n_layers + sum(n_layers - start for start in first)
     full_attention = cache is None or all(
         type(x) in (DynamicLayer, GrowingLayer) for x in cache.layers
     )
-    if shared >= len(steers) * n_layers or not full_attention:
-        with torch.no_grad(), add_to_resid_pre(model, batch_deltas(steers, d)):
-            return model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=cache is not None,
-                logits_to_keep=logits_to_keep,
-            ).logits
 
     def run(
-        rows: list[int], start: int | None, resid: torch.Tensor | None
-    ) -> tuple[torch.Tensor, Cache | None]:
-        part = DynamicCache(config=model.config) if cache is not None else None
+        rows: list[int], into: Cache | None, hooked: bool, start: int = 0, resid: Any = None
+    ) -> torch.Tensor:
+        """The logits of rows ``rows``, filling ``into``: hooked or not, from layer ``start``
+        up with ``resid`` entering it where given."""
         index = torch.tensor(rows, device=device)
         with torch.no_grad(), ExitStack() as stack:
-            if start is not None and resid is not None:
+            if resid is not None:
                 stack.enter_context(starting_at(model, start, resid))
-                stack.enter_context(
-                    add_to_resid_pre(model, batch_deltas([steers[r] for r in rows], d))
-                )
-            logits = model(
+            if hooked:
+                stack.enter_context(hooks(rows))
+            return model(
                 input_ids=ids[index],
                 attention_mask=mask[index],
                 position_ids=positions[index] if positions is not None else None,
-                cache=part,
-                use_cache=part is not None,
+                cache=into,
+                use_cache=into is not None,
                 logits_to_keep=logits_to_keep,
             ).logits
-        return logits, part
+
+    if shared >= len(starts) * n_layers or not full_attention:
+        return run(list(range(len(starts))), cache, hooked=True)
+
+    def new_cache() -> Cache | None:
+        return DynamicCache(config=model.config) if cache is not None else None
 
     firsts = [inverse.index(k) for k in range(len(distinct))]  # the plain run's rows
-    layers = sorted({start for start in starts if start < n_layers})
+    layers = sorted({start for start in first if start < n_layers})
     seen: dict[int, torch.Tensor] = {}
 
     def keep(layer: int) -> Any:
@@ -138,18 +148,19 @@ def forward_shared(
 
         return fn
 
+    base_cache = new_cache()
     with on_resid_pre(model, {layer: keep(layer) for layer in layers}):
-        base_logits, base_cache = run(firsts, None, None)
-    logits = base_logits.new_empty((len(steers), *base_logits.shape[1:]))
+        base_logits = run(firsts, base_cache, hooked=False)
+    logits = base_logits.new_empty((len(starts), *base_logits.shape[1:]))
     pieces: list[tuple[list[int], int, Cache | None]] = []
-    plain = [i for i, start in enumerate(starts) if start == n_layers]
+    plain = [i for i, start in enumerate(first) if start == n_layers]
     if plain:
         logits[plain] = base_logits[[inverse[i] for i in plain]]
     for layer in layers:
-        rows = [i for i, start in enumerate(starts) if start == layer]
+        rows = [i for i, start in enumerate(first) if start == layer]
+        part = new_cache()
         resid = seen[layer][[inverse[i] for i in rows]]
-        part_logits, part = run(rows, layer, resid)
-        logits[rows] = part_logits
+        logits[rows] = run(rows, part, hooked=True, start=layer, resid=resid)
         pieces.append((rows, layer, part))
     if cache is not None:
         assert base_cache is not None

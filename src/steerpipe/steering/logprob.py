@@ -31,7 +31,7 @@ from transformers import PreTrainedModel
 from steerpipe.lm.activations import right_pad
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.hooks import Steer
-from steerpipe.lm.shared_layers import forward_shared
+from steerpipe.lm.shared_layers import forward_shared, steering
 
 
 def scored_rows(examples: Sequence[dict[str, Any]], n_tokens: int) -> list[tuple[list[int], int]]:
@@ -77,13 +77,9 @@ def opening_logprobs(
         wanted = sorted({t for span in spans.values() for t in span})
         column = {t: c for c, t in enumerate(wanted)}
         # rows of one example compute the layers below their vectors once (shared_layers.py)
-        logits = forward_shared(
-            model,
-            ids,
-            mask,
-            [steers[i] for i in batch],
-            logits_to_keep=torch.tensor(wanted, device=model.device),
-        )
+        starts, hooks = steering(model, [steers[i] for i in batch])
+        keep = torch.tensor(wanted, device=model.device)
+        logits = forward_shared(model, ids, mask, starts, hooks, logits_to_keep=keep)
         logp = torch.log_softmax(logits.double(), dim=-1)
         for j, i in enumerate(batch):
             row_ids, k = rows[i]

@@ -183,31 +183,20 @@ def generate_steered(
     if len(steers) != len(prompts):
         raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
     hook = feature_hook(steers, transcoders, model, mode)
+    # a row's hook acts from its layer up: rows of one question share the layers below
+    layers = [None if s is None else s.layer for s in steers]
     if first_logits is None:
-        return generate(model, prompts, batch_hook=hook, **generate_kwargs)
+        return generate(model, prompts, batch_hook=hook, hook_layers=layers, **generate_kwargs)
     tokens = torch.tensor(list(watch), dtype=torch.long)
 
-    @contextmanager
-    def recording(rows: list[int]) -> Iterator[None]:
-        # the batch's first call is its prompts' prefill (a hook keeps generation from sharing
-        # prefills); generation enters again for the rows left after dropping finished ones
-        new = [j for j, i in enumerate(rows) if i not in first_logits]
+    def record(rows: list[int], logits: torch.Tensor) -> None:
+        watched = logits[:, tokens.to(logits.device)].cpu()
+        for j, i in enumerate(rows):
+            first_logits[i] = watched[j]
 
-        def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if new:
-                last = output.logits[:, -1].float()
-                for j in new:
-                    first_logits[rows[j]] = last[j, tokens.to(last.device)].cpu()
-                new.clear()
-
-        handle = model.register_forward_hook(keep)
-        try:
-            with hook(rows):
-                yield
-        finally:
-            handle.remove()
-
-    return generate(model, prompts, batch_hook=recording, **generate_kwargs)
+    return generate(
+        model, prompts, batch_hook=hook, hook_layers=layers, first_step=record, **generate_kwargs
+    )
 
 
 def first_step_margins(
