@@ -74,3 +74,54 @@ def test_mismatched_lengths_and_empty_prompts_are_refused(tiny_model) -> None:
         continuation_nll(tiny_model, [[1], [1]], [[2]], pad_id=2, progress=False)
     with pytest.raises(ValueError, match="empty prompt"):
         continuation_nll(tiny_model, [[]], [[2]], pad_id=2, progress=False)
+
+
+def test_the_plain_rows_nll_comes_with_their_tokens(tiny_model) -> None:
+    """``generate``'s ``logprobs`` of the unsteered rows are the plain model's: their mean is
+    the NLL the teacher-forced pass gives, which then runs only for the steered rows."""
+    from steerpipe.lm.generation import generate
+    from steerpipe.lm.hooks import Steer
+
+    prompts = [p for p in PROMPTS[:4] for _ in range(2)]
+    vec = 3 * torch.randn(64, generator=torch.Generator().manual_seed(3))
+    steers = [None, Steer(1, vec)] * 4
+    kwargs = {"max_new_tokens": 6, "temperature": 0.8, "top_p": 0.95, "progress": False}
+    plain: dict[int, list[float]] = {}
+    outs = generate(tiny_model, prompts, steers=steers, seed=2, logprobs=plain, **kwargs)
+    assert outs == generate(tiny_model, prompts, steers=steers, seed=2, **kwargs)
+    assert sorted(plain) == [0, 2, 4, 6]  # the unsteered rows only
+    assert all(len(plain[i]) == len(outs[i]) == 6 for i in plain)
+    for i in plain:
+        assert -sum(plain[i]) / 6 == pytest.approx(
+            by_hand(tiny_model, prompts[i], outs[i]), abs=1e-5
+        )
+    calls = []
+    handle = tiny_model.register_forward_pre_hook(lambda m, a, k: calls.append(1), with_kwargs=True)
+    try:
+        got = continuation_nll(tiny_model, prompts, outs, pad_id=2, known=plain, progress=False)
+    finally:
+        handle.remove()
+    want = continuation_nll(tiny_model, prompts, outs, pad_id=2, progress=False)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert all(got[i] == -sum(plain[i]) / 6 for i in plain)
+    # the pass ran for the four steered rows only: fewer calls than for all eight
+    counted = []
+    handle = tiny_model.register_forward_pre_hook(
+        lambda m, a, k: counted.append(1), with_kwargs=True
+    )
+    try:
+        continuation_nll(
+            tiny_model,
+            [prompts[i] for i in (1, 3, 5, 7)],
+            [outs[i] for i in (1, 3, 5, 7)],
+            pad_id=2,
+            progress=False,
+        )
+    finally:
+        handle.remove()
+    assert len(calls) == len(counted)
+    # log-probabilities that do not cover the continuation are not used
+    short = {0: plain[0][:3]}
+    assert continuation_nll(
+        tiny_model, prompts[:1], outs[:1], pad_id=2, known=short, progress=False
+    ) == pytest.approx(want[:1], abs=1e-5)

@@ -63,6 +63,7 @@ def generate(
     batch_hook: RowHooks | None = None,
     hook_layers: Sequence[int | None] | None = None,
     first_step: Callable[[list[int], torch.Tensor], None] | None = None,
+    logprobs: dict[int, list[float]] | None = None,
     share_prefill: bool = True,
     progress: bool = True,
     first_row: int = 0,
@@ -80,7 +81,10 @@ def generate(
     layers below their vectors once at prefill (``shared_layers.py``); with ``batch_hook``,
     only where ``hook_layers[i]`` says the lowest layer it acts on for row i (None: none).
     ``first_step(rows, logits)``, if given, receives each batch's float32 logits of the first
-    new token (before sampling), row j's being prompt ``rows[j]``'s.
+    new token (before sampling), row j's being prompt ``rows[j]``'s. ``logprobs``, if given,
+    receives for each row that no steer or hook touches the log-probability of each of its new
+    tokens under the model (float64 log-softmax of the logits before sampling's warpers): the
+    plain model's NLL of the row, which ``scoring.continuation_nll`` then need not compute.
 
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
     row i's samples depend only on its prompt, steering, ``seed`` and ``first_row + i``, not on
@@ -138,12 +142,17 @@ def generate(
             noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
             warpers = [TemperatureLogitsWarper(temperature), TopP(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
+        plain: dict[int, list[float]] | None = None
+        if logprobs is not None:
+            plain = {i: [] for i in idx if start(i) is None}
         new = _generate_batch(
             model, batch, prompts, hooks, start, pad, eos_ids, kwargs,
-            share_layers=share_layers, first_step=first_step,
+            share_layers=share_layers, first_step=first_step, logprobs=plain,
         )  # fmt: skip
         for row, i in zip(new, idx, strict=True):
             out[i] = _cut_at_eos(row, eos_ids)
+        if logprobs is not None and plain:
+            logprobs.update(plain)
         bar.update(len(idx))
 
     def rows(batch: list[list[int]]) -> int:
@@ -168,9 +177,11 @@ def _generate_batch(
     *,
     share_layers: bool,
     first_step: Callable[[list[int], torch.Tensor], None] | None,
+    logprobs: dict[int, list[float]] | None,
 ) -> list[list[int]]:
     """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill,
-    and with ``share_layers`` groups of one prompt the layers below their hooks."""
+    and with ``share_layers`` groups of one prompt the layers below their hooks. ``logprobs``'s
+    rows (prompts' indices) get their tokens' log-probabilities."""
     idx = [i for g in batch for i in g]
     first = [g[0] for g in batch]  # one row per group: what is prefilled
     ids, mask = left_pad([prompts[i] for i in first], pad)
@@ -184,6 +195,8 @@ def _generate_batch(
     if model.generation_config.cache_implementation is not None and not share:
         if first_step is not None:
             raise ValueError("first_step needs generate's own cache")
+        if logprobs is not None:
+            logprobs.clear()  # the caller scores them
         ids, mask = ids[expand], mask[expand]
         with torch.no_grad(), hooks(idx):
             result = model.generate(  # type: ignore[operator]
@@ -203,11 +216,16 @@ def _generate_batch(
     ids, mask = ids[expand], mask[expand]
     processors = kwargs.get("logits_processor")
     assert processors is None or isinstance(processors, LogitsProcessorList)
-    return _decode(
+    scored: list[list[float]] | None = None if logprobs is None else [[] for _ in idx]
+    new = _decode(
         model, ids, mask, cache, steps=new_tokens, processors=processors, eos_ids=eos_ids,
         hooks=lambda rows: hooks([idx[r] for r in rows]),
         first_step=None if first_step is None else lambda logits: first_step(idx, logits),
+        logprobs=scored,
     )  # fmt: skip
+    if logprobs is not None and scored is not None:
+        logprobs.update({i: scored[j] for j, i in enumerate(idx) if i in logprobs})
+    return new
 
 
 def _decode(
@@ -221,6 +239,7 @@ def _decode(
     eos_ids: list[int],
     hooks: RowHooks,
     first_step: Callable[[torch.Tensor], None] | None = None,
+    logprobs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """HF ``generate``'s greedy loop (the same forward calls, so the same logits) that drops
     rows once they have written an EOS: each row's new tokens, up to its first EOS.
@@ -231,7 +250,8 @@ def _decode(
     then are computed and ignored (90 solutions: 35 s with none dropped, 24 s dropping each
     as it finishes, 22 s by eighths; ``benchmarks/cpu_generation.py``). ``hooks(rows)``
     enters the steering of the live rows (positions in the batch); it is re-entered after
-    each drop. ``first_step(logits)`` receives the first step's logits (before ``processors``).
+    each drop. ``first_step(logits)`` receives the first step's logits (before ``processors``);
+    ``logprobs[j]``, if given, row j's log-probability of each token it keeps, from them.
     """
     device = model.device
     ids, mask = ids.to(device), mask.to(device)
@@ -262,11 +282,18 @@ def _decode(
                 )
             if step == 0 and first_step is not None:
                 first_step(logits)
+            # before the processors, which may change their input (as continuation_nll)
+            logp = torch.log_softmax(logits.double(), -1) if logprobs is not None else None
             scores = processors(ids, logits) if processors is not None else logits  # type: ignore[arg-type]
             new = scores.argmax(-1)
             for row, token, finished in zip(live, new.tolist(), done.tolist(), strict=True):
                 if not finished:
                     out[row].append(token)
+            if logp is not None and logprobs is not None:
+                values = logp.gather(-1, new[:, None])[:, 0].tolist()
+                for row, value, finished in zip(live, values, done.tolist(), strict=True):
+                    if not finished:
+                        logprobs[row].append(value)
             done |= torch.isin(new, eos)
             if bool(done.all()) or step == steps - 1:
                 break

@@ -37,19 +37,25 @@ def continuation_nll(
     pad_id: int,
     batch_size: int = 32,
     token_budget: int = 2048,
+    known: dict[int, list[float]] | None = None,
     progress: bool = True,
 ) -> list[float | None]:
     """Mean NLL (nats per token) of each continuation after its prompt, in input order; None
     for an empty continuation. At most ``batch_size`` rows and ``token_budget`` padded tokens
-    (of the rows' rests, after the shared prefix) run at once."""
+    (of the rows' rests, after the shared prefix) run at once. ``known[i]``, where given for
+    each token of continuation i, is its log-probability (``generate``'s ``logprobs``, for
+    the rows the plain model wrote): that row is not run again."""
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
     out: list[float | None] = [None] * len(prompts)
     groups: dict[tuple[int, ...], list[int]] = {}
+    known = known or {}
     for i, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True)):
-        if cont:
+        if cont and len(known.get(i, ())) == len(cont):
+            out[i] = -sum(known[i]) / len(cont)
+        elif cont:
             groups.setdefault(tuple(prompt), []).append(i)
     bar = tqdm(total=sum(map(len, groups.values())), desc="nll", unit="row", disable=not progress)
     for prefix, rows in _families(groups, continuations):

@@ -75,6 +75,7 @@ def sample_conditions(
                 records.append({**fields, "row": ex["row"], "step": ex["step"], "sample": sample})
                 inputs.append(ex["prompt_ids"])
                 steers.append(steer)
+    plain: dict[int, list[float]] = {}  # the control rows' NLL comes with their tokens
     outs = generate(
         model,
         inputs,
@@ -86,9 +87,15 @@ def sample_conditions(
         batch_size=sampling.batch_size,
         pad_id=int(tokenizer.pad_token_id),
         first_row=first_condition * len(prompts) * n_samples,
+        logprobs=plain,
     )
     nll = continuation_nll(
-        model, inputs, outs, pad_id=int(tokenizer.pad_token_id), batch_size=sampling.batch_size
+        model,
+        inputs,
+        outs,
+        pad_id=int(tokenizer.pad_token_id),
+        batch_size=sampling.batch_size,
+        known=plain,
     )
     for record, out, value in zip(records, outs, nll, strict=True):
         record["text"] = str(tokenizer.decode(out, skip_special_tokens=True))

@@ -189,6 +189,7 @@ def solve(
                 f"prompt has {len(ids)} tokens, and the model's context is {context}"
             )
     rows = [ids for ids in prompts for _ in range(p.n_samples)]
+    plain: dict[int, list[float]] = {}  # control's NLL comes with its tokens
     outs = generate(
         model,
         rows,
@@ -199,9 +200,10 @@ def solve(
         seed=p.seed,
         batch_size=p.batch_size,
         pad_id=int(tokenizer.pad_token_id),
+        logprobs=plain,
     )
     nll = continuation_nll(
-        model, rows, outs, pad_id=int(tokenizer.pad_token_id), batch_size=p.batch_size
+        model, rows, outs, pad_id=int(tokenizer.pad_token_id), batch_size=p.batch_size, known=plain
     )
     special = set(tokenizer.all_special_ids)
     records = []
