@@ -18,7 +18,7 @@ from __future__ import annotations
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_from_params, n_layers, resolve_layers
 from steerpipe.storage import write_json
-from steerpipe.transcoders.fidelity import collect_mlp_io, evaluate, next_token_loss
+from steerpipe.transcoders.fidelity import collect_mlp_io, evaluate, next_token_losses
 from steerpipe.transcoders.training import (
     TranscoderParams,
     log_frequency,
@@ -40,11 +40,9 @@ def main() -> None:
     train, held = training_texts(tok, p)
     pad = int(tok.pad_token_id)
     budget = p.token_budget
-    base_loss = next_token_loss(model, held, token_budget=budget, pad_id=pad)
     metrics: dict[str, object] = {
         "train_tokens": sum(map(len, train)),
         "heldout_tokens": sum(map(len, held)),
-        "next_token_loss": base_loss,
     }
     trained = {}
     for layer in layers:
@@ -62,12 +60,7 @@ def main() -> None:
         )
         tc.log_frequency = log_frequency(tc, x)
         hx, hy = collect_mlp_io(model, held, layer, token_budget=budget, pad_id=pad)
-        with_tc = next_token_loss(model, held, transcoder=tc, token_budget=budget, pad_id=pad)
-        metrics[f"layer_{layer}"] = {
-            **evaluate(tc, hx, hy),
-            "next_token_loss_replaced": with_tc,
-            "loss_increase": with_tc - base_loss,
-        }
+        metrics[f"layer_{layer}"] = evaluate(tc, hx, hy)
         tc.meta = {
             "model": model_params.name,
             "d_sae": tc.d_sae,
@@ -75,7 +68,16 @@ def main() -> None:
             "trained_tokens": int(x.shape[0]),
         }
         trained[layer] = tc
-        print(layer, metrics[f"layer_{layer}"])
+    # the plain model and each replacement, sharing each batch's layers below the transcoder's
+    base_loss, *replaced = next_token_losses(
+        model, held, [None, *trained.values()], token_budget=budget, pad_id=pad
+    )
+    metrics["next_token_loss"] = base_loss
+    for layer, with_tc in zip(trained, replaced, strict=True):
+        stats = metrics[f"layer_{layer}"]
+        assert isinstance(stats, dict)
+        stats.update({"next_token_loss_replaced": with_tc, "loss_increase": with_tc - base_loss})
+        print(layer, stats)
     for layer, tc in trained.items():
         save_transcoder(tc, paths["weights"] / f"layer_{layer}.safetensors")
     write_json(metrics, paths["metrics"])

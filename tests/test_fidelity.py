@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from steerpipe.config import StageError
+from steerpipe.lm.activations import right_pad, token_batches
 from steerpipe.lm.hooks import mlp_modules, norm_gain
 from steerpipe.transcoders.fidelity import (
     check_fidelity,
@@ -16,6 +17,7 @@ from steerpipe.transcoders.fidelity import (
     fidelity,
     gate_sample,
     next_token_loss,
+    next_token_losses,
 )
 from steerpipe.transcoders.training import train_transcoder
 from steerpipe.transcoders.transcoder import Transcoder
@@ -42,6 +44,44 @@ def test_next_token_loss_batched_equals_manual(tiny_model) -> None:
         total -= float(logp.gather(-1, torch.tensor(s[1:])[:, None]).sum())
         count += len(s) - 1
     assert abs(got - total / count) < 1e-6
+
+
+def test_replaced_losses_start_at_the_layer_with_the_full_forwards_bits(tiny_model) -> None:
+    """Each transcoder's loss reuses the plain run's layers below it: the same float as a
+    forward through every layer with the MLP replaced (the batches are the same)."""
+    from steerpipe.transcoders.transcoder import steer_features
+
+    g = torch.Generator().manual_seed(4)
+    train = [torch.randint(3, 1000, (30,), generator=g).tolist() for _ in range(40)]
+    tcs = []
+    for layer in (1, 2):
+        x, y = collect_mlp_io(tiny_model, train, layer, progress=False)
+        tcs.append(
+            train_transcoder(
+                x, y, layer=layer, d_sae=128, l1=1e-3, lr=1e-3, steps=50, batch_size=128,
+                progress=False,
+            )
+        )  # fmt: skip
+    got = next_token_losses(tiny_model, SEQS, [None, *tcs, None], token_budget=12)
+    want = [next_token_loss(tiny_model, SEQS, token_budget=12)]
+    for tc in tcs:
+        total, count = 0.0, 0
+        for batch in token_batches([len(s) for s in SEQS], 12):
+            ids, mask = right_pad([SEQS[i] for i in batch], 0)
+            with (
+                torch.no_grad(),
+                steer_features(tiny_model, tc, torch.zeros(0).long(), 1.0, mode="replace"),
+            ):
+                logits = tiny_model(input_ids=ids, attention_mask=mask).logits
+            valid = mask[:, 1:].bool()
+            ce = torch.nn.functional.cross_entropy(
+                logits[:, :-1][valid].float(), ids[:, 1:][valid], reduction="none"
+            )
+            total += float(ce.double().sum())
+            count += int(valid.sum())
+        want.append(total / count)
+    assert got == [want[0], want[1], want[2], want[0]]
+    assert len(set(got)) == 3 and len(list(token_batches([len(s) for s in SEQS], 12))) > 1
 
 
 def test_gate_sample_takes_the_styles_in_turn() -> None:

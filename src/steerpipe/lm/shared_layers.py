@@ -17,7 +17,7 @@ Used by ``generation.py``'s shared prefill and ``steering/logprob.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
@@ -63,6 +63,22 @@ def starting_at(model: nn.Module, layer: int, resid: torch.Tensor) -> Iterator[N
                 block.__dict__.pop("forward", None)
             else:
                 block.__dict__["forward"] = forward
+
+
+@contextmanager
+def recording_inputs(model: nn.Module, layers: Iterable[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """The residual stream entering each of ``layers`` (``hook_resid_pre``) in the last
+    forward call inside, by layer: what ``starting_at`` takes."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int) -> Callable[[torch.Tensor], None]:
+        def fn(hidden: torch.Tensor) -> None:
+            seen[layer] = hidden
+
+        return fn
+
+    with on_resid_pre(model, {layer: keep(layer) for layer in layers}):
+        yield seen
 
 
 RowHooks = Callable[[list[int]], AbstractContextManager[object]]
@@ -140,16 +156,8 @@ def forward_shared(
 
     firsts = [inverse.index(k) for k in range(len(distinct))]  # the plain run's rows
     layers = sorted({start for start in first if start < n_layers})
-    seen: dict[int, torch.Tensor] = {}
-
-    def keep(layer: int) -> Any:
-        def fn(hidden: torch.Tensor) -> None:
-            seen[layer] = hidden
-
-        return fn
-
     base_cache = new_cache()
-    with on_resid_pre(model, {layer: keep(layer) for layer in layers}):
+    with recording_inputs(model, layers) as seen:
         base_logits = run(firsts, base_cache, hooked=False)
     logits = base_logits.new_empty((len(starts), *base_logits.shape[1:]))
     pieces: list[tuple[list[int], int, Cache | None]] = []

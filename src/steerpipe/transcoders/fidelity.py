@@ -12,7 +12,7 @@ wrong input convention.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from steerpipe.config import StageError
 from steerpipe.lm.activations import StopForward, right_pad, token_batches
 from steerpipe.lm.hooks import on_mlp
+from steerpipe.lm.shared_layers import recording_inputs, starting_at
 from steerpipe.transcoders.transcoder import Transcoder, steer_features
 
 
@@ -89,27 +90,52 @@ def next_token_loss(
     pad_id: int = 0,
 ) -> float:
     """Mean next-token cross-entropy over real tokens; with ``transcoder``, it replaces the MLP."""
-    total, count = 0.0, 0
+    losses = next_token_losses(
+        model, sequences, [transcoder], token_budget=token_budget, pad_id=pad_id
+    )
+    return losses[0]
+
+
+def next_token_losses(
+    model: PreTrainedModel,
+    sequences: list[list[int]],
+    transcoders: Sequence[Transcoder | None],
+    *,
+    token_budget: int = 4096,
+    pad_id: int = 0,
+) -> list[float]:
+    """``next_token_loss`` with each of ``transcoders`` (None: the plain model). Each batch runs
+    the plain model once; a transcoder's run starts at its layer from the plain run's input
+    there (``shared_layers.starting_at``), the same bits as a run through every layer."""
+    totals = [0.0] * len(transcoders)
+    count = 0
+    layers = {tc.layer for tc in transcoders if tc is not None}
+    no_features = torch.zeros(0, dtype=torch.long)
     for batch in token_batches([len(s) for s in sequences], token_budget):
         ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
-        with torch.no_grad():
-            if transcoder is None:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            else:
-                no_features = torch.zeros(0, dtype=torch.long)
-                with steer_features(model, transcoder, no_features, 1.0, mode="replace"):
-                    logits = model(input_ids=ids, attention_mask=mask).logits
+        with torch.no_grad(), recording_inputs(model, layers) as seen:
+            plain = model(input_ids=ids, attention_mask=mask).logits
         valid = mask[:, 1:].bool()
-        # the real positions' rows, contiguous: cross_entropy over a [batch, vocab, tokens]
-        # view took 8.9 s of the transcoder stage's 28 s held-out loss, against 1.6 s, and
-        # was further from a float64 log-softmax (1.1e-4 nats against 8e-6)
-        ce = nn.functional.cross_entropy(
-            logits[:, :-1][valid].float(), ids[:, 1:][valid], reduction="none"
-        )
-        total += float(ce.double().sum())
+        targets = ids[:, 1:][valid]
+        for k, tc in enumerate(transcoders):
+            logits = plain
+            if tc is not None:
+                with (
+                    torch.no_grad(),
+                    starting_at(model, tc.layer, seen[tc.layer]),
+                    steer_features(model, tc, no_features, 1.0, mode="replace"),
+                ):
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+            # the real positions' rows, contiguous: cross_entropy over a [batch, vocab, tokens]
+            # view took 8.9 s of the transcoder stage's 28 s held-out loss, against 1.6 s, and
+            # was further from a float64 log-softmax (1.1e-4 nats against 8e-6)
+            ce = nn.functional.cross_entropy(
+                logits[:, :-1][valid].float(), targets, reduction="none"
+            )
+            totals[k] += float(ce.double().sum())
         count += int(valid.sum())
-    return total / max(count, 1)
+    return [total / max(count, 1) for total in totals]
 
 
 def gate_sample(prompts: dict[str, list[list[int]]], tokens: int) -> list[list[int]]:
