@@ -285,6 +285,49 @@ def test_hooked_rows_of_one_prompt_share_the_layers_below_the_hook(tiny_model) -
         torch.testing.assert_close(first[i], logits, atol=1e-4, rtol=1e-4)
 
 
+# a solve stage's prompts: one instruction, then problems of different lengths
+INSTRUCTION = [1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]
+SOLVE = [INSTRUCTION + tail for tail in ([7, 8, 900], [9, 31], [7, 3, 3, 3, 3])]
+
+
+def test_prompts_that_begin_alike_run_their_prefix_once(tiny_model) -> None:
+    """The instruction every prompt of a batch begins with runs once for the plain model and
+    once for each steering layer; each prompt's rest follows it (padding between them). The
+    samples are those of every row prefilled alone, control and steered."""
+    vec = 3 * torch.randn(64, generator=torch.Generator().manual_seed(9))
+    prompts = [p for p in SOLVE for _ in range(2)] * 2
+    steers = [None] * 6 + [Steer(2, vec)] * 6
+    kwargs = {"max_new_tokens": 5, "temperature": 0.9, "top_p": 0.95, "progress": False}
+    alone = generate(tiny_model, prompts, steers=steers, seed=3, share_prefill=False, **kwargs)
+    plain: dict[int, list[float]] = {}
+    with _forward_shapes(tiny_model) as shapes:
+        got = generate(tiny_model, prompts, steers=steers, seed=3, logprobs=plain, **kwargs)
+    assert got == alone
+    assert got[0] != got[6]  # the vector changes what they write
+    # the instruction on one row for the plain model, again inside the shared-layer run, then
+    # from layer 2 for the 3 steered groups; then the rests (4 columns, but the last tokens) of
+    # the 3 problems, plain, and from layer 2 for the steered groups; then 12 rows decode
+    assert shapes[:6] == [(1, 12), (1, 12), (3, 12), (3, 4), (3, 4), (12, 1)]
+    # the control rows' log-probabilities are the plain model's after the whole prompt
+    for i in plain:
+        ids = prompts[i] + got[i]
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_model(torch.tensor([ids])).logits[0].double(), -1)
+        n = len(prompts[i])
+        want = [float(logp[n + k - 1, t]) for k, t in enumerate(got[i])]
+        assert plain[i] == pytest.approx(want, abs=1e-5)
+
+
+def test_after_prefix_puts_the_padding_after_the_shared_tokens() -> None:
+    from steerpipe.lm.generation import _after_prefix, _prefix_length
+
+    rows = [[5, 6, 7, 8], [5, 6, 9], [5, 6, 7]]
+    assert _prefix_length(rows) == 2 and _prefix_length([[1, 2], [1, 2]]) == 2
+    ids, mask = _after_prefix(rows, 2, pad_id=0)
+    assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9], [5, 6, 0, 7]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 0, 1]]
+
+
 def test_rows_group_by_prompt_and_vector_content() -> None:
     from steerpipe.lm.generation import _groups
 

@@ -166,3 +166,33 @@ def test_rows_that_share_nothing_run_in_one_forward(tiny_model) -> None:
     finally:
         handle.remove()
     assert len(calls) == 3
+
+
+def test_a_shared_prefix_then_the_rests_fill_the_cache_of_one_forward(tiny_model) -> None:
+    """Prefix columns that every row shares, then each row's rest on top of them (with the
+    plain model's cache of the prefix): the logits and cache of one forward over both."""
+    from steerpipe.lm.generation import _after_prefix
+
+    rows = [A + B[:k] for k in (2, 4, 6)]
+    prompts = [rows[0], rows[1], rows[0], rows[2], rows[1]]
+    steers = [None, None, Steer(1, _vec(1)), Steer(3, _vec(2)), Steer(1, _vec(3))]
+    ids, mask = _after_prefix(prompts, len(A), pad_id=2)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    want_cache = DynamicCache(config=tiny_model.config)
+    want = _one_forward(tiny_model, ids, mask, steers, positions, want_cache)
+    p = len(A)
+    plain = DynamicCache(config=tiny_model.config)
+    with torch.no_grad():
+        tiny_model(input_ids=ids[:1, :p], cache=plain, use_cache=True)
+    cache = GrowingCache(tiny_model.config)
+    starts, hooks = steering(tiny_model, steers)
+    head = dict(position_ids=positions[:, :p], cache=cache)
+    forward_shared(tiny_model, ids[:, :p], mask[:, :p], starts, hooks, **head)
+    with pytest.raises(ValueError, match="plain_past"):
+        forward_shared(tiny_model, ids[:, p:], mask, starts, hooks, cache=cache)
+    tail = dict(position_ids=positions[:, p:], cache=cache, plain_past=plain)
+    got = forward_shared(tiny_model, ids[:, p:], mask, starts, hooks, **tail)
+    torch.testing.assert_close(got, want[:, p:], atol=1e-5, rtol=1e-5)
+    for mine, theirs in zip(cache.layers, want_cache.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine.values, theirs.values, atol=1e-5, rtol=1e-5)

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, ExitStack
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    DynamicCache,
     LogitsProcessorList,
     PreTrainedModel,
     TemperatureLogitsWarper,
@@ -184,13 +185,22 @@ def _generate_batch(
     rows (prompts' indices) get their tokens' log-probabilities."""
     idx = [i for g in batch for i in g]
     first = [g[0] for g in batch]  # one row per group: what is prefilled
-    ids, mask = left_pad([prompts[i] for i in first], pad)
     expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
     new_tokens = kwargs["max_new_tokens"]
     assert isinstance(new_tokens, int)
     starts = [start(i) for i in first]
+    shortest = min(len(prompts[i]) for i in first)
+    # what every prefill begins with (a solve stage's instruction), leaving each a token
+    prefix = 0
+    if share_layers and len(first) > 1:
+        prefix = min(_prefix_length([prompts[i] for i in first]), shortest - 2)
+        prefix = prefix if prefix >= MIN_PREFIX else 0
     repeated = share_layers and len({tuple(prompts[i]) for i in first}) < len(first)
-    share = (len(first) < len(idx) or repeated) and min(len(prompts[i]) for i in first) > 1
+    share = (len(first) < len(idx) or repeated or prefix > 0) and shortest > 1
+    if prefix:
+        ids, mask = _after_prefix([prompts[i] for i in first], prefix, pad)
+    else:
+        ids, mask = left_pad([prompts[i] for i in first], pad)
     # a cache that generation_config names is HF's to build (benchmarks/steering.py --variants)
     if model.generation_config.cache_implementation is not None and not share:
         if first_step is not None:
@@ -210,8 +220,9 @@ def _generate_batch(
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
     if share:
         _prefill(
-            model, ids[:, :-1], mask[:, :-1], starts, lambda r: hooks([first[j] for j in r]), cache
-        )
+            model, ids[:, :-1], mask[:, :-1], starts, lambda r: hooks([first[j] for j in r]), cache,
+            prefix=prefix,
+        )  # fmt: skip
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
     processors = kwargs.get("logits_processor")
@@ -364,14 +375,55 @@ def _prefill(
     starts: Sequence[int | None],
     hooks: RowHooks,
     cache: GrowingCache,
+    *,
+    prefix: int = 0,
 ) -> None:
-    """Fills ``cache`` with left-padded ``ids`` under ``hooks``, at the positions that
-    ``generate`` gives left-padded rows, so that it can continue from it. Rows of one prompt
-    compute the layers below ``starts`` once (``shared_layers.forward_shared``)."""
+    """Fills ``cache`` with padded ``ids`` under ``hooks``, at the positions of the real
+    tokens, so that ``_decode`` can continue from it. Rows of one prompt compute the layers
+    below ``starts`` once (``shared_layers.forward_shared``); the first ``prefix`` columns,
+    the same tokens in every row, run first: once for the plain model and each start layer."""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    plain = None
+    if prefix:
+        plain = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(
+                input_ids=ids[:1, :prefix].to(model.device),
+                position_ids=positions[:1, :prefix].to(model.device),
+                cache=plain,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        forward_shared(
+            model, ids[:, :prefix], mask[:, :prefix], starts, hooks,
+            position_ids=positions[:, :prefix], cache=cache, logits_to_keep=1,
+        )  # fmt: skip
     forward_shared(
-        model, ids, mask, starts, hooks, position_ids=positions, cache=cache, logits_to_keep=1
-    )
+        model, ids[:, prefix:], mask, starts, hooks, position_ids=positions[:, prefix:],
+        cache=cache, plain_past=plain, logits_to_keep=1,
+    )  # fmt: skip
+
+
+MIN_PREFIX = 8  # tokens that every prompt of a batch begins with, for them to run once
+
+
+def _prefix_length(rows: list[list[int]]) -> int:
+    """How many tokens every row begins with."""
+    n = min(map(len, rows))
+    for k in range(n):
+        if any(r[k] != rows[0][k] for r in rows):
+            return k
+    return n
+
+
+def _after_prefix(
+    rows: list[list[int]], prefix: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask): the ``prefix`` tokens all rows begin with, then each row's
+    rest left-padded: padding between them, which the mask hides as it hides left padding."""
+    ids, mask = left_pad([r[prefix:] for r in rows], pad_id)
+    head = torch.tensor(rows[0][:prefix], dtype=torch.long)[None].expand(len(rows), -1)
+    return torch.cat([head, ids], dim=1), torch.cat([torch.ones_like(head), mask], dim=1)
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

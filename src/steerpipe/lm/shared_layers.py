@@ -104,6 +104,7 @@ def forward_shared(
     *,
     position_ids: torch.Tensor | None = None,
     cache: Cache | None = None,
+    plain_past: Cache | None = None,
     logits_to_keep: int | torch.Tensor = 0,
 ) -> torch.Tensor:
     """The logits of ``model(ids, mask)`` under ``hooks(rows)`` (a context manager acting on
@@ -111,7 +112,11 @@ def forward_shared(
     filled for every row as that forward would fill it. ``starts[i]`` is the lowest layer at
     which the hooks act on row i (None: not at all); rows with equal ids and mask compute the
     layers below that once, unhooked. Where that would compute no fewer layers, or with a
-    cache holding other than full-attention layers, it is the one forward."""
+    cache holding other than full-attention layers, it is the one forward.
+
+    A ``cache`` that already holds tokens (a prefix every row shares, filled by this function)
+    needs ``plain_past``: the plain model's cache of those tokens on one row, which is what
+    every row's cache holds below its start layer; ``mask`` then covers them too."""
     n_layers = len(decoder_layers(model))
     device = model.device
     ids, mask = ids.to(device), mask.to(device)
@@ -127,6 +132,9 @@ def forward_shared(
     full_attention = cache is None or all(
         type(x) in (DynamicLayer, GrowingLayer) for x in cache.layers
     )
+    past = cache.get_seq_length() if cache is not None else 0
+    if past and plain_past is None:
+        raise ValueError("a cache that holds tokens needs plain_past")
 
     def run(
         rows: list[int], into: Cache | None, hooked: bool, start: int = 0, resid: Any = None
@@ -151,12 +159,23 @@ def forward_shared(
     if shared >= len(starts) * n_layers or not full_attention:
         return run(list(range(len(starts))), cache, hooked=True)
 
-    def new_cache() -> Cache | None:
-        return DynamicCache(config=model.config) if cache is not None else None
+    def new_cache(rows: list[int], plain: bool) -> Cache | None:
+        """A cache for a run of ``rows``: empty, or holding the tokens before ``ids`` as the
+        plain model (``plain``) or as each row's own hooks left them."""
+        if cache is None:
+            return None
+        part = DynamicCache(config=model.config)
+        for layer in range(n_layers) if past else ():
+            source = plain_past if plain else cache
+            assert source is not None
+            keys, values = _kv(source, layer)
+            index = [0] * len(rows) if plain else rows
+            part.update(keys[index], values[index], layer)
+        return part
 
     firsts = [inverse.index(k) for k in range(len(distinct))]  # the plain run's rows
     layers = sorted({start for start in first if start < n_layers})
-    base_cache = new_cache()
+    base_cache = new_cache(firsts, plain=True)
     with recording_inputs(model, layers) as seen:
         base_logits = run(firsts, base_cache, hooked=False)
     logits = base_logits.new_empty((len(starts), *base_logits.shape[1:]))
@@ -166,13 +185,13 @@ def forward_shared(
         logits[plain] = base_logits[[inverse[i] for i in plain]]
     for layer in layers:
         rows = [i for i, start in enumerate(first) if start == layer]
-        part = new_cache()
+        part = new_cache(rows, plain=False)
         resid = seen[layer][[inverse[i] for i in rows]]
         logits[rows] = run(rows, part, hooked=True, start=layer, resid=resid)
         pieces.append((rows, layer, part))
     if cache is not None:
         assert base_cache is not None
-        _assemble(cache, base_cache, inverse, pieces, n_layers)
+        _assemble(cache, base_cache, inverse, pieces, n_layers, past)
     return logits
 
 
@@ -182,16 +201,19 @@ def _assemble(
     inverse: list[int],
     pieces: list[tuple[list[int], int, Cache | None]],
     n_layers: int,
+    past: int,
 ) -> None:
-    """Fills the empty ``cache``: row i's layers below its vector's layer from the plain run of
-    its prompt (row ``inverse[i]`` of ``base``), the layers from there up from its own run."""
+    """Appends to ``cache`` the tokens after its first ``past``: row i's layers below its start
+    layer from the plain run of its ids (row ``inverse[i]`` of ``base``), the layers from there
+    up from its own run."""
     for layer in range(n_layers):
         keys, values = _kv(base, layer)
-        keys, values = keys[inverse], values[inverse]
+        keys, values = keys[inverse, :, past:], values[inverse, :, past:]
         for rows, start, part in pieces:
             if layer >= start:
                 assert part is not None
-                keys[rows], values[rows] = _kv(part, layer)
+                k, v = _kv(part, layer)
+                keys[rows], values[rows] = k[:, :, past:], v[:, :, past:]
         cache.update(keys, values, layer)
 
 
