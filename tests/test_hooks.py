@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_family
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
@@ -28,7 +29,7 @@ from steerpipe.lm.hooks import (
     parse_hook,
     parse_resid_pre,
 )
-from steerpipe.lm.models import load_bridge, randomize_norms
+from steerpipe.lm.models import load_bridge
 
 IDS = torch.tensor([[1, 520, 33, 904, 77, 1500, 12]])
 
@@ -126,23 +127,6 @@ def test_parse_hook() -> None:
         parse_hook("blocks.1.mlp.hook_in", output=True)
 
 
-def _tiny(cls, config_cls, vocab: int):
-    config = config_cls(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-    )
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    randomize_norms(model)
-    return model
-
-
 @pytest.mark.parametrize(
     "family",
     ["llama", "qwen2", "gemma", "gemma2"],
@@ -152,10 +136,16 @@ def test_hook_points_match_the_bridge(family, tiny_model, tokenizer) -> None:
     on models whose norm gains are random (Gemma's multiply by 1 + w)."""
     models = {
         "llama": (lambda: tiny_model, "HuggingFaceTB/SmolLM2-135M-Instruct"),
-        "qwen2": (lambda: _tiny(Qwen2ForCausalLM, Qwen2Config, len(tokenizer)), "Qwen/Qwen2-0.5B"),
-        "gemma": (lambda: _tiny(GemmaForCausalLM, GemmaConfig, len(tokenizer)), "google/gemma-2b"),
+        "qwen2": (
+            lambda: tiny_family(Qwen2ForCausalLM, Qwen2Config, len(tokenizer)),
+            "Qwen/Qwen2-0.5B",
+        ),
+        "gemma": (
+            lambda: tiny_family(GemmaForCausalLM, GemmaConfig, len(tokenizer)),
+            "google/gemma-2b",
+        ),
         "gemma2": (
-            lambda: _tiny(Gemma2ForCausalLM, Gemma2Config, len(tokenizer)),
+            lambda: tiny_family(Gemma2ForCausalLM, Gemma2Config, len(tokenizer)),
             "google/gemma-2-2b",
         ),
     }

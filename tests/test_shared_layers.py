@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_family
 from transformers import (
     DynamicCache,
     Gemma2Config,
@@ -17,30 +18,11 @@ from transformers import (
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.generation import left_pad
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas, decoder_layers, on_resid_pre
-from steerpipe.lm.models import randomize_norms
 from steerpipe.lm.shared_layers import forward_shared, starting_at, steering
 
 VOCAB = 300
 A = [5, 17, 40, 3, 99, 250, 8, 61, 7, 12]
 B = [9, 140, 33, 71, 2, 11]
-
-
-def _tiny(cls, config_cls, **extra):
-    config = config_cls(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        **extra,
-    )
-    torch.manual_seed(0)
-    model = cls(config).eval()
-    randomize_norms(model)
-    return model
 
 
 def _vec(seed: int) -> torch.Tensor:
@@ -104,9 +86,9 @@ def test_steering_adds_to_the_injected_input(tiny_model) -> None:
 def test_shared_logits_equal_one_steered_forward(family, tiny_model) -> None:
     model = {
         "llama": lambda: tiny_model,
-        "qwen2": lambda: _tiny(Qwen2ForCausalLM, Qwen2Config),
+        "qwen2": lambda: tiny_family(Qwen2ForCausalLM, Qwen2Config, VOCAB, 4),
         # a window shorter than the prompts: layers 0 and 2 see 4 tokens back, 1 and 3 all
-        "gemma2": lambda: _tiny(Gemma2ForCausalLM, Gemma2Config, sliding_window=4),
+        "gemma2": lambda: tiny_family(Gemma2ForCausalLM, Gemma2Config, VOCAB, 4, sliding_window=4),
     }[family]()
     ids, mask = left_pad(PROMPTS, pad_id=2)
     mask[0, -3:] = 0  # a row of prompt A with another mask is a prompt of its own
@@ -142,7 +124,7 @@ def _count_forwards(model):
 def test_rows_that_share_nothing_run_in_one_forward(tiny_model) -> None:
     """Distinct prompts, or rows steered at layer 0, would compute more shared; a sliding-window
     cache is not assembled from parts: each is one forward."""
-    gemma2 = _tiny(Gemma2ForCausalLM, Gemma2Config, sliding_window=4)
+    gemma2 = tiny_family(Gemma2ForCausalLM, Gemma2Config, VOCAB, 4, sliding_window=4)
     cases = [
         (tiny_model, [A, B], [Steer(2, _vec(1)), Steer(2, _vec(2))], None),
         (tiny_model, [A, A], [Steer(0, _vec(1)), Steer(0, _vec(2))], None),
