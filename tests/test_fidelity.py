@@ -81,6 +81,15 @@ def test_replaced_losses_start_at_the_layer_with_the_full_forwards_bits(tiny_mod
             count += int(valid.sum())
         want.append(total / count)
     assert got == [want[0], want[1], want[2], want[0]]
+    # without the plain loss the plain run stops at the transcoder's input: one head a batch
+    heads = []
+    handle = tiny_model.lm_head.register_forward_hook(lambda *a: heads.append(1))
+    try:
+        alone = next_token_losses(tiny_model, SEQS, [tcs[1]], token_budget=12)
+    finally:
+        handle.remove()
+    assert alone == [want[2]]
+    assert len(heads) == len(list(token_batches([len(s) for s in SEQS], 12)))
     assert len(set(got)) == 3 and len(list(token_batches([len(s) for s in SEQS], 12))) > 1
 
 

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 
 from steerpipe.config import StageError
 from steerpipe.lm.activations import StopForward, right_pad, token_batches
-from steerpipe.lm.hooks import on_mlp
+from steerpipe.lm.hooks import on_mlp, on_resid_pre
 from steerpipe.lm.shared_layers import recording_inputs, starting_at
 from steerpipe.transcoders.transcoder import Transcoder, steer_features
 
@@ -111,22 +111,33 @@ def next_token_losses(
     count = 0
     layers = {tc.layer for tc in transcoders if tc is not None}
     no_features = torch.zeros(0, dtype=torch.long)
+    plain_needed = any(tc is None for tc in transcoders)
+
+    def stop(hidden: torch.Tensor) -> None:
+        raise StopForward  # without the plain loss, nothing above the top input is needed
+
     for batch in token_batches([len(s) for s in sequences], token_budget):
         ids, mask = right_pad([sequences[i] for i in batch], pad_id)
         ids, mask = ids.to(model.device), mask.to(model.device)
+        plain = None
         with torch.no_grad(), recording_inputs(model, layers) as seen:
-            plain = model(input_ids=ids, attention_mask=mask).logits
+            if plain_needed:
+                plain = model(input_ids=ids, attention_mask=mask).logits
+            else:
+                with on_resid_pre(model, {max(layers): stop}), contextlib.suppress(StopForward):
+                    model.get_decoder()(input_ids=ids, attention_mask=mask)
         valid = mask[:, 1:].bool()
         targets = ids[:, 1:][valid]
         for k, tc in enumerate(transcoders):
             logits = plain
-            if tc is not None:
+            if tc is not None:  # from its layer up, on the plain run's input there
                 with (
                     torch.no_grad(),
                     starting_at(model, tc.layer, seen[tc.layer]),
                     steer_features(model, tc, no_features, 1.0, mode="replace"),
                 ):
                     logits = model(input_ids=ids, attention_mask=mask).logits
+            assert logits is not None
             # the real positions' rows, contiguous: cross_entropy over a [batch, vocab, tokens]
             # view took 8.9 s of the transcoder stage's 28 s held-out loss, against 1.6 s, and
             # was further from a float64 log-softmax (1.1e-4 nats against 8e-6)
