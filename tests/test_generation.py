@@ -319,10 +319,10 @@ def test_prompts_that_begin_alike_run_their_prefix_once(tiny_model) -> None:
 
 
 def test_after_prefix_puts_the_padding_after_the_shared_tokens() -> None:
-    from steerpipe.lm.generation import _after_prefix, _prefix_length
+    from steerpipe.lm.generation import _after_prefix, prefix_length
 
     rows = [[5, 6, 7, 8], [5, 6, 9], [5, 6, 7]]
-    assert _prefix_length(rows) == 2 and _prefix_length([[1, 2], [1, 2]]) == 2
+    assert prefix_length(rows) == 2 and prefix_length([[1, 2], [1, 2]]) == 2
     ids, mask = _after_prefix(rows, 2, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9], [5, 6, 0, 7]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 0, 1]]

@@ -196,7 +196,7 @@ def _generate_batch(
     # what every prefill begins with (a solve stage's instruction), leaving each a token
     prefix = 0
     if share_layers and len(first) > 1:
-        prefix = min(_prefix_length([prompts[i] for i in first]), shortest - 2)
+        prefix = min(prefix_length([prompts[i] for i in first]), shortest - 2)
         prefix = prefix if prefix >= MIN_PREFIX else 0
     repeated = share_layers and len({tuple(prompts[i]) for i in first}) < len(first)
     share = (len(first) < len(idx) or repeated or prefix > 0) and shortest > 1
@@ -410,8 +410,8 @@ def _prefill(
 MIN_PREFIX = 8  # tokens that every prompt of a batch begins with, for them to run once
 
 
-def _prefix_length(rows: list[list[int]]) -> int:
-    """How many tokens every row begins with."""
+def prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many tokens every row begins with (also ``scoring``'s families)."""
     n = min(map(len, rows))
     for k in range(n):
         if any(r[k] != rows[0][k] for r in rows):

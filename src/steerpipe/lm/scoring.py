@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
 
 from steerpipe.lm.activations import right_pad
+from steerpipe.lm.generation import prefix_length
 
 
 def continuation_nll(
@@ -78,15 +79,6 @@ def continuation_nll(
     return out
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _families(
     groups: dict[tuple[int, ...], list[int]], continuations: Sequence[Sequence[int]]
 ) -> list[tuple[int, list[int]]]:
@@ -108,7 +100,7 @@ def _families(
         alone = len(prompt) - 1
         if families:
             prefix, members = families[-1]
-            joint = min(prefix, _common(members[0], prompt))
+            joint = min(prefix, prefix_length([members[0], prompt]))
             if tokens(joint, [*members, prompt]) < tokens(prefix, members) + tokens(
                 alone, [prompt]
             ):
