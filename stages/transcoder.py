@@ -15,6 +15,8 @@ next-token loss with and without the replacement).
 
 from __future__ import annotations
 
+import torch
+
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_from_params, n_layers, resolve_layers
 from steerpipe.storage import write_json
@@ -59,8 +61,6 @@ def main() -> None:
             seed=p.seed,
         )
         tc.log_frequency = log_frequency(tc, x)
-        hx, hy = collect_mlp_io(model, held, layer, token_budget=budget, pad_id=pad)
-        metrics[f"layer_{layer}"] = evaluate(tc, hx, hy)
         tc.meta = {
             "model": model_params.name,
             "d_sae": tc.d_sae,
@@ -68,15 +68,20 @@ def main() -> None:
             "trained_tokens": int(x.shape[0]),
         }
         trained[layer] = tc
-    # the plain model and each replacement, sharing each batch's layers below the transcoder's
+    # the plain model and each replacement, sharing each batch's layers below the transcoder's;
+    # the plain run also gives the held-out MLP inputs and outputs
+    held_io: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
+        k: ([], []) for k in trained
+    }
     base_loss, *replaced = next_token_losses(
-        model, held, [None, *trained.values()], token_budget=budget, pad_id=pad
+        model, held, [None, *trained.values()], token_budget=budget, pad_id=pad, mlp_io=held_io
     )
     metrics["next_token_loss"] = base_loss
-    for layer, with_tc in zip(trained, replaced, strict=True):
-        stats = metrics[f"layer_{layer}"]
-        assert isinstance(stats, dict)
+    for (layer, tc), with_tc in zip(trained.items(), replaced, strict=True):
+        hx, hy = (torch.cat(parts) for parts in held_io[layer])
+        stats = evaluate(tc, hx, hy)
         stats.update({"next_token_loss_replaced": with_tc, "loss_increase": with_tc - base_loss})
+        metrics[f"layer_{layer}"] = stats
         print(layer, stats)
     for layer, tc in trained.items():
         save_transcoder(tc, paths["weights"] / f"layer_{layer}.safetensors")

@@ -93,6 +93,25 @@ def test_replaced_losses_start_at_the_layer_with_the_full_forwards_bits(tiny_mod
     assert len(set(got)) == 3 and len(list(token_batches([len(s) for s in SEQS], 12))) > 1
 
 
+def test_the_plain_runs_mlp_io_is_collect_mlp_ios(tiny_model) -> None:
+    """The transcoder stage's held-out MLP inputs and outputs come from the loss's plain run:
+    the same bits as ``collect_mlp_io``'s own run, which stops at the layer (same batches)."""
+    g = torch.Generator().manual_seed(6)
+    w = [
+        torch.randn(shape, generator=g) * 0.1 for shape in ((64, 32), (32,), (32, 64), (64,), (64,))
+    ]
+    tc = Transcoder(*w, layer=1)
+    io: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {1: ([], []), 2: ([], [])}
+    got = next_token_losses(tiny_model, SEQS, [None, tc], token_budget=12, mlp_io=io)
+    assert got == next_token_losses(tiny_model, SEQS, [None, tc], token_budget=12)
+    assert len(io[1][0]) == len(list(token_batches([len(s) for s in SEQS], 12))) > 1
+    for layer in (1, 2):
+        x, y = collect_mlp_io(tiny_model, SEQS, layer, token_budget=12, progress=False)
+        assert torch.equal(torch.cat(io[layer][0]), x) and torch.equal(torch.cat(io[layer][1]), y)
+    with pytest.raises(ValueError, match="include None"):
+        next_token_losses(tiny_model, SEQS, [tc], mlp_io={1: ([], [])})
+
+
 def test_gate_sample_takes_the_styles_in_turn() -> None:
     prompts = {"basic": [[1, 2], [3, 4, 5], [6]], "0shot": [[7], [8, 9], [10, 11]]}
     assert gate_sample(prompts, 4) == [[1, 2], [7], [3, 4, 5]]

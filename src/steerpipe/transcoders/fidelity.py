@@ -12,7 +12,7 @@ wrong input convention.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -103,15 +103,25 @@ def next_token_losses(
     *,
     token_budget: int = 4096,
     pad_id: int = 0,
+    mlp_io: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None,
 ) -> list[float]:
     """``next_token_loss`` with each of ``transcoders`` (None: the plain model). Each batch runs
     the plain model once; a transcoder's run starts at its layer from the plain run's input
-    there (``shared_layers.starting_at``), the same bits as a run through every layer."""
+    there (``shared_layers.starting_at``), the same bits as a run through every layer.
+    ``mlp_io[layer]``, where given, gets the plain run's MLP inputs and outputs at ``layer``,
+    batch by batch: ``collect_mlp_io``'s, the same bits (its batches are these), without a
+    second run of the layers below (the transcoder stage's held-out texts)."""
     totals = [0.0] * len(transcoders)
     count = 0
     layers = {tc.layer for tc in transcoders if tc is not None}
     no_features = torch.zeros(0, dtype=torch.long)
     plain_needed = any(tc is None for tc in transcoders)
+    if mlp_io and not plain_needed:
+        raise ValueError("mlp_io is read from the plain run: include None in transcoders")
+    io: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def reader(layer: int) -> Callable[[torch.Tensor, torch.Tensor], None]:
+        return lambda x, out: io.__setitem__(layer, (x, out))
 
     def stop(hidden: torch.Tensor) -> None:
         raise StopForward  # without the plain loss, nothing above the top input is needed
@@ -122,10 +132,17 @@ def next_token_losses(
         plain = None
         with torch.no_grad(), recording_inputs(model, layers) as seen:
             if plain_needed:
-                plain = model(input_ids=ids, attention_mask=mask).logits
+                with contextlib.ExitStack() as reading:
+                    for layer in mlp_io or {}:
+                        reading.enter_context(on_mlp(model, layer, reader(layer)))
+                    plain = model(input_ids=ids, attention_mask=mask).logits
             else:
                 with on_resid_pre(model, {max(layers): stop}), contextlib.suppress(StopForward):
                     model.get_decoder()(input_ids=ids, attention_mask=mask)
+        real = mask.bool()
+        for layer, (xs, ys) in (mlp_io or {}).items():
+            xs.append(io[layer][0][real].float().cpu())
+            ys.append(io[layer][1][real].float().cpu())
         valid = mask[:, 1:].bool()
         targets = ids[:, 1:][valid]
         for k, tc in enumerate(transcoders):
