@@ -446,3 +446,49 @@ def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
     assert generate(tiny_model, prompts, batch_size=16, **GREEDY) == want
     assert sizes == [4, 4, 4]  # groups of 4 samples, at most 5 rows a batch
     assert fit_rows(tiny_model, 100, 7) == 7  # on the CPU the cap is the batch size
+
+
+def test_length_chunks_split_where_padding_costs_more_than_a_call() -> None:
+    from steerpipe.lm.generation import length_chunks
+
+    lengths = [5, 100, 6, 98, 7]
+    # two chunks: 3 x 7 + 2 x 100 tokens and two calls, against 5 x 100 and one
+    assert length_chunks(lengths, cost=10) == [[0, 2, 4], [3, 1]]
+    assert length_chunks(lengths, cost=200) == [[0, 2, 4], [3, 1]]  # 621 against 700
+    assert length_chunks(lengths, cost=300) == [[0, 2, 4, 3, 1]]  # 821 against 800
+    assert length_chunks([4], cost=0) == [[0]]
+
+
+@pytest.mark.parametrize("instruction", [[], [1, 40, 41, 42, 43, 44, 45, 46, 47, 48]])
+def test_a_prefill_in_chunks_of_similar_length_samples_what_one_call_does(
+    tiny_model, monkeypatch, instruction
+) -> None:
+    """Prompts of very different lengths prefill in chunks, each without the padding columns
+    its rows all have (zeros in the cache there, which the mask hides): the same samples and
+    log-probabilities as one padded call, control and steered, after a shared prefix or not."""
+    import steerpipe.lm.generation as generation
+
+    vec = 3 * torch.randn(64, generator=torch.Generator().manual_seed(9))
+    rests = [[7, 8], list(range(100, 140)), [9], list(range(200, 236))]
+    prompts = [(instruction or [1]) + r for r in rests for _ in range(2)]
+    steers = [None, Steer(2, vec)] * 4
+    kwargs = {"max_new_tokens": 5, "temperature": 0.9, "top_p": 0.95, "progress": False}
+    whole: dict[int, list[float]] = {}
+    with _forward_shapes(tiny_model) as one_call:
+        want = generate(tiny_model, prompts, steers=steers, seed=3, logprobs=whole, **kwargs)
+    monkeypatch.setattr(generation, "CHUNK_COST", 1)
+    chunked: dict[int, list[float]] = {}
+    with _forward_shapes(tiny_model) as shapes:
+        got = generate(tiny_model, prompts, steers=steers, seed=3, logprobs=chunked, **kwargs)
+    assert got == want
+    assert sorted(chunked) == sorted(whole) == [0, 2, 4, 6]
+    for i in whole:
+        assert chunked[i] == pytest.approx(whole[i], abs=1e-5)
+    # after the prefix (the instruction on one row, then from layer 2 for the 4 groups), one
+    # call pads the 4 prompts' rests to 40 columns (plain, then from layer 2); at a cost of 1
+    # a call, each prompt is a chunk of its own: 1, 2, 36 and 40 columns
+    n = 3 if instruction else 0
+    assert shapes[:n] == one_call[:n] == [(1, 9), (1, 9), (4, 9)][:n]
+    assert one_call[n : n + 3] == [(4, 40), (4, 40), (8, 1)]
+    widths = [1, 1, 2, 2, 36, 36, 40, 40]
+    assert shapes[n : n + 9] == [(1, w) for w in widths] + [(8, 1)]

@@ -129,9 +129,7 @@ def forward_shared(
     first = [n_layers if start is None else start for start in starts]
     # layers computed, every row being as wide as the batch
     shared = len(distinct) * n_layers + sum(n_layers - start for start in first)
-    full_attention = cache is None or all(
-        type(x) in (DynamicLayer, GrowingLayer) for x in cache.layers
-    )
+    full_attention = cache is None or all_full_attention(cache)
     past = cache.get_seq_length() if cache is not None else 0
     if past and plain_past is None:
         raise ValueError("a cache that holds tokens needs plain_past")
@@ -168,7 +166,7 @@ def forward_shared(
         for layer in range(n_layers) if past else ():
             source = plain_past if plain else cache
             assert source is not None
-            keys, values = _kv(source, layer)
+            keys, values = layer_kv(source, layer)
             index = [0] * len(rows) if plain else rows
             part.update(keys[index], values[index], layer)
         return part
@@ -207,17 +205,23 @@ def _assemble(
     layer from the plain run of its ids (row ``inverse[i]`` of ``base``), the layers from there
     up from its own run."""
     for layer in range(n_layers):
-        keys, values = _kv(base, layer)
+        keys, values = layer_kv(base, layer)
         keys, values = keys[inverse, :, past:], values[inverse, :, past:]
         for rows, start, part in pieces:
             if layer >= start:
                 assert part is not None
-                k, v = _kv(part, layer)
+                k, v = layer_kv(part, layer)
                 keys[rows], values[rows] = k[:, :, past:], v[:, :, past:]
         cache.update(keys, values, layer)
 
 
-def _kv(cache: Cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+def all_full_attention(cache: Cache) -> bool:
+    """Whether every layer of ``cache`` holds every position (no sliding window)."""
+    return all(type(x) in (DynamicLayer, GrowingLayer) for x in cache.layers)
+
+
+def layer_kv(cache: Cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values that ``cache`` holds at ``layer``."""
     entry = cache.layers[layer]
     assert isinstance(entry, DynamicLayer) and entry.keys is not None and entry.values is not None
     return entry.keys, entry.values
