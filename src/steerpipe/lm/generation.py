@@ -5,7 +5,8 @@ mask (so a padded row sees what it would see alone; the tokens every prompt of a
 with come first and the padding after them) and decoded with a KV cache (``cache.py``) in a
 loop that makes the forward calls HF ``generate`` makes, and drops the rows that have ended.
 The prefill computes once what rows share: their prefix, and the layers below their vectors
-(``shared_layers.py``). Steering is an
+(``shared_layers.py``); it runs rows of similar length together (``length_chunks``), each
+chunk without the padding its rows all have. Steering is an
 ``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
 Rows of different layers, or steered and control rows, share a batch: each layer gets a
 ``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
