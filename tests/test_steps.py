@@ -57,6 +57,17 @@ def test_load_rows_missing_file() -> None:
         load_rows("does/not/exist.parquet")
 
 
+def test_a_steps_file_that_is_not_parquet_is_named(tmp_path) -> None:
+    """A ``steps.source`` or a ``steps.parquet`` of another format: one line naming the file,
+    not pyarrow's traceback (issue 36)."""
+    text = tmp_path / "steps.csv"
+    text.write_text("problem,steps\n2+2,4\n")
+    with pytest.raises(StageError, match=r"^steps\.source '.*steps\.csv': not a readable Parquet"):
+        load_rows(str(text))
+    with pytest.raises(StageError, match=r"^/.*steps\.csv: not a readable Parquet file of steps"):
+        read_steps(text)
+
+
 def test_validate_rows_names_the_row() -> None:
     rows = synthetic_rows(3)
     rows[1]["verification_steps"] = [7]

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steerpipe.config import StageError
 from steerpipe.storage import (
     atomic_path,
+    iter_rows,
+    load_table,
     read_json,
+    read_metadata,
     read_parquet,
     read_tensors,
     tensor_file,
@@ -76,3 +80,45 @@ def test_parquet_round_trip(tmp_path) -> None:
     rows = [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}]
     write_parquet(rows, tmp_path / "r.parquet")
     assert read_parquet(tmp_path / "r.parquet") == rows
+
+
+def _bad_files(tmp_path, good) -> dict[str, object]:
+    """A missing file, one of another format, and ``good`` cut to half its bytes."""
+    text = tmp_path / "notes.txt"
+    text.write_text("problem,answer\n2+2,4\n")
+    cut = tmp_path / f"cut{good.suffix}"
+    data = good.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return {"missing": tmp_path / f"none{good.suffix}", "text": text, "truncated": cut}
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "truncated"])
+def test_unreadable_inputs_end_in_one_line_naming_the_file(tmp_path, case) -> None:
+    """Every reader of a stage's inputs (issue 36): a missing, truncated or wrong-format
+    file is a StageError (``run_stage`` prints it and exits 1) that names the file and
+    what it should have been, not pyarrow's, safetensors' or json's traceback."""
+    table = tmp_path / "rows.parquet"
+    write_parquet([{"problem": "2+2", "answer": "4"}] * 50, table)
+    tensors = tmp_path / "t.safetensors"
+    write_tensors({"x": torch.arange(4096.0)}, tensors, {"layers": [1]})
+    blob = tmp_path / "m.json"
+    write_json({"a": list(range(100))}, blob)
+    readers = [
+        (read_parquet, table, "Parquet file"),
+        (read_tensors, tensors, "safetensors file"),
+        (read_metadata, tensors, "safetensors file"),
+        (lambda p: list(iter_rows(p, "x")), tensors, "safetensors file"),
+        (read_json, blob, "JSON file"),
+    ]
+    for read, good, kind in readers:
+        bad = _bad_files(tmp_path, good)[case]
+        with pytest.raises(StageError) as info:
+            read(bad)
+        message = str(info.value)
+        assert str(bad) in message and kind in message and "\n" not in message
+        want = "no such file" if case == "missing" else "not a readable"
+        assert message.startswith(f"{bad}: {want}"), message
+    # the data sets' parameter is named too: a steps.source that is not Parquet
+    bad = _bad_files(tmp_path, table)[case]
+    with pytest.raises(StageError, match=r"^steps\.source '.*': (no such file|not a readable)"):
+        load_table(str(bad), "train", ("problem",), "steps.source")

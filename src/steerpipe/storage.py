@@ -4,6 +4,7 @@ Tables are Parquet (pyarrow), tensors safetensors with string metadata, metrics 
 A crash or Ctrl-C mid-write leaves the previous file (or none), never half a file.
 ``tensor_file`` streams one large tensor to disk row by row (activation dumps).
 ``load_table`` reads the input data sets: a hub id through ``datasets``, or a local Parquet file.
+Every reader ends a missing, truncated or wrong-format file in one line naming it (``reading``).
 torch is imported by the tensor writers only, so that stages without tensors (the judge, the
 reports) start in a second rather than five.
 """
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from steerpipe.config import StageError
 
@@ -39,8 +40,10 @@ def load_table(source: str, split: str, columns: tuple[str, ...], key: str) -> l
 
     try:
         if Path(source).suffix == ".parquet" or Path(source).exists():
-            if not Path(source).exists():
-                raise StageError(f"{key}: no such file {source}")
+            if not Path(source).is_file():
+                raise StageError(f"{key} {source!r}: no such file (expected a Parquet file)")
+            with reading(source, "Parquet file", key=key):
+                pq.read_schema(source)  # datasets' own error for a bad file is a long traceback
             ds = datasets.load_dataset("parquet", data_files=str(source), split="train")
         else:
             ds = datasets.load_dataset(source, split=split)
@@ -53,6 +56,21 @@ def load_table(source: str, split: str, columns: tuple[str, ...], key: str) -> l
     if missing:
         raise StageError(f"{key} {source!r}: missing column(s) {', '.join(missing)}")
     return [{c: row[c] for c in columns} for row in ds]
+
+
+@contextmanager
+def reading(path: str | Path, kind: str, *, key: str | None = None) -> Iterator[None]:
+    """Turns the errors of reading ``path`` (missing, truncated or another format) into one
+    ``StageError`` line that names the file, what it should have been and, where given, the
+    parameter ``key`` that named it."""
+    where = f"{key} {str(path)!r}" if key else str(path)
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise StageError(f"{where}: no such file (expected a {kind})") from e
+    except (pa.ArrowException, SafetensorError, json.JSONDecodeError, OSError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StageError(f"{where}: not a readable {kind} ({detail})") from e
 
 
 @contextmanager
@@ -77,7 +95,8 @@ def write_parquet(rows: list[dict[str, Any]] | pa.Table, path: str | Path) -> No
 
 
 def read_parquet(path: str | Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+    with reading(path, "Parquet file"):
+        return pq.read_table(path).to_pylist()
 
 
 def write_tensors(
@@ -131,13 +150,13 @@ def tensor_file(
 
 
 def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    with safe_open(str(path), framework="pt") as f:
+    with reading(path, "safetensors file"), safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     return tensors, read_metadata(path)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    with safe_open(str(path), framework="pt") as f:
+    with reading(path, "safetensors file"), safe_open(str(path), framework="pt") as f:
         raw = f.metadata() or {}
     if _META_KEY in raw:
         return dict(json.loads(raw[_META_KEY]))
@@ -153,7 +172,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def iter_rows(path: str | Path, name: str, chunk: int = 256) -> Iterator[torch.Tensor]:
     """Tensor ``name`` of a safetensors file, ``chunk`` rows (first dimension) at a time,
     so that a file larger than memory can be reduced."""
-    with safe_open(str(path), framework="pt") as f:
+    with reading(path, "safetensors file"), safe_open(str(path), framework="pt") as f:
         rows = f.get_slice(name)
         n = rows.get_shape()[0]
         for start in range(0, n, chunk):
@@ -166,4 +185,5 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    with reading(path, "JSON file"):
+        return json.loads(Path(path).read_text())

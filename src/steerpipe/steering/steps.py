@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steerpipe.config import StageError
-from steerpipe.storage import load_table
+from steerpipe.storage import load_table, reading
 
 SCHEMA = pa.schema(
     [
@@ -63,7 +63,8 @@ def steps_table(rows: list[dict[str, Any]], separator: str) -> pa.Table:
 
 def read_steps(path: str | Path) -> tuple[list[dict[str, Any]], str]:
     """The rows of a data set written by ``steps_table``, validated, and its separator."""
-    table = pq.read_table(path)
+    with reading(path, "Parquet file of steps"):
+        table = pq.read_table(path)
     separator = (table.schema.metadata or {}).get(b"separator")
     if separator is None:
         raise StageError(f"{path} has no step separator in its metadata; re-run steps_dataset")

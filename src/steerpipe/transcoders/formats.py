@@ -27,7 +27,6 @@ Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from safetensors import safe_open
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import parse_hook
-from steerpipe.storage import read_tensors
+from steerpipe.storage import read_json, read_tensors, reading
 from steerpipe.transcoders.transcoder import WEIGHTS, Transcoder, load_ours, need_tensors
 
 # SAELens 6's transcoder architectures (sae_lens/__init__.py registers them) -> activation;
@@ -87,7 +86,7 @@ def log_frequency_of(path: Path) -> torch.Tensor | None:
     if path.is_dir():
         sparsity = path / "sparsity.safetensors"
         return read_tensors(sparsity)[0].get("sparsity") if sparsity.exists() else None
-    with safe_open(str(path), framework="pt") as f:
+    with reading(path, "safetensors file"), safe_open(str(path), framework="pt") as f:
         return f.get_tensor("log_frequency") if "log_frequency" in f.keys() else None  # noqa: SIM118
 
 
@@ -139,7 +138,7 @@ def _load_saelens(folder: Path) -> Transcoder:
     cfg_path = folder / "cfg.json"
     if not cfg_path.exists():
         raise StageError(f"{folder}: a SAELens folder needs cfg.json")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_json(cfg_path)
     tensors, _ = read_tensors(folder / "sae_weights.safetensors")
     need_tensors(tensors, ("W_enc", "b_enc", "W_dec", "b_dec"), folder / "sae_weights.safetensors")
     meta = cfg.get("metadata") or {}
@@ -215,7 +214,7 @@ def _load_sparsify(folder: Path) -> Transcoder:
     cfg_path = folder / "cfg.json"
     if not cfg_path.exists():
         raise StageError(f"{folder}: a sparsify folder needs cfg.json")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_json(cfg_path)
     match = _SPARSIFY_POINT.match(folder.name)
     if not match:
         raise StageError(f"{folder}: sparsify hook point {folder.name!r} is not layers.L.mlp")
