@@ -322,3 +322,28 @@ def test_bad_files_name_the_file_and_the_field(tmp_path: Path) -> None:
     expect(tmp_path / "p", "tc.pt", "hook_point 'ln2.hook_normalized' names no block")
     for message, path in cases:  # every message names the file it is about
         assert Path(path).name in message or "config.yaml" in message, message
+
+
+@pytest.mark.parametrize("case", ["text", "truncated"])
+def test_unreadable_transcoder_files_end_in_one_line(tmp_path: Path, case: str) -> None:
+    """A transcoder_circuits checkpoint, our safetensors file, or a SAELens cfg.json that is
+    another format or cut short: one line naming the file (issue 36), not torch's,
+    safetensors' or json's traceback."""
+    w = _weights()
+    sl = {k: w[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    write_transcoder_circuits(tmp_path / "tc.pt", {**sl, "b_dec_out": w["b_dec"]})
+    save_transcoder(random_transcoder(layer=0), tmp_path / "ours.safetensors")
+    write_saelens(tmp_path / "sl", sl, saelens6_cfg("blocks.0.mlp.hook_in"))
+    files = {
+        tmp_path / "tc.pt": "PyTorch checkpoint",
+        tmp_path / "ours.safetensors": "safetensors file",
+        tmp_path / "sl/cfg.json": "JSON file",
+    }
+    for path, kind in files.items():
+        data = path.read_bytes()
+        path.write_bytes(b"not a file of that kind\n" if case == "text" else data[: len(data) // 2])
+        target = path.parent if path.name == "cfg.json" else path
+        with pytest.raises(StageError) as excinfo:
+            load_transcoder(target)
+        message = _one_line(excinfo)
+        assert message.startswith(f"{path}: not a readable {kind} ("), message

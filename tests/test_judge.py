@@ -38,6 +38,14 @@ def test_user_prompt_file(tmp_path) -> None:
         make_judge(
             params(JudgeParams, backend="anthropic", user_prompt_file=str(tmp_path / "bad.txt"))
         )
+    # a missing file, or one that is not text: one line naming the parameter and the file
+    (tmp_path / "prompt.bin").write_bytes(b"\xff\xfe\x00binary")
+    for name, want in (("none.txt", "no such file"), ("prompt.bin", "not a readable text file")):
+        path = str(tmp_path / name)
+        with pytest.raises(StageError) as info:
+            make_judge(params(JudgeParams, backend="anthropic", user_prompt_file=path))
+        assert str(info.value).startswith(f"judge.user_prompt_file {path!r}: {want}")
+        assert "\n" not in str(info.value)
 
 
 def test_original_prompt_is_verbatim() -> None:

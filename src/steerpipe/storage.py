@@ -68,7 +68,7 @@ def reading(path: str | Path, kind: str, *, key: str | None = None) -> Iterator[
         yield
     except FileNotFoundError as e:
         raise StageError(f"{where}: no such file (expected a {kind})") from e
-    except (pa.ArrowException, SafetensorError, json.JSONDecodeError, OSError) as e:
+    except (pa.ArrowException, SafetensorError, ValueError, OSError) as e:  # JSON's, UTF-8's
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StageError(f"{where}: not a readable {kind} ({detail})") from e
 

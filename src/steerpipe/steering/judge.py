@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from steerpipe.claude.message_batches import ClaudeParams, request_id, run_batches
 from steerpipe.config import StageError
 from steerpipe.steering.labels import CATEGORIES, classify_opening
+from steerpipe.storage import reading
 
 # The original notebook's judge prompt, kept verbatim (indentation included) so that the
 # Claude backend reproduces the paper's numbers. {completion} is the 10-token continuation.
@@ -116,7 +117,10 @@ class ClaudeJudge:
 
     def __init__(self, settings: JudgeParams) -> None:
         path = settings.user_prompt_file
-        user_prompt = Path(path).read_text() if path else ORIGINAL_USER_PROMPT
+        user_prompt = ORIGINAL_USER_PROMPT
+        if path:
+            with reading(path, "text file", key="judge.user_prompt_file"):
+                user_prompt = Path(path).read_text()
         if "{completion}" not in user_prompt:
             raise StageError("judge: the user prompt must contain '{completion}'")
         self.settings, self.user_prompt = settings, user_prompt

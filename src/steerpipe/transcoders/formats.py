@@ -27,6 +27,7 @@ Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,18 @@ def load_transcoder(path: str | Path, layer: int | None = None) -> Transcoder:
 
 
 def torch_load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """``torch.load`` with the weights-only unpickler; what it cannot read ends in one line."""
+    with reading(path, "PyTorch checkpoint"):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
+            refused = next((line for line in lines if "Unsupported global" in line), None)
+            if refused:  # code or a class the weights-only unpickler does not run
+                raise StageError(
+                    f"{path}: cannot read it safely as a checkpoint ({refused})"
+                ) from e
+            raise ValueError(lines[0]) from e  # truncated, or not a checkpoint
 
 
 def log_frequency_of(path: Path) -> torch.Tensor | None:
@@ -106,6 +118,8 @@ def _load_transcoder_circuits(path: Path) -> Transcoder:
     try:
         with torch.serialization.safe_globals([record]):
             ckpt = torch_load(path)
+    except StageError:
+        raise
     except Exception as e:  # torch names the class it refused
         raise StageError(
             f"{path}: cannot read it safely as a transcoder_circuits file ({e})"
