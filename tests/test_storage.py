@@ -122,3 +122,28 @@ def test_unreadable_inputs_end_in_one_line_naming_the_file(tmp_path, case) -> No
     bad = _bad_files(tmp_path, table)[case]
     with pytest.raises(StageError, match=r"^steps\.source '.*': (no such file|not a readable)"):
         load_table(str(bad), "train", ("problem",), "steps.source")
+
+
+def test_a_stage_input_without_a_column_it_needs_is_named(tmp_path) -> None:
+    """Rows from ``read_parquet`` name their file when a column is missing (issue 36): a
+    stage handed a Parquet file with other columns exits 1 with that one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "generations.parquet"
+    write_parquet([{"prompt": "2+2", "nll": 1.5}], bad)
+    with pytest.raises(StageError, match=r"generations\.parquet: no column 'text' \(it has: "):
+        _ = read_parquet(bad)[0]["text"]
+    assert read_parquet(bad)[0] == {"prompt": "2+2", "nll": 1.5}
+    repo = Path(__file__).resolve().parents[1]
+    args = ["--generations", str(bad), "--judged", str(tmp_path / "j.parquet")]
+    proc = subprocess.run(
+        [sys.executable, "stages/judge.py", *args, "--stats", str(tmp_path / "j.json")],
+        cwd=repo, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (f"error: {bad}: no column 'text' (it has: prompt, nll)"), (
+        proc.stderr[-2000:]
+    )
+    assert not (tmp_path / "j.parquet").exists()

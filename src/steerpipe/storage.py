@@ -94,9 +94,27 @@ def write_parquet(rows: list[dict[str, Any]] | pa.Table, path: str | Path) -> No
         pq.write_table(table, tmp)
 
 
+class Row(dict[str, Any]):
+    """A row of a Parquet file (``read_parquet``): a column it lacks is a ``StageError``
+    that names the file and the columns it has, not a bare ``KeyError``."""
+
+    __slots__ = ("source",)
+    source: str
+
+    def __missing__(self, key: str) -> Any:
+        have = ", ".join(self) or "none"
+        raise StageError(f"{self.source}: no column {key!r} (it has: {have})")
+
+
 def read_parquet(path: str | Path) -> list[dict[str, Any]]:
     with reading(path, "Parquet file"):
-        return pq.read_table(path).to_pylist()
+        rows = pq.read_table(path).to_pylist()
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        row = Row(r)
+        row.source = str(path)
+        out.append(row)
+    return out
 
 
 def write_tensors(
