@@ -9,8 +9,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from steerpipe.lm.generation import generate, left_pad
+from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer, add_to_resid_pre
+from steerpipe.lm.prefill import left_pad
 
 PROMPTS = [[1, 30, 500, 7000, 12], [1, 99, 4], [1, 5, 6, 7, 8, 9, 10, 11]]
 GREEDY = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
@@ -132,8 +133,8 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     """The same distribution at the first new token: the expanded prefill cache plus the last
     prompt token gives the logits of a full forward over each prompt, steered or not."""
     from steerpipe.lm.cache import GrowingCache
-    from steerpipe.lm.generation import _prefill
     from steerpipe.lm.hooks import batch_deltas
+    from steerpipe.lm.prefill import prefill
     from steerpipe.lm.shared_layers import steering
 
     vec = 4 * torch.randn(64, generator=torch.Generator().manual_seed(6))
@@ -142,7 +143,7 @@ def test_shared_prefill_cache_gives_the_first_new_token_logits(tiny_model) -> No
     ids, mask = left_pad(prompts, pad_id=2)
     first = [0, 1, 2]
     cache = GrowingCache(tiny_model.config, capacity=ids.shape[1])
-    _prefill(tiny_model, ids[:, :-1], mask[:, :-1], *steering(tiny_model, steers), cache)
+    prefill(tiny_model, ids[:, :-1], mask[:, :-1], *steering(tiny_model, steers), cache)
     expand = torch.tensor([0, 0, 1, 2])  # row 0 shared by two samples
     cache.batch_select_indices(expand)
     positions = (mask.cumsum(-1) - 1)[expand, -1:]
@@ -319,11 +320,11 @@ def test_prompts_that_begin_alike_run_their_prefix_once(tiny_model) -> None:
 
 
 def test_after_prefix_puts_the_padding_after_the_shared_tokens() -> None:
-    from steerpipe.lm.generation import _after_prefix, prefix_length
+    from steerpipe.lm.prefill import after_prefix, prefix_length
 
     rows = [[5, 6, 7, 8], [5, 6, 9], [5, 6, 7]]
     assert prefix_length(rows) == 2 and prefix_length([[1, 2], [1, 2]]) == 2
-    ids, mask = _after_prefix(rows, 2, pad_id=0)
+    ids, mask = after_prefix(rows, 2, pad_id=0)
     assert ids.tolist() == [[5, 6, 7, 8], [5, 6, 0, 9], [5, 6, 0, 7]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 0, 1]]
 
@@ -449,7 +450,7 @@ def test_batches_shrink_to_the_free_memory(tiny_model, monkeypatch) -> None:
 
 
 def test_length_chunks_split_where_padding_costs_more_than_a_call() -> None:
-    from steerpipe.lm.generation import length_chunks
+    from steerpipe.lm.prefill import length_chunks
 
     lengths = [5, 100, 6, 98, 7]
     # two chunks: 3 x 7 + 2 x 100 tokens and two calls, against 5 x 100 and one
@@ -466,7 +467,7 @@ def test_a_prefill_in_chunks_of_similar_length_samples_what_one_call_does(
     """Prompts of very different lengths prefill in chunks, each without the padding columns
     its rows all have (zeros in the cache there, which the mask hides): the same samples and
     log-probabilities as one padded call, control and steered, after a shared prefix or not."""
-    import steerpipe.lm.generation as generation
+    import steerpipe.lm.prefill as prefill_module
 
     vec = 3 * torch.randn(64, generator=torch.Generator().manual_seed(9))
     rests = [[7, 8], list(range(100, 140)), [9], list(range(200, 236))]
@@ -476,7 +477,7 @@ def test_a_prefill_in_chunks_of_similar_length_samples_what_one_call_does(
     whole: dict[int, list[float]] = {}
     with _forward_shapes(tiny_model) as one_call:
         want = generate(tiny_model, prompts, steers=steers, seed=3, logprobs=whole, **kwargs)
-    monkeypatch.setattr(generation, "CHUNK_COST", 1)
+    monkeypatch.setattr(prefill_module, "CHUNK_COST", 1)
     chunked: dict[int, list[float]] = {}
     with _forward_shapes(tiny_model) as shapes:
         got = generate(tiny_model, prompts, steers=steers, seed=3, logprobs=chunked, **kwargs)

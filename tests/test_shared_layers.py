@@ -16,8 +16,8 @@ from transformers import (
 )
 
 from steerpipe.lm.cache import GrowingCache
-from steerpipe.lm.generation import left_pad
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas, decoder_layers, on_resid_pre
+from steerpipe.lm.prefill import after_prefix, left_pad
 from steerpipe.lm.shared_layers import forward_shared, starting_at, steering
 
 VOCAB = 300
@@ -153,12 +153,11 @@ def test_rows_that_share_nothing_run_in_one_forward(tiny_model) -> None:
 def test_a_shared_prefix_then_the_rests_fill_the_cache_of_one_forward(tiny_model) -> None:
     """Prefix columns that every row shares, then each row's rest on top of them (with the
     plain model's cache of the prefix): the logits and cache of one forward over both."""
-    from steerpipe.lm.generation import _after_prefix
 
     rows = [A + B[:k] for k in (2, 4, 6)]
     prompts = [rows[0], rows[1], rows[0], rows[2], rows[1]]
     steers = [None, None, Steer(1, _vec(1)), Steer(3, _vec(2)), Steer(1, _vec(3))]
-    ids, mask = _after_prefix(prompts, len(A), pad_id=2)
+    ids, mask = after_prefix(prompts, len(A), pad_id=2)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     want_cache = DynamicCache(config=tiny_model.config)
     want = _one_forward(tiny_model, ids, mask, steers, positions, want_cache)

@@ -4,9 +4,8 @@ Rows are sorted by prompt length (a prompt's rows together), left-padded with an
 mask (so a padded row sees what it would see alone; the tokens every prompt of a batch begins
 with come first and the padding after them) and decoded with a KV cache (``cache.py``) in a
 loop that makes the forward calls HF ``generate`` makes, and drops the rows that have ended.
-The prefill computes once what rows share: their prefix, and the layers below their vectors
-(``shared_layers.py``); it runs rows of similar length together (``length_chunks``), each
-chunk without the padding its rows all have. Steering is an
+The prefill (``prefill.py``) computes once what rows share: their prefix, and the layers below
+their vectors (``shared_layers.py``); it runs rows of similar length together. Steering is an
 ``add_to_resid_pre`` hook, which acts on the prompt at prefill and on every decoded token.
 Rows of different layers, or steered and control rows, share a batch: each layer gets a
 ``[batch, d_model]`` delta that is zero on the rows it does not steer. Other per-row hooks
@@ -28,7 +27,6 @@ from contextlib import AbstractContextManager, ExitStack
 import torch
 from tqdm.auto import tqdm
 from transformers import (
-    DynamicCache,
     LogitsProcessorList,
     PreTrainedModel,
     TemperatureLogitsWarper,
@@ -38,19 +36,8 @@ from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.lm.noise import RowNoise, TopP, row_seed
-from steerpipe.lm.shared_layers import RowHooks, all_full_attention, forward_shared, layer_kv
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), left-padded to the longest row."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
+from steerpipe.lm.prefill import MIN_PREFIX, after_prefix, left_pad, prefill, prefix_length
+from steerpipe.lm.shared_layers import RowHooks
 
 
 def generate(
@@ -202,7 +189,7 @@ def _generate_batch(
     repeated = share_layers and len({tuple(prompts[i]) for i in first}) < len(first)
     share = (len(first) < len(idx) or repeated or prefix > 0) and shortest > 1
     if prefix:
-        ids, mask = _after_prefix([prompts[i] for i in first], prefix, pad)
+        ids, mask = after_prefix([prompts[i] for i in first], prefix, pad)
     else:
         ids, mask = left_pad([prompts[i] for i in first], pad)
     # a cache that generation_config names is HF's to build (benchmarks/steering.py --variants)
@@ -223,7 +210,7 @@ def _generate_batch(
         return list(result[:, ids.shape[1] :].tolist())
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
     if share:
-        _prefill(
+        prefill(
             model, ids[:, :-1], mask[:, :-1], starts, lambda r: hooks([first[j] for j in r]), cache,
             prefix=prefix,
         )  # fmt: skip
@@ -370,126 +357,6 @@ def _take(queue: deque[list[int]], limit: int) -> list[list[int]]:
         batch, rest = [group[:limit]], group[limit:]
         queue.appendleft(rest)
     return batch
-
-
-def _prefill(
-    model: PreTrainedModel,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    starts: Sequence[int | None],
-    hooks: RowHooks,
-    cache: GrowingCache,
-    *,
-    prefix: int = 0,
-) -> None:
-    """Fills ``cache`` with padded ``ids`` under ``hooks``, at the positions of the real
-    tokens, so that ``_decode`` can continue from it. Rows of one prompt compute the layers
-    below ``starts`` once (``shared_layers.forward_shared``); the first ``prefix`` columns,
-    the same tokens in every row, run first: once for the plain model and each start layer."""
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    plain = None
-    if prefix:
-        plain = DynamicCache(config=model.config)
-        with torch.no_grad():
-            model(
-                input_ids=ids[:1, :prefix].to(model.device),
-                position_ids=positions[:1, :prefix].to(model.device),
-                cache=plain,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        forward_shared(
-            model, ids[:, :prefix], mask[:, :prefix], starts, hooks,
-            position_ids=positions[:, :prefix], cache=cache, logits_to_keep=1,
-        )  # fmt: skip
-    lengths = mask[:, prefix:].sum(-1).tolist()
-    chunks = [list(range(len(ids)))]
-    if all_full_attention(cache):  # a sliding window's cache is not assembled from parts
-        chunks = length_chunks(lengths, CHUNK_COST)
-    if len(chunks) == 1:
-        forward_shared(
-            model, ids[:, prefix:], mask, starts, hooks, position_ids=positions[:, prefix:],
-            cache=cache, plain_past=plain, logits_to_keep=1,
-        )  # fmt: skip
-        return
-    # each chunk without the padding columns that all its rows have, into a cache of its own
-    width, n_layers = ids.shape[1] - prefix, len(cache.layers)
-    parts = []
-    for rows in chunks:
-        skip = width - max(lengths[r] for r in rows)
-        keep = [*range(prefix), *range(prefix + skip, ids.shape[1])]
-        part = DynamicCache(config=model.config)
-        for layer in range(n_layers) if prefix else ():
-            k, v = layer_kv(cache, layer)
-            part.update(k[rows], v[rows], layer)
-        forward_shared(
-            model, ids[rows][:, prefix + skip :], mask[rows][:, keep], [starts[r] for r in rows],
-            _subset(hooks, rows),
-            position_ids=positions[rows][:, prefix + skip :], cache=part, plain_past=plain,
-            logits_to_keep=1,
-        )  # fmt: skip
-        parts.append((rows, skip, part))
-    for layer in range(n_layers):
-        # zeros where a chunk's rows were not run: padding, which the mask hides
-        keys: torch.Tensor | None = None
-        values: torch.Tensor | None = None
-        for rows, skip, part in parts:
-            k, v = layer_kv(part, layer)
-            if keys is None or values is None:
-                keys = k.new_zeros((len(ids), k.shape[1], width, k.shape[3]))
-                values = v.new_zeros((len(ids), v.shape[1], width, v.shape[3]))
-            keys[rows, :, skip:], values[rows, :, skip:] = k[:, :, prefix:], v[:, :, prefix:]
-        assert keys is not None and values is not None
-        cache.update(keys, values, layer)
-
-
-def _subset(hooks: RowHooks, rows: list[int]) -> RowHooks:
-    """``hooks`` for a run of the batch's rows ``rows``: run row j is batch row ``rows[j]``."""
-    return lambda r: hooks([rows[j] for j in r])
-
-
-CHUNK_COST = 512  # padded tokens that one more forward call is worth (a prefill's chunks)
-
-
-def length_chunks(lengths: Sequence[int], cost: int = CHUNK_COST) -> list[list[int]]:
-    """Rows in chunks of similar length, shortest first: of the splits of the rows sorted by
-    length, the one that computes the fewest padded tokens, each chunk counting ``cost``
-    tokens more. A batch of prompts of 47 to 158 tokens (``steps_dataset``'s, after their
-    shared instruction) prefilled in one call took 18 s on the 2-core CPU, in four 10 s."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    best, cut = [0], [0]  # the fewest tokens for the first j rows, and where its last chunk starts
-    for j in range(1, len(order) + 1):
-        width = lengths[order[j - 1]]
-        tokens, start = min((best[i] + (j - i) * width + cost, i) for i in range(j))
-        best.append(tokens)
-        cut.append(start)
-    chunks, j = [], len(order)
-    while j:
-        chunks.append(order[cut[j] : j])
-        j = cut[j]
-    return chunks[::-1]
-
-
-MIN_PREFIX = 8  # tokens that every prompt of a batch begins with, for them to run once
-
-
-def prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """How many tokens every row begins with (also ``scoring``'s families)."""
-    n = min(map(len, rows))
-    for k in range(n):
-        if any(r[k] != rows[0][k] for r in rows):
-            return k
-    return n
-
-
-def _after_prefix(
-    rows: list[list[int]], prefix: int, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask): the ``prefix`` tokens all rows begin with, then each row's
-    rest left-padded: padding between them, which the mask hides as it hides left padding."""
-    ids, mask = left_pad([r[prefix:] for r in rows], pad_id)
-    head = torch.tensor(rows[0][:prefix], dtype=torch.long)[None].expand(len(rows), -1)
-    return torch.cat([head, ids], dim=1), torch.cat([torch.ones_like(head), mask], dim=1)
 
 
 def _cut_at_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel
 
 from steerpipe.lm.activations import right_pad
-from steerpipe.lm.generation import prefix_length
+from steerpipe.lm.prefill import prefix_length
 
 
 def continuation_nll(

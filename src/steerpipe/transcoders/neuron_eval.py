@@ -27,8 +27,9 @@ from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import check
-from steerpipe.lm.generation import generate, left_pad
+from steerpipe.lm.generation import generate
 from steerpipe.lm.offsets import tokens_before
+from steerpipe.lm.prefill import left_pad
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
 from steerpipe.transcoders.yesno import answer_start
