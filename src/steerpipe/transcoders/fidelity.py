@@ -132,9 +132,9 @@ def next_token_losses(
         plain = None
         with torch.no_grad(), recording_inputs(model, layers) as seen:
             if plain_needed:
-                with contextlib.ExitStack() as reading:
+                with contextlib.ExitStack() as recorders:
                     for layer in mlp_io or {}:
-                        reading.enter_context(on_mlp(model, layer, reader(layer)))
+                        recorders.enter_context(on_mlp(model, layer, reader(layer)))
                     plain = model(input_ids=ids, attention_mask=mask).logits
             else:
                 with on_resid_pre(model, {max(layers): stop}), contextlib.suppress(StopForward):

@@ -79,13 +79,13 @@ def torch_load(path: Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
-            refused = next((line for line in lines if "Unsupported global" in line), None)
+            lines = str(e).splitlines()
+            refused = next((x.strip() for x in lines if "Unsupported global" in x), None)
             if refused:  # code or a class the weights-only unpickler does not run
                 raise StageError(
                     f"{path}: cannot read it safely as a checkpoint ({refused})"
                 ) from e
-            raise ValueError(lines[0]) from e  # truncated, or not a checkpoint
+            raise ValueError(str(e)) from e  # truncated, or not a checkpoint: reading() says so
 
 
 def log_frequency_of(path: Path) -> torch.Tensor | None:
