@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the pipeline and the tests need into .venv, offline-safe.
 #   bash scripts/setup.sh
-# uv installs it: it downloads, unpacks and byte-compiles in parallel (34 s on the 2-core
-# machine against pip's 62; docs/pipeline.md, "Wall time"). The venv sees the system
+# uv installs it: it downloads, unpacks and byte-compiles in parallel (46 s on average on the
+# 2-core machine against pip's 62; docs/pipeline.md, "Wall time"). The venv sees the system
 # site-packages, so a CUDA torch that is already importable is kept (uv does not see it:
 # torch stays out of its resolution). Otherwise the pinned CPU wheel torch==2.13.0 goes in:
 # from the folder that pip's find-links names where it lies there (the project's CPU
