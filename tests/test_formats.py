@@ -9,8 +9,10 @@ Each fixture writer follows the source it names (read with the search tool):
   ``compute_skip``), transcoder/activation_functions.py (``JumpReLU``, ``TopK``) and
   utils/hf_utils.py (``load_transcoders``: the config.yaml fields);
 - SAELens: jbloomAus/SAELens sae_lens/saes/sae.py (``SAEConfig.to_dict``, ``save_model``),
-  sae_lens/saes/transcoder.py (``Transcoder``, ``SkipTranscoder``, ``JumpReLUTranscoder``) and
-  sae_lens/loading/pretrained_sae_loaders.py (``handle_pre_6_0_config``: SAELens 5 fields);
+  sae_lens/saes/transcoder.py (``Transcoder``, ``SkipTranscoder``, ``JumpReLUTranscoder``,
+  ``JumpReLUSkipTranscoder``) and sae_lens/loading/pretrained_sae_loaders.py
+  (``handle_pre_6_0_config``: SAELens 5 fields; ``get_gemma_3_config_from_hf``: Gemma Scope 2's
+  config, whose cfg.json below SAELens 6.54.12's ``save_model`` wrote);
 - sparsify: EleutherAI/sparsify sparsify/sparse_coder.py (``save_to_disk``, ``encode``,
   ``decode``, ``forward``), sparsify/config.py (``SparseCoderConfig``), fused_encoder.py.
 """
@@ -175,14 +177,22 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path, capsys) -> None:
     assert "ran" not in capsys.readouterr().out
 
 
+SAELENS_ARCHITECTURES = [
+    "transcoder",
+    "skip_transcoder",
+    "jumprelu_transcoder",
+    "jumprelu_skip_transcoder",
+]
+
+
 @pytest.mark.parametrize("version", [5, 6])
-@pytest.mark.parametrize("architecture", ["transcoder", "skip_transcoder", "jumprelu_transcoder"])
+@pytest.mark.parametrize("architecture", SAELENS_ARCHITECTURES)
 def test_saelens(tmp_path: Path, version: int, architecture: str) -> None:
     w = _weights()
     tensors = {k: w[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if architecture == "skip_transcoder":
+    if "skip" in architecture:
         tensors["W_skip"] = w["W_skip"].T.contiguous()  # [d_out, d_in]
-    if architecture == "jumprelu_transcoder":
+    if "jumprelu" in architecture:
         tensors["threshold"] = w["threshold"]
     if version == 6:
         cfg = saelens6_cfg("blocks.3.ln2.hook_normalized", architecture)
@@ -203,15 +213,73 @@ def test_saelens(tmp_path: Path, version: int, architecture: str) -> None:
     tc = load_transcoder(tmp_path / "layer_3")
     pre = X @ w["W_enc"] + w["b_enc"]  # Transcoder.encode: no b_dec on the input
     f = F.relu(pre)
-    if architecture == "jumprelu_transcoder":
+    if "jumprelu" in architecture:  # JumpReLUTranscoder.encode
         f = f * (pre > w["threshold"])
     y = f @ w["W_dec"] + w["b_dec"]
-    if architecture == "skip_transcoder":
+    if "skip" in architecture:  # SkipTranscoder.forward: x @ W_skip.T
         y = y + X @ tensors["W_skip"].T
     _check(tc, f, y)
     assert (tc.layer, tc.input_hook, tc.output_hook) == (3, "ln2.hook_normalized", "hook_mlp_out")
     assert tc.meta["format"] == f"saelens{version}"
     assert torch.equal(read_log_frequency(tmp_path, "layer_{layer}", 3), torch.full((M,), -3.0))
+
+
+def gemma_scope_2_cfg(layer: int) -> dict:
+    """cfg.json as SAELens 6.54.12's ``save_model`` wrote it for an affine Gemma Scope 2
+    transcoder that ``SAE.from_pretrained`` built from ``get_gemma_3_config_from_hf``'s config
+    (``handle_pre_6_0_config`` moves the hook fields into metadata)."""
+    cfg = saelens6_cfg(f"blocks.{layer}.hook_mlp_in", "jumprelu_skip_transcoder")
+    cfg["metadata"] |= {
+        "sae_lens_version": "6.54.12",
+        "sae_lens_training_version": None,
+        "model_name": "google/gemma-3-270m",
+        "hook_head_index": None,
+        "prepend_bos": True,
+        "dataset_path": "monology/pile-uncopyrighted",
+        "context_size": 1024,
+        "hf_hook_name": f"model.layers.{layer}.pre_feedforward_layernorm.output",
+        "hook_name_out": f"blocks.{layer}.hook_mlp_out",
+        "hf_hook_name_out": f"model.layers.{layer}.post_feedforward_layernorm.output",
+        "neuronpedia_id": None,
+    }
+    return cfg
+
+
+def test_saelens_gemma_scope_2_reads_the_hf_hook_names(tmp_path: Path) -> None:
+    """``blocks.L.hook_mlp_in`` is TransformerLens's name for the norm's input; Gemma Scope 2
+    gives it to the norm's output, which ``hf_hook_name`` names: that decides."""
+    w = _weights()
+    tensors = {k: w[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
+    tensors["W_skip"] = w["W_skip"].T.contiguous()  # the loader's affine_skip_connection.T
+    write_saelens(tmp_path / "layer_4", tensors, gemma_scope_2_cfg(4))
+    tc = load_transcoder(tmp_path / "layer_4")
+    assert (tc.layer, tc.input_hook, tc.output_hook) == (4, "mlp.hook_in", "hook_mlp_out")
+    assert tc.meta["input_hook_from"] == "cfg.json metadata.hf_hook_name"
+    pre = X @ w["W_enc"] + w["b_enc"]
+    f = F.relu(pre) * (pre > w["threshold"])
+    _check(tc, f, f @ w["W_dec"] + w["b_dec"] + X @ tensors["W_skip"].T)
+
+    no_hf = gemma_scope_2_cfg(4)
+    del no_hf["metadata"]["hf_hook_name"]
+    write_saelens(tmp_path / "b/layer_4", tensors, no_hf)
+    with pytest.raises(StageError, match="hook_mlp_in' is ambiguous .* set traces.input_hook"):
+        load_transcoder(tmp_path / "b/layer_4")
+    (tc,) = iter_layers(tmp_path / "b", "layer_{layer}", [4], input_hook="mlp.hook_in")
+    assert (tc.layer, tc.input_hook, tc.meta["input_hook_from"]) == (
+        4,
+        "mlp.hook_in",
+        "traces.input_hook",
+    )
+    other = gemma_scope_2_cfg(4)
+    other["metadata"]["hf_hook_name"] = "model.layers.5.pre_feedforward_layernorm.output"
+    write_saelens(tmp_path / "c/layer_4", tensors, other)
+    with pytest.raises(StageError, match="hook_name 'blocks.4.hook_mlp_in' and metadata.hf_hook"):
+        load_transcoder(tmp_path / "c/layer_4")
+    llama = gemma_scope_2_cfg(4)
+    llama["metadata"]["hf_hook_name"] = "model.layers.4.post_attention_layernorm.output"
+    write_saelens(tmp_path / "d/layer_4", tensors, llama)
+    with pytest.raises(StageError, match="metadata.hf_hook_name: HF hook point"):
+        load_transcoder(tmp_path / "d/layer_4")
 
 
 def test_sparsify(tmp_path: Path) -> None:

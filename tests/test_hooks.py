@@ -17,6 +17,8 @@ from transformers import (
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import (
+    HF_INPUT_POINTS,
+    HF_OUTPUT_POINTS,
     INPUT_HOOKS,
     OUTPUT_HOOKS,
     add_to_resid_pre,
@@ -26,6 +28,7 @@ from steerpipe.lm.hooks import (
     normalized,
     on_mlp,
     on_resid_pre,
+    parse_hf_hook,
     parse_hook,
     parse_resid_pre,
 )
@@ -125,6 +128,50 @@ def test_parse_hook() -> None:
         parse_hook("blocks.1.hook_resid_pre")
     with pytest.raises(StageError, match="is not an MLP output"):
         parse_hook("blocks.1.mlp.hook_in", output=True)
+
+
+def test_parse_hf_hook() -> None:
+    name = "model.layers.7.pre_feedforward_layernorm.output"  # Gemma Scope 2's hf_hook_point_in
+    assert parse_hf_hook(name) == (7, "mlp.hook_in")
+    assert parse_hf_hook("model.language_model.layers.2.mlp.input") == (2, "mlp.hook_in")
+    out = "model.layers.7.post_feedforward_layernorm.output"
+    assert parse_hf_hook(out, output=True) == (7, "hook_mlp_out")
+    with pytest.raises(StageError, match="cfg: HF hook point .*post_attention_layernorm.output"):
+        parse_hf_hook("model.layers.1.post_attention_layernorm.output", where="cfg")
+    with pytest.raises(StageError, match="is not an MLP output"):
+        parse_hf_hook(name, output=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_hf_hook_names_are_the_modules_they_name(family, tiny_model, tokenizer) -> None:
+    """Each HF name's point is read exactly where the named module's input or output is."""
+    model = tiny_model
+    if family == "gemma2":
+        model = tiny_family(Gemma2ForCausalLM, Gemma2Config, len(tokenizer))
+    names = [(k, v, False) for k, v in HF_INPUT_POINTS.items()]
+    names += [(k, v, True) for k, v in HF_OUTPUT_POINTS.items()]
+    checked = 0
+    for name, point, output in names:
+        module_name, _, side = f"model.layers.1.{name}".rpartition(".")
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError:  # Llama has no pre_feedforward_layernorm
+            continue
+        seen = {}
+
+        def keep(m, args, out, side=side, seen=seen):
+            seen["value"] = (args[0] if side == "input" else out).clone()
+
+        handle = module.register_forward_hook(keep)
+        try:
+            hooks = {"output_hook" if output else "input_hook": point}
+            x, y = mlp_io(model, 1, **hooks)
+        finally:
+            handle.remove()
+        assert parse_hf_hook(f"model.layers.1.{name}", output=output) == (1, point)
+        assert torch.equal(y if output else x, seen["value"]), name
+        checked += 1
+    assert checked == (5 if family == "gemma2" else 2)
 
 
 @pytest.mark.parametrize(

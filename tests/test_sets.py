@@ -1,24 +1,19 @@
-"""sets: folders of per-layer files read one layer at a time, circuit-tracer's set
-as its library computes it, hub ids from the local HF cache, the input-hook override; and one
-transcoder written in every format and convention gives the same features on the packaged model.
-
-The circuit-tracer fixture follows decoderesearch/circuit-tracer
-circuit_tracer/transcoder/single_layer_transcoder.py (``to_safetensors``, ``load_transcoder``,
-``encode``/``decode``, ``compute_skip``), transcoder/activation_functions.py (``JumpReLU``,
-``TopK``) and utils/hf_utils.py (``load_transcoders``: the config.yaml fields); the other
-writers are in test_transcoder_formats.py, with their sources.
+"""sets: folders of per-layer files read one layer at a time, hub ids from the local HF
+cache, the input-hook override; and one transcoder written in every format and convention
+gives the same features on the packaged model. The writers are in test_formats.py, with their
+sources; circuit-tracer's layouts are tested in test_circuit_tracer.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+import yaml
+from safetensors.torch import save_file
 from test_formats import (
-    X,
-    _check,
     _weights,
     saelens6_cfg,
     write_circuit_tracer,
@@ -30,38 +25,8 @@ from test_transcoder import random_transcoder
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import mlp_modules, norm_gain
-from steerpipe.transcoders.sets import iter_layers, load_layers, read_log_frequency, resolve_source
+from steerpipe.transcoders.sets import iter_layers, load_layers, resolve_source
 from steerpipe.transcoders.transcoder import Transcoder, on_transcoder, save_transcoder
-
-
-@pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk"])
-def test_circuit_tracer(tmp_path: Path, activation: str) -> None:
-    w = _weights()
-    tensors = {
-        "W_enc": w["W_enc"].T.contiguous(),
-        "W_dec": w["W_dec"].contiguous(),
-        "b_enc": w["b_enc"],
-        "b_dec": w["b_dec"],
-        "W_skip": w["W_skip"],
-    }
-    config: dict = {}
-    if activation == "jumprelu":  # read from the weights, as circuit-tracer does
-        tensors["activation_function.threshold"] = w["threshold"]
-    if activation == "topk":
-        config = {"activation": "topk", "k": 16}
-    write_circuit_tracer(tmp_path, {2: tensors}, **config)
-    (tc,) = iter_layers(tmp_path, "layer_{layer}.safetensors", [2])
-    pre = F.linear(X, tensors["W_enc"], tensors["b_enc"])
-    if activation == "relu":
-        f = F.relu(pre)
-    elif activation == "jumprelu":
-        f = pre * (pre > w["threshold"])
-    else:
-        gate = torch.zeros_like(pre).scatter_(-1, pre.topk(16, dim=-1).indices, 1)
-        f = pre * gate
-    _check(tc, f, f @ tensors["W_dec"] + tensors["b_dec"] + X @ tensors["W_skip"].T)
-    assert (tc.layer, tc.input_hook, tc.output_hook) == (2, "mlp.hook_in", "mlp.hook_out")
-    assert tc.activation == activation and read_log_frequency(tmp_path, "", 2) is None
 
 
 def test_load_layers_and_override(tmp_path: Path) -> None:
@@ -159,8 +124,32 @@ def test_every_format_gives_the_same_features_on_the_packaged_model(tmp_path: Pa
     write_sparsify(
         tmp_path / "sp/layers.14.mlp", {**sp, **ct_out}, d_in=d, num_latents=m, k=m
     )  # k = all latents: TopK of the ReLU is the ReLU
+    cfg_hf = saelens6_cfg("blocks.14.hook_mlp_in", d_in=d, d_sae=m, d_out=d)
+    cfg_hf["metadata"]["hf_hook_name"] = "model.layers.14.mlp.input"  # as Gemma Scope 2's say
+    write_saelens(tmp_path / "sl_hf/layer_14", sl, cfg_hf)
+    zero = torch.zeros(m)  # JumpReLU at 0 is the ReLU
+    (tmp_path / "gs").mkdir()
+    np.savez(tmp_path / "gs/layer_14.npz", **{k: v.numpy() for k, v in sl.items()}, threshold=zero)
+    gs2 = {"w_enc": ref.W_enc, "w_dec": ref.W_dec, "b_enc": b_enc0, "b_dec": ref.b_dec_out}
+    save_file({**gs2, "threshold": zero}, str(tmp_path / "gs/layer_14.safetensors"))
+    for name in ("npz", "safetensors"):
+        files = [f"layer_14.{name}"] * 15  # circuit-tracer's list: one file per layer
+        (tmp_path / f"gs_{name}").mkdir()
+        (tmp_path / f"gs_{name}/config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "model_kind": "transcoder_set",
+                    "feature_input_hook": "mlp.hook_in",
+                    "feature_output_hook": "hook_mlp_out",
+                    "transcoders": [f"../gs/{f}" for f in files],
+                }
+            )
+        )
     sources = {
         "ours": ("ours", "layer_{layer}.safetensors"),
+        "saelens6 hf_hook_name": ("sl_hf", "layer_{layer}"),
+        "circuit-tracer Gemma Scope .npz": ("gs_npz", ""),
+        "circuit-tracer Gemma Scope 2": ("gs_safetensors", ""),
         "transcoder_circuits": ("circuits", "tc.pt"),
         "circuit-tracer ln2.hook_normalized": ("ct_norm", "layer_{layer}.safetensors"),
         "circuit-tracer mlp.hook_in": ("ct_in", "layer_{layer}.safetensors"),

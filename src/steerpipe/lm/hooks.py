@@ -145,6 +145,41 @@ def parse_hook(name: str, *, output: bool = False, where: str = "") -> tuple[int
     return (int(match.group(1)) if match and match.group(1) else None), point
 
 
+def hook_layer(name: str) -> int | None:
+    """L of ``blocks.L.<anything>``, None without the block (``mlp.hook_in``)."""
+    match = _HOOK.match(str(name))
+    return int(match.group(1)) if match and match.group(1) else None
+
+
+# HF module points, as SAELens's ``hf_hook_name`` and Gemma Scope 2's ``hf_hook_point_in`` /
+# ``_out`` name them (``sae_lens/loading/pretrained_sae_loaders.py``,
+# ``_infer_gemma_3_raw_cfg_dict``), -> ours. ``post_attention_layernorm.output`` is not here:
+# it is the MLP's input on Llama and Qwen2 but the attention's normed output on Gemma 2/3.
+HF_INPUT_POINTS = {
+    "pre_feedforward_layernorm.output": "mlp.hook_in",
+    "mlp.input": "mlp.hook_in",
+    "pre_feedforward_layernorm.input": "hook_resid_mid",
+}
+HF_OUTPUT_POINTS = {
+    "post_feedforward_layernorm.output": "hook_mlp_out",
+    "mlp.output": "mlp.hook_out",
+}
+_HF_POINT = re.compile(r"^(?:[\w.]*\.)?layers\.(\d+)\.(.+)$")
+
+
+def parse_hf_hook(name: str, *, output: bool = False, where: str = "") -> tuple[int, str]:
+    """``model.layers.L.<module>.<input|output>`` (an HF module's input or output) -> (L, our
+    point). ``model.language_model.layers.L...`` (Gemma 3 with vision) is read the same way."""
+    match = _HF_POINT.match(str(name))
+    points = HF_OUTPUT_POINTS if output else HF_INPUT_POINTS
+    if not match or match.group(2) not in points:
+        side = "an MLP output" if output else "an MLP input"
+        known = ", ".join(f"layers.L.{k}" for k in points)
+        prefix = f"{where}: " if where else ""
+        raise StageError(f"{prefix}HF hook point {name!r} is not {side} this knows ({known})")
+    return int(match.group(1)), points[match.group(2)]
+
+
 def mlp_modules(model: nn.Module, layer: int) -> tuple[nn.Module, nn.Module, nn.Module | None]:
     """(the norm before the MLP, the MLP, the norm after it or None) of decoder block ``layer``.
 

@@ -2,8 +2,8 @@
 
 Each loader takes the input and output hook points from the format's own fields (the rule
 and the source it follows, per format; the tests write each fixture as that source does).
-Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
-``sets``; docs/experiment-b.md, "Bringing a real transcoder", has the table.
+Sets of layers (a folder, the hub) are in ``sets``, circuit-tracer's (and Gemma Scope's in
+it) in ``circuit_tracer``; docs/experiment-b.md, "Bringing a real transcoder", has the table.
 
 - ours (``transcoder.save_transcoder``): ``.safetensors`` with ``input_hook`` /
   ``output_hook`` in the metadata; the ``transcoder`` stage's are ``mlp.hook_in`` ->
@@ -15,9 +15,12 @@ Sets of layers (a folder, circuit-tracer's ``config.yaml``, the hub) are in
 - SAELens 5 and 6 (``sae_lens/saes/transcoder.py``, ``loading/pretrained_sae_loaders.py``):
   a folder with ``cfg.json`` and ``sae_weights.safetensors``; the hook is
   ``metadata.hook_name`` (6) or ``hook_name``/``hook_point`` (5), the output
-  ``hook_name_out`` where given, else ``hook_mlp_out``; ``architecture`` transcoder,
-  skip_transcoder (``W_skip [d_out, d_in]``), jumprelu_transcoder (``threshold``); the input
-  is not centred (``apply_b_dec_to_input`` must be false, as SAELens 6 requires).
+  ``hook_name_out`` where given, else ``hook_mlp_out``; an HF module name
+  (``hf_hook_name`` / ``hf_hook_name_out``, as in Gemma Scope 2's configs) decides over them.
+  ``architecture`` transcoder, skip_transcoder (``W_skip [d_out, d_in]``),
+  jumprelu_transcoder (``threshold``), jumprelu_skip_transcoder (both: Gemma Scope 2's
+  affine ones); the input is not centred (``apply_b_dec_to_input`` must be false, as SAELens
+  6 requires).
 - EleutherAI sparsify (``sparsify/sparse_coder.py``): a folder per hook point,
   ``layers.L.mlp`` with ``cfg.json`` (``transcode: true``, ``activation: topk``, ``k``,
   ``skip_connection``) and ``sae.safetensors`` (``encoder.weight [M, d_in]``,
@@ -36,7 +39,7 @@ import torch
 from safetensors import safe_open
 
 from steerpipe.config import StageError
-from steerpipe.lm.hooks import parse_hook
+from steerpipe.lm.hooks import hook_layer, parse_hf_hook, parse_hook
 from steerpipe.storage import read_json, read_tensors, reading
 from steerpipe.transcoders.transcoder import WEIGHTS, Transcoder, load_ours, need_tensors
 
@@ -46,31 +49,49 @@ SAELENS_TRANSCODERS = {
     "transcoder": "relu",
     "skip_transcoder": "relu",
     "jumprelu_transcoder": "jumprelu",
+    "jumprelu_skip_transcoder": "jumprelu",  # Gemma Scope 2's affine transcoders
 }
 SAELENS_5_ACTIVATIONS = {"standard": "relu", "jumprelu": "jumprelu", "topk": "topk_relu"}
 CIRCUITS_SPARSITY = "_log_feature_sparsity.pt"  # beside a transcoder_circuits checkpoint
 _SPARSIFY_POINT = re.compile(r"^(?:model\.)?layers\.(\d+)\.mlp$")
 
 
-def load_transcoder(path: str | Path, layer: int | None = None) -> Transcoder:
-    """One layer's transcoder in any format but circuit-tracer's (a set: ``iter_layers``)."""
+def load_transcoder(
+    path: str | Path, layer: int | None = None, *, input_hook: str | None = None
+) -> Transcoder:
+    """One layer's transcoder in any format but circuit-tracer's (a set: ``iter_layers``).
+    ``input_hook`` (``traces.input_hook``) replaces the point the file names; the file then
+    gives only the layer."""
     path = Path(path)
     if path.is_dir() and (path / "sae_weights.safetensors").exists():
-        tc = _load_saelens(path)
+        tc = _load_saelens(path, input_hook)
     elif path.is_dir() and (path / "sae.safetensors").exists():
         tc = _load_sparsify(path)
     elif path.suffix == ".pt":
-        tc = _load_transcoder_circuits(path)
+        tc = _load_transcoder_circuits(path, input_hook)
     elif path.suffix == ".safetensors" and path.is_file():
         tc = load_ours(path)
     else:
         raise StageError(
             f"{path}: not a transcoder file this knows (ours .safetensors, transcoder_circuits "
-            ".pt, a SAELens or sparsify folder, or circuit-tracer's config.yaml beside it)"
+            ".pt, a SAELens or sparsify folder; circuit-tracer's files and Gemma Scope's .npz "
+            "with circuit-tracer's config.yaml beside them)"
         )
     if layer is not None and tc.layer != layer:
         raise StageError(f"{path} is a transcoder for layer {tc.layer}, not {layer}")
+    if input_hook:
+        tc.input_hook = parse_hook(input_hook, where="traces.input_hook")[1]
+        tc.meta["input_hook_from"] = "traces.input_hook"
     return tc
+
+
+def input_point(name: str, where: str, override: str | None) -> tuple[int | None, str]:
+    """(layer, point) of a file's input hook field ``name``; with ``override``
+    (``traces.input_hook``) the field gives only the layer, so a point this does not know
+    (SAELens's ``hook_mlp_in``) needs no reading."""
+    if override:
+        return hook_layer(name), parse_hook(override, where="traces.input_hook")[1]
+    return parse_hook(name, where=where)
 
 
 def torch_load(path: Path) -> Any:
@@ -108,7 +129,7 @@ def need_field(cfg: dict[str, Any], name: str, path: Path) -> Any:
     return cfg[name]
 
 
-def _load_transcoder_circuits(path: Path) -> Transcoder:
+def _load_transcoder_circuits(path: Path, override: str | None = None) -> Transcoder:
     """``{"cfg": LanguageModelSAERunnerConfig, "state_dict": {...}}`` written by torch.save.
 
     Read with torch's weights-only unpickler: the config class is replaced by a plain record
@@ -131,8 +152,8 @@ def _load_transcoder_circuits(path: Path) -> Transcoder:
     need_tensors(state, WEIGHTS, path)
     if cfg.get("is_transcoder") is False:
         raise StageError(f"{path}: cfg.is_transcoder is false: an SAE, not a transcoder")
-    layer, input_hook = parse_hook(
-        need_field(cfg, "hook_point", path), where=f"{path} cfg.hook_point"
+    layer, input_hook = input_point(
+        need_field(cfg, "hook_point", path), f"{path} cfg.hook_point", override
     )
     if layer is None:
         raise StageError(f"{path}: cfg.hook_point {cfg['hook_point']!r} names no block")
@@ -148,24 +169,68 @@ def _load_transcoder_circuits(path: Path) -> Transcoder:
     )
 
 
-def _load_saelens(folder: Path) -> Transcoder:
+def _saelens_hooks(
+    cfg: dict[str, Any], cfg_path: Path, override: str | None
+) -> tuple[int, str, str, str]:
+    """(layer, input point, output point, the field the input point came from) of a SAELens
+    config. An HF module name (``hf_hook_name`` / ``hf_hook_name_out``, as SAELens's Gemma
+    Scope 2 configs carry) decides the point: those configs say ``blocks.L.hook_mlp_in``,
+    which TransformerLens gives to the norm's input, for the norm's output."""
+    meta = cfg.get("metadata") or {}
+
+    def field(name: str) -> tuple[str, Any]:  # SAELens 6 keeps these in metadata, 5 at the top
+        if meta.get(name) is not None:
+            return f"metadata.{name}", meta[name]
+        return name, cfg.get(name)
+
+    hook_field, hook = field("hook_name")
+    if hook is None and cfg.get("hook_point"):
+        hook_field, hook = "hook_point", cfg["hook_point"]
+    if hook is None:
+        name = "metadata.hook_name" if "metadata" in cfg else "hook_name"
+        raise StageError(f"{cfg_path}: no field {name!r}")
+    layer = hook_layer(hook)
+    hf_field, hf_hook = field("hf_hook_name")
+    if override:
+        input_hook = parse_hook(override, where="traces.input_hook")[1]
+        input_from = "traces.input_hook"
+    elif hf_hook is not None:
+        hf_layer, input_hook = parse_hf_hook(hf_hook, where=f"{cfg_path} {hf_field}")
+        if layer is not None and hf_layer != layer:
+            raise StageError(f"{cfg_path}: {hook_field} {hook!r} and {hf_field} {hf_hook!r} differ")
+        layer, input_from = hf_layer, f"cfg.json {hf_field}"
+    elif str(hook).endswith("hook_mlp_in"):
+        raise StageError(
+            f"{cfg_path}: {hook_field} {hook!r} is ambiguous and no hf_hook_name says which "
+            "point it is (TransformerLens's hook_mlp_in is the norm's input, hook_resid_mid; "
+            "Gemma Scope 2 uses the name for its output, mlp.hook_in): set traces.input_hook"
+        )
+    else:
+        layer, input_hook = parse_hook(hook, where=f"{cfg_path} {hook_field}")
+        input_from = f"cfg.json {hook_field}"
+    if layer is None:
+        raise StageError(f"{cfg_path}: {hook_field} {hook!r} names no block")
+    out_field, out = field("hf_hook_name_out")
+    if out is not None:
+        out_layer, output_hook = parse_hf_hook(out, output=True, where=f"{cfg_path} {out_field}")
+        if out_layer != layer:
+            raise StageError(f"{cfg_path}: {out_field} {out!r} is not layer {layer}'s")
+    else:
+        out_field, out = field("hook_name_out")
+        where = f"{cfg_path} {out_field}"
+        output_hook = parse_hook(out or "hook_mlp_out", output=True, where=where)[1]
+    return layer, input_hook, output_hook, input_from
+
+
+def _load_saelens(folder: Path, override: str | None = None) -> Transcoder:
     cfg_path = folder / "cfg.json"
     if not cfg_path.exists():
         raise StageError(f"{folder}: a SAELens folder needs cfg.json")
     cfg = read_json(cfg_path)
     tensors, _ = read_tensors(folder / "sae_weights.safetensors")
     need_tensors(tensors, ("W_enc", "b_enc", "W_dec", "b_dec"), folder / "sae_weights.safetensors")
-    meta = cfg.get("metadata") or {}
     version = 6 if "metadata" in cfg else 5
-    hook = meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point")
-    if not hook:
-        field = "metadata.hook_name" if version == 6 else "hook_name"
-        raise StageError(f"{cfg_path}: no field {field!r}")
-    hook_field = "metadata.hook_name" if meta.get("hook_name") else "hook_name"
-    layer, input_hook = parse_hook(hook, where=f"{cfg_path} {hook_field}")
-    if layer is None:
-        raise StageError(f"{cfg_path}: {hook_field} {hook!r} names no block")
-    out = meta.get("hook_name_out") or cfg.get("hook_name_out") or "hook_mlp_out"
+    layer, input_hook, output_hook, input_from = _saelens_hooks(cfg, cfg_path, override)
     arch = str(cfg.get("architecture", "standard"))
     activation = SAELENS_TRANSCODERS.get(arch)
     old_style = version == 5 and ("d_out" in cfg or cfg.get("hook_name_out"))
@@ -213,13 +278,13 @@ def _load_saelens(folder: Path) -> Transcoder:
         b_dec_out=b_dec_out,
         layer=layer,
         input_hook=input_hook,
-        output_hook=parse_hook(out, output=True, where=f"{cfg_path} hook_name_out")[1],
+        output_hook=output_hook,
         activation=activation,
         k=None if k is None else int(k),
         threshold=threshold,
         W_skip=None if skip is None else skip.T,
         log_frequency=log_frequency_of(folder),
-        meta={"format": f"saelens{version}", "input_hook_from": f"cfg.json {hook_field}"},
+        meta={"format": f"saelens{version}", "input_hook_from": input_from},
         source=str(folder),
     )
 

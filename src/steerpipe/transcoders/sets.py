@@ -4,13 +4,8 @@
         --file 'layer_{layer}.safetensors' --layers 0 9 18 27     # prints the local folder
 
 - A folder: ``file.format(layer=L)`` in it, in any format of ``formats``.
-- circuit-tracer (``circuit_tracer/transcoder/single_layer_transcoder.py``,
-  ``utils/hf_utils.py``): a folder with ``config.yaml`` (``feature_input_hook``,
-  ``feature_output_hook``, ``activation``, ``k``, optional ``transcoders``) and one
-  safetensors per layer: ``W_enc``/``W_dec`` ``[d_transcoder, d_model]``, ``b_dec`` the output
-  bias, optional ``W_skip`` (``x @ W_skip.T``) and ``activation_function.threshold`` (JumpReLU).
-  TopK without ``k`` is k = 128 for ``facebook/crv-8b-instruct-transcoders``, as
-  circuit-tracer hard-codes it.
+- circuit-tracer: a folder with ``config.yaml`` and one file per layer, in its own layout or
+  Gemma Scope's (``.npz``) or Gemma Scope 2's (``circuit_tracer``).
 - A hub repo id: the files of the requested layers, from the local HF cache first.
 
 ``traces.input_hook`` overrides the input hook of every format. Layers load one at a time
@@ -24,25 +19,16 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from steerpipe.config import StageError
-from steerpipe.lm.hooks import parse_hook
-from steerpipe.storage import read_tensors
-from steerpipe.transcoders.formats import (
-    CIRCUITS_SPARSITY,
-    load_transcoder,
-    log_frequency_of,
-    need_field,
-)
-from steerpipe.transcoders.transcoder import Transcoder, need_tensors, place
+from steerpipe.transcoders.circuit_tracer import circuit_tracer_config, load_set_layer
+from steerpipe.transcoders.formats import CIRCUITS_SPARSITY, load_transcoder, log_frequency_of
+from steerpipe.transcoders.transcoder import Transcoder, place
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-CRV_TOPK = {"facebook/crv-8b-instruct-transcoders": 128}  # circuit-tracer's hard-coded k
 
 
 def iter_layers(
@@ -58,19 +44,15 @@ def iter_layers(
     folder = Path(source)
     if not folder.is_dir():
         raise StageError(f"traces.transcoders: {folder} is not a folder")
-    config = _circuit_tracer_config(folder)
+    config = circuit_tracer_config(folder)
     for layer in layers:
         if config is not None:
-            tc = _load_circuit_tracer(folder, config, file, layer)
-        else:
-            path = folder / file.format(layer=layer)
-            if not path.exists():
-                raise StageError(f"no transcoder for layer {layer}: {path} does not exist")
-            tc = load_transcoder(path, layer)
-        if input_hook:
-            tc.input_hook = parse_hook(input_hook, where="traces.input_hook")[1]
-            tc.meta["input_hook_from"] = "traces.input_hook"
-        yield tc
+            yield load_set_layer(folder, config, file, layer, input_hook)
+            continue
+        path = folder / file.format(layer=layer)
+        if not path.exists():
+            raise StageError(f"no transcoder for layer {layer}: {path} does not exist")
+        yield load_transcoder(path, layer, input_hook=input_hook)
 
 
 def load_layers(
@@ -83,7 +65,7 @@ def read_log_frequency(source: str | Path, file: str, layer: int) -> torch.Tenso
     """The log10 firing frequencies a transcoder file ships, without reading its weights
     (None where the format has none: circuit-tracer, sparsify)."""
     folder = Path(source)
-    if _circuit_tracer_config(folder) is not None:
+    if circuit_tracer_config(folder) is not None:
         return None
     return log_frequency_of(folder / file.format(layer=layer))
 
@@ -140,102 +122,10 @@ def resolve_source(
 
 
 def _has_layers(folder: Path, file: str, layers: list[int]) -> bool:
-    config = _circuit_tracer_config(folder)
+    config = circuit_tracer_config(folder)
     if config is not None and "transcoders" in config:
         return True  # its layer files are named in the config and fetched when read
     return all((folder / file.format(layer=layer)).exists() for layer in layers)
-
-
-def _hub_repo_of(folder: Path) -> str:
-    """``org/name`` of a folder in the HF cache (``models--org--name/snapshots/<sha>``)."""
-    repo = folder.resolve().parent.parent.name
-    if not repo.startswith("models--"):
-        return ""
-    return repo.removeprefix("models--").replace("--", "/", 1)
-
-
-def _circuit_tracer_config(folder: Path) -> dict[str, Any] | None:
-    path = folder / "config.yaml"
-    if not path.exists():
-        return None
-    config = yaml.safe_load(path.read_text()) or {}
-    kind = config.get("model_kind", "transcoder_set")
-    if kind != "transcoder_set":
-        raise StageError(f"{path}: model_kind {kind!r}: only per-layer transcoder sets are read")
-    for name in ("feature_input_hook", "feature_output_hook"):
-        need_field(config, name, path)
-    return dict(config)
-
-
-def _layer_file(folder: Path, config: dict[str, Any], file: str, layer: int) -> Path:
-    entries = config.get("transcoders")
-    if not entries:
-        path = folder / file.format(layer=layer)
-    elif layer >= len(entries):
-        raise StageError(f"{folder / 'config.yaml'}: transcoders lists no layer {layer}")
-    elif str(entries[layer]).startswith("hf://"):
-        from huggingface_hub import hf_hub_download
-
-        repo_path, _, query = str(entries[layer])[5:].partition("?")
-        owner, name, rel = repo_path.split("/", 2)
-        revision = query.split("revision=")[-1] if "revision=" in query else None
-        try:
-            path = Path(hf_hub_download(f"{owner}/{name}", rel, revision=revision))
-        except Exception as e:
-            raise StageError(f"{folder / 'config.yaml'}: cannot fetch {entries[layer]}") from e
-    else:
-        path = folder / str(entries[layer])
-    if not path.exists():
-        raise StageError(f"no transcoder for layer {layer}: {path} does not exist")
-    return path
-
-
-def _load_circuit_tracer(folder: Path, config: dict[str, Any], file: str, layer: int) -> Transcoder:
-    path = _layer_file(folder, config, file, layer)
-    where = str(folder / "config.yaml")
-    tensors, _ = read_tensors(path)
-    need_tensors(tensors, ("W_enc", "b_enc", "W_dec", "b_dec"), path)
-    d_t, d_model = len(tensors["b_enc"]), len(tensors["b_dec"])
-    for name in ("W_enc", "W_dec"):
-        if tuple(tensors[name].shape) != (d_t, d_model):
-            raise StageError(
-                f"{path}: {name} is {tuple(tensors[name].shape)}; circuit-tracer stores it "
-                f"[d_transcoder, d_model] = {(d_t, d_model)}"
-            )
-    threshold = tensors.get("activation_function.threshold", tensors.get("threshold"))
-    activation = config.get("activation") or ("jumprelu" if threshold is not None else "relu")
-    k = None
-    if activation == "topk":
-        k = config.get("k") or (int(tensors["k"]) if "k" in tensors else None)
-        k = k or CRV_TOPK.get(_hub_repo_of(folder))
-        if k is None:
-            raise StageError(f"{folder / 'config.yaml'}: activation topk needs a field 'k'")
-    elif activation == "jumprelu":
-        if threshold is None:
-            raise StageError(f"{path}: no tensor activation_function.threshold for jumprelu")
-        if bool((threshold < 0).any()):
-            raise StageError(f"{path}: negative JumpReLU thresholds are not supported")
-    elif activation != "relu":
-        raise StageError(f"{folder / 'config.yaml'}: activation {activation!r} is not known")
-    skip = tensors.get("W_skip")
-    return Transcoder(
-        W_enc=tensors["W_enc"].T,
-        b_enc=tensors["b_enc"],
-        W_dec=tensors["W_dec"],
-        b_dec=torch.zeros(d_model, dtype=tensors["b_dec"].dtype),
-        b_dec_out=tensors["b_dec"],
-        layer=layer,
-        input_hook=parse_hook(config["feature_input_hook"], where=f"{where} feature_input_hook")[1],
-        output_hook=parse_hook(
-            config["feature_output_hook"], output=True, where=f"{where} feature_output_hook"
-        )[1],
-        activation=activation,
-        k=None if k is None else int(k),
-        threshold=threshold if activation == "jumprelu" else None,
-        W_skip=None if skip is None else skip.T,
-        meta={"format": "circuit-tracer", "input_hook_from": "config.yaml feature_input_hook"},
-        source=str(path),
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
