@@ -342,7 +342,9 @@ def test_bad_files_name_the_file_and_the_field(tmp_path: Path) -> None:
     write_circuit_tracer(tmp_path / "d", {0: ct}, activation="topk")
     expect(tmp_path / "d", "layer_{layer}.safetensors", "topk needs a field 'k'")
     write_circuit_tracer(tmp_path / "e", {0: ct}, model_kind="cross_layer_transcoder")
-    expect(tmp_path / "e", "layer_{layer}.safetensors", "model_kind 'cross_layer_transcoder'")
+    expect(tmp_path / "e", "layer_{layer}.safetensors", "cross_layer_transcoder, but no W_enc_0")
+    write_circuit_tracer(tmp_path / "e2", {0: ct}, model_kind="crosscoder")
+    expect(tmp_path / "e2", "layer_{layer}.safetensors", "model_kind 'crosscoder' is not")
     sl = {k: w[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
     no_hook = saelens6_cfg("blocks.0.mlp.hook_in")
     no_hook["metadata"].pop("hook_name")

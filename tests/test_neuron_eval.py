@@ -6,9 +6,11 @@ import contextlib
 
 import pytest
 import torch
+from test_cross_layer import _raw
 from test_traces import PROMPTS, TC, TC2
 
 from steerpipe.lm.generation import generate
+from steerpipe.transcoders.cross_layer import CrossLayerTranscoder
 from steerpipe.transcoders.neuron_eval import (
     FeatureSteer,
     answer_context,
@@ -41,6 +43,43 @@ def test_rows_steer_their_own_features(tiny_model) -> None:
             alone = generate(tiny_model, [prompts[i]], **kwargs)[0]
         assert mixed[i] == alone
     assert mixed[2:] != base[2:]
+
+
+@pytest.mark.parametrize("mode", ["delta", "replace"])
+def test_rows_steer_a_cross_layer_transcoders_features(tiny_model, mode: str) -> None:
+    """Rows of one batch steer features of two source layers of one cross-layer transcoder
+    (delta) or of one (replace: all its rows write from the same layer up), each as alone."""
+    raw = _raw(seed=1, skip=True)
+    clt = CrossLayerTranscoder(
+        W_enc=raw["W_enc"].transpose(1, 2).contiguous(),
+        b_enc=raw["b_enc"],
+        W_dec=[raw[f"W_dec.{i}"] for i in range(4)],
+        b_dec=raw["b_dec"],
+        input_hook="mlp.hook_in",
+        threshold=raw["threshold"],
+        W_skip=raw["W_skip"],
+    )
+    transcoders = {1: clt.source(1), 2: clt.source(2)}
+    feats = torch.arange(0, 32, 2)
+    steers = [FeatureSteer(2, feats, 1.0), FeatureSteer(2, feats, 5.0)]
+    if mode == "delta":
+        steers += [None, FeatureSteer(1, feats, 0.0)]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1]][: len(steers)]
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+    mixed = generate_steered(
+        tiny_model, prompts, steers, transcoders, mode=mode, batch_size=4, **kwargs
+    )
+    base = generate(tiny_model, prompts, **kwargs)
+    for i, s in enumerate(steers):
+        if s is None:
+            assert mixed[i] == base[i]
+            continue
+        with steer_features(tiny_model, transcoders[s.layer], s.features, s.strength, mode=mode):
+            alone = generate(tiny_model, [prompts[i]], **kwargs)[0]
+        assert mixed[i] == alone, i
+    if mode == "delta":
+        assert mixed[0] == base[0]  # strength 1.0 is the model itself
+    assert mixed[1] != base[1]
 
 
 def by_hand_margin(model, prompt: list[int], steer, transcoders, right_yes: bool) -> float:

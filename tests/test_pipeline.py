@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 from pipeline_repo import ALL, EXPERIMENT_B, ran, restore, run, run_stage, set_params
+from test_cross_layer import _raw, write_circuit_tracer_clt
 from tiny import synthetic_rows
 
 from steerpipe.steering.steps import SCHEMA
@@ -444,3 +445,26 @@ def test_row_missing_a_field_fails_cleanly(repo: Path) -> None:
     assert proc.returncode == 1
     assert "row 2: missing field(s) steps" in proc.stderr
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_a_cross_layer_transcoder_runs_experiment_b(repo: Path, tmp_path: Path) -> None:
+    """traces, neurons and neuron_eval on a cross-layer transcoder in circuit-tracer's layout:
+    features by source layer, the gate at every layer they write to, and the neurons' x1.0
+    rows (delta) the model itself."""
+    write_circuit_tracer_clt(tmp_path / "clt", _raw())
+    set_params(repo, traces__transcoders=str(tmp_path / "clt"), traces__layers=[1, 2])
+    try:
+        for name in ("traces", "neurons", "neuron_eval"):
+            proc = run_stage(repo, name)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics = json.loads((repo / "data/traces/metrics.json").read_text())
+        assert sorted(metrics["fidelity"]) == ["target_1", "target_2", "target_3"]
+        rows = pq.read_table(repo / "data/neuron_eval/generations.parquet").to_pylist()
+        assert {r["layer"] for r in rows} == {None, 1, 2}
+        base = {r["id"]: r["generation"] for r in rows if r["condition"] == "base"}
+        ones = [r for r in rows if r["strength"] == 1.0]
+        assert ones and all(r["generation"] == base[r["id"]] for r in ones)
+    finally:  # the outputs' folders have layer 2's files too: --force drops them
+        run(repo, "git", "checkout", "-q", "--", ".")
+        run(repo, "dvc", "checkout", "--force", "-q")
+        assert run(repo, "dvc", "status", "--json").stdout.strip() == "{}"

@@ -16,6 +16,18 @@ the per-layer files, which this tells apart by what they hold (circuit-tracer by
   d_transcoder]``, ``w_dec``, ``b_enc``, ``b_dec``, ``threshold`` and, in the affine ones,
   ``affine_skip_connection [d_in, d_out]`` (``x @ affine``); JumpReLU.
 
+A cross-layer transcoder (``model_kind: cross_layer_transcoder``;
+``circuit_tracer/transcoder/cross_layer_transcoder.py``) comes in two layouts: circuit-tracer's
+own (``to_safetensors``, ``load_clt``: ``W_enc_{l}.safetensors`` with ``W_enc_{l}
+[d_transcoder, d_model]``, ``b_enc_{l}``, ``b_dec_{l}``, optional ``threshold_{l}``, and
+``W_dec_{l}.safetensors`` with ``W_dec_{l} [d_transcoder, n - l, d_model]``; no skip) and
+Gemma Scope 2's (``load_gemma_scope_2_clt``: the files ``transcoders`` lists, one per layer,
+``w_enc [d_model, d_transcoder]``, ``w_dec [d_transcoder, n, d_model]`` of which the columns
+from the layer up are used, ``b_enc``, ``b_dec``, ``threshold``, optional
+``affine_skip_connection [d_in, d_out]``). circuit-tracer 0.5.0's ``load_gemma_scope_2_clt``
+reads layers ``range(max(paths))``, one fewer than it is given, and then fails on the
+decoders' shapes; this reads all of them.
+
 circuit-tracer's JumpReLU is ``x * (x > threshold)`` (``activation_functions.py``): the same as
 ours, ``relu(x) * (x > threshold)``, for the thresholds of zero or more that this accepts.
 """
@@ -33,6 +45,7 @@ import yaml
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import parse_hook
 from steerpipe.storage import read_tensors, reading
+from steerpipe.transcoders.cross_layer import CrossLayerTranscoder
 from steerpipe.transcoders.formats import need_field
 from steerpipe.transcoders.transcoder import Transcoder, need_tensors
 
@@ -51,9 +64,11 @@ def circuit_tracer_config(folder: Path) -> dict[str, Any] | None:
             raise ValueError(str(e).replace("\n", " ")) from e
     if not isinstance(config, dict):
         raise StageError(f"{path}: not a circuit-tracer config (a YAML mapping)")
-    kind = config.get("model_kind", "transcoder_set")
-    if kind != "transcoder_set":
-        raise StageError(f"{path}: model_kind {kind!r}: only per-layer transcoder sets are read")
+    kind = config.setdefault("model_kind", "transcoder_set")
+    if kind not in ("transcoder_set", "cross_layer_transcoder"):
+        raise StageError(
+            f"{path}: model_kind {kind!r} is not transcoder_set or cross_layer_transcoder"
+        )
     for name in ("feature_input_hook", "feature_output_hook"):
         need_field(config, name, path)
     return dict(config)
@@ -193,4 +208,74 @@ def load_set_layer(
             "input_hook_from": hook_from,
         },
         source=str(path),
+    )
+
+
+def load_clt(
+    folder: Path, config: dict[str, Any], input_hook: str | None = None
+) -> CrossLayerTranscoder:
+    """The cross-layer transcoder of a folder whose ``config.yaml`` says
+    ``model_kind: cross_layer_transcoder``, in either layout."""
+    where = folder / "config.yaml"
+    hooks = {
+        "input_hook": input_hook or config["feature_input_hook"],
+        "output_hook": config["feature_output_hook"],
+    }
+    hook_from = "traces.input_hook" if input_hook else "config.yaml feature_input_hook"
+    meta = {"format": "circuit-tracer cross-layer transcoder", "input_hook_from": hook_from}
+    if config.get("transcoders"):  # Gemma Scope 2: one file per layer
+        layers = []
+        for layer in range(len(config["transcoders"])):
+            path = layer_file(folder, config, "", layer)
+            raw, _ = read_tensors(path)
+            need_tensors(raw, ("w_enc", "w_dec", "b_enc", "b_dec", "threshold"), path)
+            layers.append(raw)
+        n = len(layers)
+        for layer, raw in enumerate(layers):
+            if raw["w_dec"].dim() != 3 or raw["w_dec"].shape[1] != n:
+                shape = tuple(raw["w_dec"].shape)
+                raise StageError(
+                    f"{layer_file(folder, config, '', layer)}: w_dec is {shape}; Gemma Scope 2 "
+                    f"stores [d_transcoder, {n}, d_model] for {n} layers"
+                )
+        skip = [raw["affine_skip_connection"] for raw in layers if "affine_skip_connection" in raw]
+        return CrossLayerTranscoder(
+            W_enc=torch.stack([raw["w_enc"] for raw in layers]),
+            b_enc=torch.stack([raw["b_enc"] for raw in layers]),
+            W_dec=[raw["w_dec"][:, layer:] for layer, raw in enumerate(layers)],
+            b_dec=torch.stack([raw["b_dec"] for raw in layers]),
+            threshold=torch.stack([raw["threshold"] for raw in layers]),
+            W_skip=torch.stack(skip) if len(skip) == n else None,
+            meta={**meta, "layout": "Gemma Scope 2"},
+            source_path=str(where),
+            **hooks,
+        )
+    n = len(list(folder.glob("W_enc_*.safetensors")))
+    if n == 0:
+        raise StageError(
+            f"{where}: model_kind cross_layer_transcoder, but no W_enc_0.safetensors ... beside "
+            "it nor a transcoders list"
+        )
+    enc, dec = [], []
+    for layer in range(n):
+        path = folder / f"W_enc_{layer}.safetensors"
+        if not path.exists():
+            raise StageError(f"{path} does not exist ({n} W_enc_*.safetensors files in {folder})")
+        raw, _ = read_tensors(path)
+        need_tensors(raw, tuple(f"{k}_{layer}" for k in ("W_enc", "b_enc", "b_dec")), path)
+        enc.append(raw)
+        path = folder / f"W_dec_{layer}.safetensors"
+        dec.append(read_tensors(path)[0].get(f"W_dec_{layer}"))
+        if dec[-1] is None:
+            raise StageError(f"{path}: no tensor W_dec_{layer}")
+    thresholds = [raw.get(f"threshold_{layer}") for layer, raw in enumerate(enc)]
+    return CrossLayerTranscoder(
+        W_enc=torch.stack([raw[f"W_enc_{layer}"].T for layer, raw in enumerate(enc)]),
+        b_enc=torch.stack([raw[f"b_enc_{layer}"] for layer, raw in enumerate(enc)]),
+        W_dec=dec,  # type: ignore[arg-type]
+        b_dec=torch.stack([raw[f"b_dec_{layer}"] for layer, raw in enumerate(enc)]),
+        threshold=None if thresholds[0] is None else torch.stack(thresholds),  # type: ignore[arg-type]
+        meta={**meta, "layout": "circuit-tracer"},
+        source_path=str(where),
+        **hooks,
     )

@@ -24,6 +24,7 @@ from steerpipe.config import StageError
 from steerpipe.lm.activations import StopForward, right_pad, token_batches
 from steerpipe.lm.hooks import on_mlp, on_resid_pre
 from steerpipe.lm.shared_layers import recording_inputs, starting_at
+from steerpipe.transcoders.cross_layer import CrossLayerTranscoder, scale_clt_features
 from steerpipe.transcoders.transcoder import Transcoder, steer_features
 
 
@@ -72,13 +73,18 @@ def evaluate(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> dict[s
     f = transcoder.encode(xt)
     recon = transcoder.decode(f, xt).float().cpu()
     f = f.float().cpu()
-    residual = ((recon - y) ** 2).sum()
-    total = ((y - y.mean(0)) ** 2).sum()
     return {
-        "fraction_variance_explained": float(1 - residual / total),
+        "fraction_variance_explained": variance_explained(recon, y),
         "l0": float((f != 0).float().sum(-1).mean()),
         "dead_fraction": float(((f != 0).sum(0) == 0).float().mean()),
     }
+
+
+def variance_explained(recon: torch.Tensor, y: torch.Tensor) -> float:
+    """1 - the residual's sum of squares over ``y``'s about its mean, in float32."""
+    residual = ((recon - y) ** 2).sum()
+    total = ((y - y.mean(0)) ** 2).sum()
+    return float(1 - residual / total)
 
 
 def next_token_loss(
@@ -147,7 +153,14 @@ def next_token_losses(
         targets = ids[:, 1:][valid]
         for k, tc in enumerate(transcoders):
             logits = plain
-            if tc is not None:  # from its layer up, on the plain run's input there
+            if tc is not None and tc.cross_layer is not None:
+                # its layer's output from the features of every layer below: a whole run
+                replace = scale_clt_features(
+                    model, tc.cross_layer, {}, mode="replace", targets=[tc.layer]
+                )
+                with torch.no_grad(), replace:
+                    logits = model(input_ids=ids, attention_mask=mask).logits
+            elif tc is not None:  # from its layer up, on the plain run's input there
                 with (
                     torch.no_grad(),
                     starting_at(model, tc.layer, seen[tc.layer]),
@@ -216,13 +229,66 @@ def fidelity(
     }
 
 
+def clt_fidelity(
+    model: PreTrainedModel,
+    clt: CrossLayerTranscoder,
+    targets: list[int],
+    sequences: list[list[int]],
+    *,
+    token_budget: int = 4096,
+    pad_id: int = 0,
+    base_loss: float | None = None,
+) -> dict[int, dict[str, float]]:
+    """``fidelity`` of a cross-layer transcoder at each layer of ``targets``: its output there
+    from the features of every layer up to it, and the loss with that layer's output replaced
+    (L0: the target layer's own features)."""
+    io = {
+        layer: collect_mlp_io(
+            model,
+            sequences,
+            layer,
+            input_hook=clt.input_hook,
+            output_hook=clt.output_hook,
+            token_budget=token_budget,
+            pad_id=pad_id,
+            skip_first=True,
+            progress=False,
+        )  # fmt: skip
+        for layer in range(max(targets) + 1)
+    }
+    w = clt.W_enc
+    xs = {layer: x.to(w.device, w.dtype) for layer, (x, _) in io.items()}
+    features = {layer: clt.encode(layer, x) for layer, x in xs.items()}
+    if base_loss is None:
+        base_loss = next_token_loss(model, sequences, token_budget=token_budget, pad_id=pad_id)
+    out = {}
+    for t in targets:
+        recon = clt.decode(t, features, xs[t]).float().cpu()
+        replaced = next_token_loss(
+            model, sequences, transcoder=clt.source(t), token_budget=token_budget, pad_id=pad_id
+        )
+        out[t] = {
+            "fraction_variance_explained": variance_explained(recon, io[t][1]),
+            "l0": float((features[t] != 0).float().sum(-1).mean()),
+            "tokens": int(xs[t].shape[0]),
+            "next_token_loss": base_loss,
+            "next_token_loss_replaced": replaced,
+            "loss_increase": replaced - base_loss,
+        }
+    return out
+
+
 def check_fidelity(transcoder: Transcoder, stats: dict[str, Any], min_fve: float | None) -> None:
     """Stop, naming the file and the hook point it was read at, when ``fidelity`` measured
     less than ``min_fve`` (None: no gate). A transcoder read at the wrong point fails here."""
     fve = stats["fraction_variance_explained"]
+    what = f"transcoder {transcoder.source or '?'} (layer {transcoder.layer})"
+    if transcoder.cross_layer is not None:
+        source, layer = transcoder.source or "?", transcoder.layer
+        what = f"cross-layer transcoder {source}, its output at layer {layer},"
     if min_fve is not None and not fve >= min_fve:
         raise StageError(
-            f"transcoder {transcoder.source or '?'} (layer {transcoder.layer}) read at "
+            f"{what} read at "
             f"{transcoder.input_hook} (from {transcoder.meta.get('input_hook_from', '?')}) "
             f"explains {fve:.3f} of the MLP output's variance on {stats['tokens']} tokens, "
             f"below traces.min_fve={min_fve}; if it reads another point, set traces.input_hook "
@@ -244,10 +310,23 @@ def gated(
     base_loss = next_token_loss(model, sample, pad_id=pad_id)
     kept: dict[int, Transcoder] = {}
     measured: dict[str, dict[str, Any]] = {}
+    sources: list[Transcoder] = []  # a cross-layer transcoder's, measured where they write
     for tc in transcoders:
+        if tc.cross_layer is not None:
+            sources.append(tc)
+            continue
         stats = fidelity(model, tc, sample, pad_id=pad_id, base_loss=base_loss)
         print(f"layer {tc.layer} ({tc.input_hook}): {stats}")
         check_fidelity(tc, stats, min_fve)
         measured[f"layer_{tc.layer}"] = {**stats, "input_hook": tc.input_hook}
         kept[tc.layer] = tc
+    if sources:
+        clt = sources[0].cross_layer
+        assert clt is not None
+        targets = list(range(min(tc.layer for tc in sources), clt.n_layers))
+        for t, stats in clt_fidelity(model, clt, targets, sample, pad_id=pad_id).items():
+            print(f"cross-layer output at layer {t} ({clt.input_hook}): {stats}")
+            check_fidelity(clt.source(t), stats, min_fve)
+            measured[f"target_{t}"] = {**stats, "input_hook": clt.input_hook}
+        kept |= {tc.layer: tc for tc in sources}
     return kept, measured

@@ -30,6 +30,7 @@ from steerpipe.config import check
 from steerpipe.lm.generation import generate
 from steerpipe.lm.offsets import tokens_before
 from steerpipe.lm.prefill import left_pad
+from steerpipe.transcoders.cross_layer import scale_clt_features
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
 from steerpipe.transcoders.yesno import answer_start
@@ -157,12 +158,25 @@ def feature_hook(
             if s.layer not in scales:
                 scales[s.layer] = torch.ones(len(rows), transcoders[s.layer].d_sae)
             scales[s.layer][j, s.features.long()] = s.strength
+        # a cross-layer transcoder's layers in one hook: replace writes each layer once
+        clt = {layer: sc for layer, sc in scales.items() if transcoders[layer].cross_layer}
         with ExitStack() as stack:
             for layer, scale in scales.items():
-                stack.enter_context(scale_features(model, transcoders[layer], scale, mode=mode))
+                if layer not in clt:
+                    stack.enter_context(scale_features(model, transcoders[layer], scale, mode=mode))
+            if clt:
+                whole = transcoders[next(iter(clt))].cross_layer
+                assert whole is not None
+                stack.enter_context(scale_clt_features(model, whole, clt, mode=mode))
             yield
 
     return hook
+
+
+def hook_start(steer: FeatureSteer, transcoders: dict[int, Transcoder], mode: str) -> int:
+    """The lowest layer a row's steering acts on."""
+    whole = transcoders[steer.layer].cross_layer is not None
+    return 0 if whole and mode == "replace" else steer.layer
 
 
 def generate_steered(
@@ -184,8 +198,9 @@ def generate_steered(
     if len(steers) != len(prompts):
         raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
     hook = feature_hook(steers, transcoders, model, mode)
-    # a row's hook acts from its layer up: rows of one question share the layers below
-    layers = [None if s is None else s.layer for s in steers]
+    # a row's hook acts from its layer up: rows of one question share the layers below; a
+    # cross-layer transcoder's replace reads the features of every layer from the first
+    layers = [None if s is None else hook_start(s, transcoders, mode) for s in steers]
     if first_logits is None:
         return generate(model, prompts, batch_hook=hook, hook_layers=layers, **generate_kwargs)
     tokens = torch.tensor(list(watch), dtype=torch.long)

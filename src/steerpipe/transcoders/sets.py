@@ -5,7 +5,8 @@
 
 - A folder: ``file.format(layer=L)`` in it, in any format of ``formats``.
 - circuit-tracer: a folder with ``config.yaml`` and one file per layer, in its own layout or
-  Gemma Scope's (``.npz``) or Gemma Scope 2's (``circuit_tracer``).
+  Gemma Scope's (``.npz``) or Gemma Scope 2's, or a cross-layer transcoder, whose layers are
+  its source layers (``circuit_tracer``, ``cross_layer``).
 - A hub repo id: the files of the requested layers, from the local HF cache first.
 
 ``traces.input_hook`` overrides the input hook of every format. Layers load one at a time
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from steerpipe.config import StageError
-from steerpipe.transcoders.circuit_tracer import circuit_tracer_config, load_set_layer
+from steerpipe.transcoders.circuit_tracer import circuit_tracer_config, load_clt, load_set_layer
 from steerpipe.transcoders.formats import CIRCUITS_SPARSITY, load_transcoder, log_frequency_of
 from steerpipe.transcoders.transcoder import Transcoder, place
 
@@ -45,6 +46,15 @@ def iter_layers(
     if not folder.is_dir():
         raise StageError(f"traces.transcoders: {folder} is not a folder")
     config = circuit_tracer_config(folder)
+    if config is not None and config["model_kind"] == "cross_layer_transcoder":
+        clt = load_clt(folder, config, input_hook)  # whole: a feature writes to every later layer
+        for layer in layers:
+            if not 0 <= layer < clt.n_layers:
+                raise StageError(
+                    f"{folder}: layer {layer}: the cross-layer transcoder has {clt.n_layers} layers"
+                )
+            yield clt.source(layer)
+        return
     for layer in layers:
         if config is not None:
             yield load_set_layer(folder, config, file, layer, input_hook)
@@ -76,7 +86,11 @@ def placed_layers(
     """``iter_layers`` of ``source`` (a folder or a hub id, ``resolve_source``), each checked
     against ``model`` and placed on its layer's device before the next one is read."""
     folder = resolve_source(source, file, layers)
+    placed_clt = None  # a cross-layer transcoder is placed once, for all its layers
     for tc in iter_layers(folder, file, layers, input_hook=input_hook):
+        if tc.cross_layer is not None:
+            placed_clt = placed_clt or tc.cross_layer.place(model)
+            tc = placed_clt.source(tc.layer)
         yield place(tc, model)
 
 
@@ -94,7 +108,8 @@ def resolve_source(
         return path
     if not HUB_ID.match(source):
         raise StageError(f"traces.transcoders: {source!r} is neither a folder nor a hub repo id")
-    patterns = ["config.yaml"]
+    # a cross-layer transcoder in circuit-tracer's layout is read whole: every layer's files
+    patterns = ["config.yaml", "W_enc_*.safetensors", "W_dec_*.safetensors"]
     for layer in layers:
         rel = file.format(layer=layer)
         stem = rel.rsplit(".", 1)[0]
@@ -125,6 +140,10 @@ def _has_layers(folder: Path, file: str, layers: list[int]) -> bool:
     config = circuit_tracer_config(folder)
     if config is not None and "transcoders" in config:
         return True  # its layer files are named in the config and fetched when read
+    if config is not None and config["model_kind"] == "cross_layer_transcoder":
+        n = len(list(folder.glob("W_enc_*.safetensors")))
+        names = [f"W_{part}_{i}.safetensors" for part in ("enc", "dec") for i in range(n)]
+        return n > max(layers) and all((folder / name).exists() for name in names)
     return all((folder / file.format(layer=layer)).exists() for layer in layers)
 
 

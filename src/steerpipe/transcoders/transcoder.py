@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,6 +44,9 @@ from torch import nn
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import SiteFn, decoder_layers, mlp_modules, normalized, on_mlp, parse_hook
 from steerpipe.storage import read_tensors, write_tensors
+
+if TYPE_CHECKING:
+    from steerpipe.transcoders.cross_layer import CrossLayerTranscoder
 
 ACTIVATIONS = ("relu", "jumprelu", "topk", "topk_relu")
 WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec", "b_dec_out")
@@ -66,6 +69,9 @@ class Transcoder:
     log_frequency: torch.Tensor | None = None  # [d_sae] log10 firing frequency
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # the file it came from, for error messages
+    # a cross-layer transcoder's source layer (``CrossLayerTranscoder.source``): its features
+    # also write to every later layer, which steering them goes through
+    cross_layer: CrossLayerTranscoder | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         where = f"{self.source or 'transcoder'} (layer {self.layer})"
@@ -191,6 +197,14 @@ def scale_features(
     zero where the scale is 1; ``replace`` returns the reconstruction of the scaled features."""
     if mode not in ("delta", "replace"):
         raise ValueError(f"mode must be 'delta' or 'replace', got {mode!r}")
+    if transcoder.cross_layer is not None:  # to every layer its features write
+        from steerpipe.transcoders.cross_layer import scale_clt_features
+
+        with scale_clt_features(
+            model, transcoder.cross_layer, {transcoder.layer: scale}, mode=mode
+        ):
+            yield
+        return
     if scale.shape[-1] != transcoder.d_sae:
         raise ValueError(f"scale has {scale.shape[-1]} features, the transcoder {transcoder.d_sae}")
 
@@ -264,8 +278,13 @@ def load_ours(path: str | Path) -> Transcoder:
             f"{path}: no 'input_hook' in its metadata (written before conventions were "
             "recorded; steerpipe's own read mlp.hook_in: set traces.input_hook=mlp.hook_in)"
         )
+    w_enc, b_enc, w_dec, b_dec, b_dec_out = (tensors[k] for k in WEIGHTS)
     return Transcoder(
-        **{k: tensors[k] for k in WEIGHTS},
+        w_enc,
+        b_enc,
+        w_dec,
+        b_dec,
+        b_dec_out,
         layer=int(meta["layer"]),
         input_hook=meta["input_hook"],
         output_hook=meta.get("output_hook", "hook_mlp_out"),
