@@ -47,8 +47,8 @@ def test_rows_steer_their_own_features(tiny_model) -> None:
 
 @pytest.mark.parametrize("mode", ["delta", "replace"])
 def test_rows_steer_a_cross_layer_transcoders_features(tiny_model, mode: str) -> None:
-    """Rows of one batch steer features of two source layers of one cross-layer transcoder
-    (delta) or of one (replace: all its rows write from the same layer up), each as alone."""
+    """Rows of one batch steer features of two source layers of one cross-layer transcoder,
+    or nothing, each as it would alone (replace writes a row's layers from its own up)."""
     raw = _raw(seed=1, skip=True)
     clt = CrossLayerTranscoder(
         W_enc=raw["W_enc"].transpose(1, 2).contiguous(),
@@ -62,9 +62,8 @@ def test_rows_steer_a_cross_layer_transcoders_features(tiny_model, mode: str) ->
     transcoders = {1: clt.source(1), 2: clt.source(2)}
     feats = torch.arange(0, 32, 2)
     steers = [FeatureSteer(2, feats, 1.0), FeatureSteer(2, feats, 5.0)]
-    if mode == "delta":
-        steers += [None, FeatureSteer(1, feats, 0.0)]
-    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1]][: len(steers)]
+    steers += [None, FeatureSteer(1, feats, 0.0)]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1]]
     kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
     mixed = generate_steered(
         tiny_model, prompts, steers, transcoders, mode=mode, batch_size=4, **kwargs
@@ -80,6 +79,29 @@ def test_rows_steer_a_cross_layer_transcoders_features(tiny_model, mode: str) ->
     if mode == "delta":
         assert mixed[0] == base[0]  # strength 1.0 is the model itself
     assert mixed[1] != base[1]
+
+
+def test_replace_leaves_the_other_rows_of_a_batch_alone(tiny_model) -> None:
+    """replace writes the reconstruction in the rows that steer that layer only: a base row
+    and a row steering another layer keep the MLP's own output there."""
+    feats = torch.arange(0, 128, 3)
+    transcoders = {1: TC, 2: TC2}
+    steers = [None, FeatureSteer(1, feats, 4.0), FeatureSteer(2, torch.arange(64), 0.0)]
+    steers.append(FeatureSteer(1, feats, 1.0))
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[1]]
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+    mixed = generate_steered(
+        tiny_model, prompts, steers, transcoders, mode="replace", batch_size=4, **kwargs
+    )
+    assert mixed[0] == generate(tiny_model, [prompts[0]], **kwargs)[0]
+    for i in (1, 2, 3):
+        s = steers[i]
+        hook = steer_features(
+            tiny_model, transcoders[s.layer], s.features, s.strength, mode="replace"
+        )
+        with hook:
+            alone = generate(tiny_model, [prompts[i]], **kwargs)[0]
+        assert mixed[i] == alone, i
 
 
 def by_hand_margin(model, prompt: list[int], steer, transcoders, right_yes: bool) -> float:

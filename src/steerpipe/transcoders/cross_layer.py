@@ -37,6 +37,8 @@ from steerpipe.config import StageError
 from steerpipe.lm.hooks import decoder_layers, parse_hook
 from steerpipe.transcoders.transcoder import Transcoder, on_transcoder
 
+NO_LAYER = 1 << 30  # a row's start when ``replace`` writes none of its layers
+
 
 @dataclass
 class CrossLayerTranscoder:
@@ -157,10 +159,14 @@ def scale_clt_features(
     *,
     mode: str = "delta",
     targets: list[int] | None = None,
+    starts: torch.Tensor | None = None,
 ) -> Iterator[None]:
     """Multiply source layer l's features by ``scales[l]`` ([d_sae], or [batch, d_sae]: one
     per row) in every layer they write to. ``targets``: the layers whose output ``replace``
-    writes (default: from the lowest scaled layer up); ``delta`` changes those layers only."""
+    writes (default: from the lowest scaled layer up); ``delta`` changes those layers only.
+    ``starts`` ([batch]): the layer from which ``replace`` writes each row (``NO_LAYER``:
+    none); the rows of a shared batch that steer a higher layer, or nothing, keep the MLP's
+    output below it."""
     if mode not in ("delta", "replace"):
         raise ValueError(f"mode must be 'delta' or 'replace', got {mode!r}")
     for layer, scale in scales.items():
@@ -199,7 +205,10 @@ def scale_clt_features(
             seen[layer] = scaled(layer, f) if layer in scales else f
             if layer not in written:
                 return None
-            return clt.decode(layer, seen, x).to(out.dtype)
+            recon = clt.decode(layer, seen, x).to(out.dtype)
+            if starts is None:
+                return recon
+            return torch.where((starts.to(out.device) <= layer)[:, None, None], recon, out)
 
         return site
 

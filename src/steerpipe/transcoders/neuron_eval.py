@@ -30,7 +30,7 @@ from steerpipe.config import check
 from steerpipe.lm.generation import generate
 from steerpipe.lm.offsets import tokens_before
 from steerpipe.lm.prefill import left_pad
-from steerpipe.transcoders.cross_layer import scale_clt_features
+from steerpipe.transcoders.cross_layer import NO_LAYER, scale_clt_features
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
 from steerpipe.transcoders.yesno import answer_start
@@ -158,16 +158,21 @@ def feature_hook(
             if s.layer not in scales:
                 scales[s.layer] = torch.ones(len(rows), transcoders[s.layer].d_sae)
             scales[s.layer][j, s.features.long()] = s.strength
-        # a cross-layer transcoder's layers in one hook: replace writes each layer once
+        # replace writes only the rows that steer (the others keep the MLP's output); a
+        # cross-layer transcoder's layers share one hook, so that replace writes each once
+        batch = [steers[i] for i in rows]
+        starts = torch.tensor([NO_LAYER if s is None else s.layer for s in batch])
         clt = {layer: sc for layer, sc in scales.items() if transcoders[layer].cross_layer}
         with ExitStack() as stack:
             for layer, scale in scales.items():
                 if layer not in clt:
-                    stack.enter_context(scale_features(model, transcoders[layer], scale, mode=mode))
+                    tc = transcoders[layer]
+                    hook = scale_features(model, tc, scale, mode=mode, rows=starts == layer)
+                    stack.enter_context(hook)
             if clt:
                 whole = transcoders[next(iter(clt))].cross_layer
                 assert whole is not None
-                stack.enter_context(scale_clt_features(model, whole, clt, mode=mode))
+                stack.enter_context(scale_clt_features(model, whole, clt, mode=mode, starts=starts))
             yield
 
     return hook

@@ -190,18 +190,26 @@ def feature_scale(
 
 @contextmanager
 def scale_features(
-    model: nn.Module, transcoder: Transcoder, scale: torch.Tensor, *, mode: str = "delta"
+    model: nn.Module,
+    transcoder: Transcoder,
+    scale: torch.Tensor,
+    *,
+    mode: str = "delta",
+    rows: torch.Tensor | None = None,
 ) -> Iterator[None]:
     """Multiply the transcoder's features by ``scale`` ([d_sae], or [batch, d_sae] for one
     scale per row). ``delta`` adds ``(f * scale - f) @ W_dec`` to the output, which is exactly
-    zero where the scale is 1; ``replace`` returns the reconstruction of the scaled features."""
+    zero where the scale is 1; ``replace`` returns the reconstruction of the scaled features,
+    in the rows that ``rows`` ([batch] bools) marks (None: every row): the others of a shared
+    batch keep the MLP's own output."""
     if mode not in ("delta", "replace"):
         raise ValueError(f"mode must be 'delta' or 'replace', got {mode!r}")
     if transcoder.cross_layer is not None:  # to every layer its features write
-        from steerpipe.transcoders.cross_layer import scale_clt_features
+        from steerpipe.transcoders.cross_layer import NO_LAYER, scale_clt_features
 
+        starts = None if rows is None else torch.where(rows, transcoder.layer, NO_LAYER)
         with scale_clt_features(
-            model, transcoder.cross_layer, {transcoder.layer: scale}, mode=mode
+            model, transcoder.cross_layer, {transcoder.layer: scale}, mode=mode, starts=starts
         ):
             yield
         return
@@ -213,7 +221,12 @@ def scale_features(
         s = scale.to(f)
         scaled = f * (s[:, None, :] if s.dim() == 2 else s)
         if mode == "replace":
-            return transcoder.decode(scaled, x).to(out.dtype)
+            recon = transcoder.decode(scaled, x).to(out.dtype)
+            return (
+                recon
+                if rows is None
+                else torch.where(rows.to(out.device)[:, None, None], recon, out)
+            )
         return out + ((scaled - f) @ transcoder.W_dec.to(f)).to(out.dtype)
 
     with on_transcoder(model, transcoder, change):
