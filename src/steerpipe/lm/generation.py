@@ -59,6 +59,7 @@ def generate(
     share_prefill: bool = True,
     progress: bool = True,
     first_row: int = 0,
+    row_keys: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """New tokens for each prompt (cut at the first EOS, which is kept), in input order.
 
@@ -81,11 +82,15 @@ def generate(
     ``temperature`` 0 means greedy. Sampling is top-p only (no top-k), as in the original;
     row i's samples depend only on its prompt, steering, ``seed`` and ``first_row + i``, not on
     the batch: rows run alone with their ``first_row + i`` sample what they sample together.
+    ``row_keys[i]``, where given, replaces ``first_row + i``: a key that does not move when rows
+    are added or removed around it.
     """
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
+    if row_keys is not None and len(row_keys) != len(prompts):
+        raise ValueError(f"{len(row_keys)} row keys for {len(prompts)} prompts")
     steers = steers if steers is not None else [None] * len(prompts)
     if len(steers) != len(prompts):
         raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
@@ -131,7 +136,8 @@ def generate(
     def work(batch: list[list[int]]) -> None:
         idx = [i for g in batch for i in g]
         if temperature > 0:
-            noise = RowNoise([row_seed(seed, first_row + i) for i in idx])
+            keys = [first_row + i if row_keys is None else row_keys[i] for i in idx]
+            noise = RowNoise([row_seed(seed, key) for key in keys])
             warpers = [TemperatureLogitsWarper(temperature), TopP(top_p), noise]
             kwargs["logits_processor"] = LogitsProcessorList(warpers)
         plain: dict[int, list[float]] | None = None
