@@ -1,0 +1,54 @@
+"""How stable the default data set's labels are, and what measuring it costs (issue 31).
+
+    python benchmarks/stability.py                                # after `dvc repro steps_dataset`
+    python benchmarks/stability.py --kinds conclusion other --samples 8 --tokens 12
+
+Regenerates ``--samples`` openings of ``--tokens`` tokens for every step of ``--kinds`` in
+``data/steps/steps.parquet`` from the trace up to it, with the traces' sampler (``steps``
+section), labels them with the rule labeller and prints the seconds of the generation, the
+stability summary per kind (``steering/stability.py``) and the first ``--show`` steps' openings,
+to read. No stage runs this yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from steerpipe.config import load
+from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.generated_steps import StepsParams
+from steerpipe.steering.stability import regenerate, stability_items, summary
+from steerpipe.steering.steps import read_steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", default="data/steps/steps.parquet")
+    ap.add_argument("--kinds", nargs="+", default=["conclusion"])
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show", type=int, default=12)
+    args = ap.parse_args()
+    rows, separator = read_steps(args.steps)
+    sampler = load(StepsParams)
+    model, tok = load_from_params(load(ModelParams))
+    items = stability_items(rows, tok, args.kinds, separator=separator)
+    start = time.perf_counter()
+    records = regenerate(
+        model, tok, items, n_samples=args.samples, max_new_tokens=args.tokens,
+        temperature=sampler.temperature, top_p=sampler.top_p, seed=args.seed,
+        batch_size=args.batch_size, pad_id=int(tok.pad_token_id), progress=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    print(f"{len(items)} steps x {args.samples} samples x {args.tokens} tokens: {seconds:.1f} s")
+    print(json.dumps(summary(records, args.samples), indent=1))
+    for rec in records[: args.show]:
+        print(rec["kind"], rec["stability"], [text[:40] for text in rec["openings"]])
+
+
+if __name__ == "__main__":
+    main()
