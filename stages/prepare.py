@@ -9,17 +9,19 @@ drawn with a seeded generator, its prompt rebuilt as ``prepare.reconstruction`` 
 (``trace``: the model's own tokens up to the step; ``original``: the notebook's rule; see
 ``steerpipe/steering/prepare.py``); steps shorter than ``min_step_tokens`` or prompts longer than
 ``max_prompt_tokens`` are dropped; the first ``test_size`` of each kind are the test set.
+With ``prepare.min_stability``, a kind that the stability stage measured draws only among
+steps at least that stable (``steerpipe/steering/stability.py``).
 """
 
 from __future__ import annotations
 
 from steerpipe.config import StageError, load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_tokenizer
-from steerpipe.steering.prepare import PrepareParams, select_examples, steps_of_kind
+from steerpipe.steering.prepare import PrepareParams, select_examples, stable_steps, steps_of_kind
 from steerpipe.steering.steps import read_steps
-from steerpipe.storage import write_json, write_parquet
+from steerpipe.storage import read_parquet, write_json, write_parquet
 
-INPUTS = ("steps",)
+INPUTS = ("steps", "stability")
 OUTPUTS = ("examples", "metrics")
 
 
@@ -43,8 +45,12 @@ def main() -> None:
     p = load(PrepareParams)
     rows, separator = read_steps(paths["steps"])
     tok = load_tokenizer(load(ModelParams).name)
+    stability = read_parquet(paths["stability"])
+    measured = {rec["kind"] for rec in stability}
+    stable = None if p.min_stability is None else stable_steps(stability, p.min_stability)
     examples, metrics = [], {}
     for kind in p.kinds:
+        allowed = None if stable is None or kind not in measured else stable.get(kind, set())
         chosen, dropped = select_examples(
             rows,
             tok,
@@ -54,6 +60,7 @@ def main() -> None:
             seed=p.seed,
             min_step_tokens=p.min_step_tokens,
             max_prompt_tokens=p.max_prompt_tokens,
+            allowed=allowed,
         )
         labelled = sum(bool(steps_of_kind(r, kind)) for r in rows)
         if len(chosen) <= p.test_size:

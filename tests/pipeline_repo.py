@@ -26,6 +26,7 @@ from steerpipe.steering.steps import SCHEMA
 ROOT = Path(__file__).resolve().parents[1]
 ALL = {
     "steps_dataset",
+    "stability",
     "prepare",
     "activations",
     "vectors",

@@ -258,9 +258,9 @@ def test_another_cpus_kernels_agree_within_the_stated_tolerance(repo: Path) -> N
     texts = pq.read_table(repo / "data/steer/judged.parquet").column("text").to_pylist()
     # every stage with float work on the model, and what follows it (the tiny pipeline's
     # steps come from a file and its questions from reasoning-gym: no model runs there)
-    targets = ("activations", "transcoder", "solve_control")
+    targets = ("stability", "activations", "transcoder", "solve_control")
     proc = run(repo, "dvc", "repro", "-f", "--downstream", *targets, env=OTHER_CPU)
-    assert ran(proc) == ALL - {"steps_dataset", "prepare", "questions", "solve_problems"}
+    assert ran(proc) == ALL - {"steps_dataset", "questions", "solve_problems"}
     for path, tolerance in TOLERANCE.items():
         after = leaves(json.loads((repo / path).read_text()))
         assert set(after) == set(before[path]), path

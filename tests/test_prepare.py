@@ -12,6 +12,7 @@ from steerpipe.steering.prepare import (
     held_out,
     original_prompt,
     select_examples,
+    stable_steps,
     step_tokens,
     steps_of_kind,
 )
@@ -125,6 +126,28 @@ def test_select_examples_is_seeded_and_filtered(tokenizer) -> None:
     assert none == [] and dropped == {"min_step_tokens": 0, "max_prompt_tokens": 10}
     none, dropped = select_examples(rows, tokenizer, "other", **{**kwargs, "min_step_tokens": 500})
     assert none == [] and dropped == {"min_step_tokens": 10, "max_prompt_tokens": 0}
+
+
+def test_min_stability_draws_among_the_stable_steps_only(tokenizer) -> None:
+    """With ``allowed`` (``stable_steps`` of the stability records), a problem's draw is among
+    its stable steps; a problem with none is left out and counted."""
+    rows = synthetic_rows(6)
+    records = [
+        {"row": 0, "step": 0, "kind": "other", "stability": 0.75},
+        {"row": 0, "step": 1, "kind": "other", "stability": 0.25},
+        {"row": 1, "step": 1, "kind": "other", "stability": 0.5},
+        {"row": 1, "step": 0, "kind": "other", "stability": 0.0},
+        {"row": 2, "step": 3, "kind": "conclusion", "stability": 1.0},
+    ]
+    allowed = stable_steps(records, 0.5)
+    assert allowed == {"other": {(0, 0), (1, 1)}, "conclusion": {(2, 3)}}
+    kwargs = {"separator": "\n\n", "reconstruction": "trace", "seed": 3}
+    kwargs |= {"min_step_tokens": 5, "max_prompt_tokens": 1600}
+    chosen, dropped = select_examples(rows, tokenizer, "other", allowed=allowed["other"], **kwargs)
+    assert sorted((e["row"], e["step"]) for e in chosen) == [(0, 0), (1, 1)]
+    assert dropped == {"min_step_tokens": 0, "max_prompt_tokens": 0, "min_stability": 4}
+    everything, _ = select_examples(rows, tokenizer, "other", **kwargs)
+    assert len(everything) == 6
 
 
 def test_held_out_takes_the_first_of_a_kind() -> None:

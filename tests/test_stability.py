@@ -11,13 +11,13 @@ import torch
 from tiny import synthetic_rows
 
 from steerpipe.lm.chat import encode
+from steerpipe.steering.prepare import stable_steps
 from steerpipe.steering.stability import (
     draw_key,
     label_of,
     regenerate,
     stability_items,
-    stable_steps,
-    summary,
+    stability_summary,
 )
 
 K = 4
@@ -79,7 +79,7 @@ def test_a_step_always_written_is_stable_and_one_never_written_is_not(
         other = _regenerate(tiny_model, tokenizer, items)
     assert [r["stability"] for r in other] == [0.0, 0.0, 0.0, 0.0]
     assert {label for r in other for label in r["labels"]} == {"other"}
-    assert summary(concluding, K)["conclusion"] == {
+    assert stability_summary(concluding, K)["conclusion"] == {
         "steps": 2,
         "mean_stability": 1.0,
         "at_least_half": 2,

@@ -40,6 +40,7 @@ class PrepareParams:
     min_step_tokens: int
     max_prompt_tokens: int
     test_size: int
+    min_stability: float | None  # keep steps of stability.kinds at least this stable (None: all)
 
     def __post_init__(self) -> None:
         check(
@@ -50,6 +51,11 @@ class PrepareParams:
         check(self.min_step_tokens >= 1, "prepare.min_step_tokens", "at least 1")
         check(self.max_prompt_tokens >= 1, "prepare.max_prompt_tokens", "at least 1")
         check(self.test_size >= 1, "prepare.test_size", f"at least 1, got {self.test_size}")
+        check(
+            self.min_stability is None or 0 <= self.min_stability <= 1,
+            "prepare.min_stability",
+            "null or a share from 0 to 1",
+        )
 
 
 def original_prompt(tokenizer: Tokenizer, problem: str, steps: list[str], k: int) -> str:
@@ -135,10 +141,12 @@ def select_examples(
     seed: int,
     min_step_tokens: int,
     max_prompt_tokens: int,
+    allowed: set[tuple[int, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """One step of ``kind`` per problem, drawn with a seeded generator, then filtered; and how
     many drawn steps each filter dropped (``min_step_tokens``, ``max_prompt_tokens``; a step
-    may fail both).
+    may fail both). With ``allowed``, the (row, step) pairs stable enough, the draw is among
+    a problem's allowed steps only (``min_stability``: problems left without one).
 
     Problems are visited in a seeded shuffled order (the original shuffled with seed 42 and
     drew the step unseeded). Each example keeps the token ids of its prompt and of its step.
@@ -148,9 +156,14 @@ def select_examples(
     rng.shuffle(order)
     examples = []
     dropped = {"min_step_tokens": 0, "max_prompt_tokens": 0}
+    if allowed is not None:
+        dropped["min_stability"] = 0
     for r in order:
         row = rows[r]
         candidates = steps_of_kind(row, kind)
+        if candidates and allowed is not None:
+            candidates = [k for k in candidates if (r, k) in allowed]
+            dropped["min_stability"] += not candidates
         if not candidates:
             continue
         k = rng.choice(candidates)
@@ -173,6 +186,17 @@ def select_examples(
             {"kind": kind, "row": r, "step": k, "prompt_ids": prompt_ids, "step_ids": step_ids}
         )
     return examples, dropped
+
+
+def stable_steps(
+    records: list[dict[str, Any]], min_stability: float
+) -> dict[str, set[tuple[int, int]]]:
+    """Per kind, the (row, step) pairs whose stability is at least ``min_stability``."""
+    kept: dict[str, set[tuple[int, int]]] = {}
+    for rec in records:
+        if rec["stability"] >= min_stability:
+            kept.setdefault(rec["kind"], set()).add((rec["row"], rec["step"]))
+    return kept
 
 
 def held_out(

@@ -10,8 +10,7 @@ when the trace was regenerated from the same prefix.
 
 Each draw's noise is keyed by what it regenerates (data-set row, step, sample; ``draw_key``),
 not by its place in the batch, so adding problems, steps or kinds leaves every earlier draw
-as it was. Used by issue 31's filter; the stage that runs it on the default data set is not
-written yet.
+as it was. The stability stage runs it; ``prepare.stable_steps`` is the filter.
 """
 
 from __future__ import annotations
@@ -118,18 +117,7 @@ def regenerate(
     return records
 
 
-def stable_steps(
-    records: list[dict[str, Any]], min_stability: float
-) -> dict[str, set[tuple[int, int]]]:
-    """Per kind, the (row, step) pairs whose stability is at least ``min_stability``."""
-    kept: dict[str, set[tuple[int, int]]] = {}
-    for rec in records:
-        if rec["stability"] >= min_stability:
-            kept.setdefault(rec["kind"], set()).add((rec["row"], rec["step"]))
-    return kept
-
-
-def summary(records: list[dict[str, Any]], n_samples: int) -> dict[str, dict[str, Any]]:
+def stability_summary(records: list[dict[str, Any]], n_samples: int) -> dict[str, dict[str, Any]]:
     """Per kind: how many steps, their mean stability, and how many at each level 0..K/K."""
     out: dict[str, dict[str, Any]] = {}
     for kind in dict.fromkeys(rec["kind"] for rec in records):

@@ -1,13 +1,13 @@
 """How stable the default data set's labels are, and what measuring it costs (issue 31).
 
-    python benchmarks/stability.py                                # after `dvc repro steps_dataset`
-    python benchmarks/stability.py --kinds conclusion other --samples 8 --tokens 12
+    python benchmarks/label_stability.py            # after `dvc repro steps_dataset`
+    python benchmarks/label_stability.py --kinds conclusion other --samples 8 --tokens 12
 
 Regenerates ``--samples`` openings of ``--tokens`` tokens for every step of ``--kinds`` in
 ``data/steps/steps.parquet`` from the trace up to it, with the traces' sampler (``steps``
 section), labels them with the rule labeller and prints the seconds of the generation, the
 stability summary per kind (``steering/stability.py``) and the first ``--show`` steps' openings,
-to read. No stage runs this yet.
+to read. The stability stage runs the same on the parameters in params.yaml.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from steerpipe.config import load
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.steering.generated_steps import StepsParams
-from steerpipe.steering.stability import regenerate, stability_items, summary
+from steerpipe.steering.stability import regenerate, stability_items, stability_summary
 from steerpipe.steering.steps import read_steps
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     )  # fmt: skip
     seconds = time.perf_counter() - start
     print(f"{len(items)} steps x {args.samples} samples x {args.tokens} tokens: {seconds:.1f} s")
-    print(json.dumps(summary(records, args.samples), indent=1))
+    print(json.dumps(stability_summary(records, args.samples), indent=1))
     for rec in records[: args.show]:
         print(rec["kind"], rec["stability"], [text[:40] for text in rec["openings"]])
 
