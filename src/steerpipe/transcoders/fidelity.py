@@ -219,10 +219,19 @@ def fidelity(
     replaced = next_token_loss(
         model, sequences, transcoder=transcoder, token_budget=token_budget, pad_id=pad_id
     )
+    return gate_stats(
+        stats["fraction_variance_explained"], stats["l0"], int(x.shape[0]), base_loss, replaced
+    )
+
+
+def gate_stats(
+    fve: float, l0: float, tokens: int, base_loss: float, replaced: float
+) -> dict[str, float]:
+    """What the gate records of one transcoder (or one layer a cross-layer one writes)."""
     return {
-        "fraction_variance_explained": stats["fraction_variance_explained"],
-        "l0": stats["l0"],
-        "tokens": int(x.shape[0]),
+        "fraction_variance_explained": fve,
+        "l0": l0,
+        "tokens": tokens,
         "next_token_loss": base_loss,
         "next_token_loss_replaced": replaced,
         "loss_increase": replaced - base_loss,
@@ -267,14 +276,9 @@ def clt_fidelity(
         replaced = next_token_loss(
             model, sequences, transcoder=clt.source(t), token_budget=token_budget, pad_id=pad_id
         )
-        out[t] = {
-            "fraction_variance_explained": variance_explained(recon, io[t][1]),
-            "l0": float((features[t] != 0).float().sum(-1).mean()),
-            "tokens": int(xs[t].shape[0]),
-            "next_token_loss": base_loss,
-            "next_token_loss_replaced": replaced,
-            "loss_increase": replaced - base_loss,
-        }
+        l0 = float((features[t] != 0).float().sum(-1).mean())
+        fve = variance_explained(recon, io[t][1])
+        out[t] = gate_stats(fve, l0, int(xs[t].shape[0]), base_loss, replaced)
     return out
 
 
