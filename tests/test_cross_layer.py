@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from steerpipe.config import StageError
 from steerpipe.lm.hooks import on_mlp
@@ -143,7 +143,12 @@ def test_bad_cross_layer_files_end_in_one_line(tmp_path: Path) -> None:
     bad = torch.zeros(M, N - 1, D)
     save_file({"w_dec": bad}, str(tmp_path / "b/layer_2.safetensors"))
     write_circuit_tracer_clt(tmp_path / "c", {**raw, "W_dec.2": torch.zeros(M, N, D)})
+    write_circuit_tracer_clt(tmp_path / "e", raw)
+    enc = {k: v for k, v in load_file(tmp_path / "e/W_enc_1.safetensors").items()}
+    del enc["threshold_1"]
+    save_file(enc, str(tmp_path / "e/W_enc_1.safetensors"))
     cases = {
+        "e": r"some W_enc_\*.safetensors have a threshold_\* and some not",
         "a": r"W_dec_2.safetensors: no such file",
         "b": r"layer_2.safetensors: no tensor w_enc, b_enc, b_dec, threshold",
         "c": r"W_dec\[2\] has shape \(32, 4, 64\), expected \(32, 2, 64\)",

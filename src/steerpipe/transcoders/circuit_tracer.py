@@ -224,20 +224,19 @@ def load_clt(
     hook_from = "traces.input_hook" if input_hook else "config.yaml feature_input_hook"
     meta = {"format": "circuit-tracer cross-layer transcoder", "input_hook_from": hook_from}
     if config.get("transcoders"):  # Gemma Scope 2: one file per layer
+        n = len(config["transcoders"])
         layers = []
-        for layer in range(len(config["transcoders"])):
+        for layer in range(n):
             path = layer_file(folder, config, "", layer)
             raw, _ = read_tensors(path)
             need_tensors(raw, ("w_enc", "w_dec", "b_enc", "b_dec", "threshold"), path)
-            layers.append(raw)
-        n = len(layers)
-        for layer, raw in enumerate(layers):
             if raw["w_dec"].dim() != 3 or raw["w_dec"].shape[1] != n:
                 shape = tuple(raw["w_dec"].shape)
                 raise StageError(
-                    f"{layer_file(folder, config, '', layer)}: w_dec is {shape}; Gemma Scope 2 "
-                    f"stores [d_transcoder, {n}, d_model] for {n} layers"
+                    f"{path}: w_dec is {shape}; Gemma Scope 2 stores [d_transcoder, {n}, "
+                    f"d_model] for {n} layers"
                 )
+            layers.append(raw)
         skip = [raw["affine_skip_connection"] for raw in layers if "affine_skip_connection" in raw]
         return CrossLayerTranscoder(
             W_enc=torch.stack([raw["w_enc"] for raw in layers]),
@@ -269,6 +268,8 @@ def load_clt(
         if dec[-1] is None:
             raise StageError(f"{path}: no tensor W_dec_{layer}")
     thresholds = [raw.get(f"threshold_{layer}") for layer, raw in enumerate(enc)]
+    if len({t is None for t in thresholds}) > 1:
+        raise StageError(f"{folder}: some W_enc_*.safetensors have a threshold_* and some not")
     return CrossLayerTranscoder(
         W_enc=torch.stack([raw[f"W_enc_{layer}"].T for layer, raw in enumerate(enc)]),
         b_enc=torch.stack([raw[f"b_enc_{layer}"] for layer, raw in enumerate(enc)]),

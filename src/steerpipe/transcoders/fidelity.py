@@ -328,7 +328,8 @@ def gated(
         clt = sources[0].cross_layer
         assert clt is not None
         targets = list(range(min(tc.layer for tc in sources), clt.n_layers))
-        for t, stats in clt_fidelity(model, clt, targets, sample, pad_id=pad_id).items():
+        measures = clt_fidelity(model, clt, targets, sample, pad_id=pad_id, base_loss=base_loss)
+        for t, stats in measures.items():
             print(f"cross-layer output at layer {t} ({clt.input_hook}): {stats}")
             check_fidelity(clt.source(t), stats, min_fve)
             measured[f"target_{t}"] = {**stats, "input_hook": clt.input_hook}

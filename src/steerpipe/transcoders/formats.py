@@ -192,7 +192,7 @@ def _saelens_hooks(
     layer = hook_layer(hook)
     hf_field, hf_hook = field("hf_hook_name")
     if override:
-        input_hook = parse_hook(override, where="traces.input_hook")[1]
+        layer, input_hook = input_point(hook, "", override)
         input_from = "traces.input_hook"
     elif hf_hook is not None:
         hf_layer, input_hook = parse_hf_hook(hf_hook, where=f"{cfg_path} {hf_field}")
