@@ -8,7 +8,8 @@ One step per problem and kind (``prepare.kinds``: the positive kind first, then 
 drawn with a seeded generator, its prompt rebuilt as ``prepare.reconstruction`` says
 (``trace``: the model's own tokens up to the step; ``original``: the notebook's rule; see
 ``steerpipe/steering/prepare.py``); steps shorter than ``min_step_tokens`` or prompts longer than
-``max_prompt_tokens`` are dropped; the first ``test_size`` of each kind are the test set.
+``max_prompt_tokens`` are dropped; the first ``test_size`` of the negative kind (the sweep's and
+steer's prompts) and ``positive_test_size`` of the positive kind are the test set.
 With ``prepare.min_stability``, a kind that the stability stage measured draws only among
 steps at least that stable (``steerpipe/steering/stability.py``).
 """
@@ -29,12 +30,20 @@ def too_few(
     kind: str, left: int, labelled: int, problems: int, dropped: dict[str, int], p: PrepareParams
 ) -> str:
     """Why a kind has too few examples: the labeller's count first, then each filter's."""
+    size = "positive_test_size" if kind == p.kinds[0] else "test_size"
+    unstable = dropped.get("min_stability")
     return (
-        f"only {left} '{kind}' examples are left, and prepare.test_size={p.test_size} needs "
-        f"more than {p.test_size}. The labeller found '{kind}' steps in {labelled} of "
+        f"only {left} '{kind}' examples are left, and prepare.{size}={p.n_test(kind)} needs "
+        f"more than {p.n_test(kind)}. The labeller found '{kind}' steps in {labelled} of "
         f"{problems} problems (the steps stage; more come from steps.n_problems, a longer "
         "steps.max_new_tokens, an instruction that asks for them, or steps.labeller=anthropic). "
-        f"Of those, {dropped['min_step_tokens']} had a step shorter than "
+        + (
+            ""
+            if unstable is None
+            else f"{unstable} of them had no step at least "
+            f"prepare.min_stability={p.min_stability} stable (the stability stage). "
+        )
+        + f"Of those drawn, {dropped['min_step_tokens']} had a step shorter than "
         f"prepare.min_step_tokens={p.min_step_tokens} and {dropped['max_prompt_tokens']} a "
         f"prompt longer than prepare.max_prompt_tokens={p.max_prompt_tokens}."
     )
@@ -63,16 +72,17 @@ def main() -> None:
             allowed=allowed,
         )
         labelled = sum(bool(steps_of_kind(r, kind)) for r in rows)
-        if len(chosen) <= p.test_size:
+        n_test = p.n_test(kind)
+        if len(chosen) <= n_test:
             raise StageError(too_few(kind, len(chosen), labelled, len(rows), dropped, p))
         for i, ex in enumerate(chosen):
-            ex["split"] = "test" if i < p.test_size else "train"
+            ex["split"] = "test" if i < n_test else "train"
         examples += chosen
         metrics[kind] = {
             "problems_labelled": labelled,
             "dropped": dropped,
-            "test": p.test_size,
-            "train": len(chosen) - p.test_size,
+            "test": n_test,
+            "train": len(chosen) - n_test,
         }
     write_parquet(examples, paths["examples"])
     write_json(metrics, paths["metrics"])

@@ -105,6 +105,7 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         steps__source="steps.parquet",
         prepare__kinds=["conclusion", "verification"],
         prepare__test_size=4,  # 1 for the sweep, 3 for steer
+        prepare__positive_test_size=4,
         sampling__max_new_tokens=4,
         sampling__batch_size=8,
         sweep__layers=[1, 2],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -421,12 +422,42 @@ def test_empty_after_filtering_fails_cleanly(repo: Path) -> None:
     labelled = sum(bool(r["conclusion_steps"]) for r in rows)
     assert labelled > 0
     message = " ".join(proc.stderr.split())
-    assert "only 0 'conclusion' examples are left, and prepare.test_size=4" in message
+    assert "only 0 'conclusion' examples are left, and prepare.positive_test_size=4" in message
     assert f"found 'conclusion' steps in {labelled} of {len(rows)} problems" in message
     assert "steps.labeller=anthropic" in message
-    assert f"Of those, {labelled} had a step shorter than prepare.min_step_tokens=500" in message
+    assert f"Of those drawn, {labelled} had a step shorter than prepare.min_step_tokens=500" in (
+        message
+    )
     assert "and 0 a prompt longer than prepare.max_prompt_tokens=" in message
     run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+
+def test_positive_test_size_0_gives_the_vector_every_positive_example(
+    repo: Path, tmp_path: Path
+) -> None:
+    """No stage reads the positive kind's held-out examples; with 0 they all train, and the
+    negative kind's split (the sweep's and steer's prompts) is the same."""
+    before = pq.read_table(repo / "data/prepare/examples.parquet").to_pylist()
+    set_params(repo, prepare__positive_test_size=0)
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["prepare"]["cmd"].split()
+    out = tmp_path / "examples.parquet"  # beside the repository's outputs, which stay as they are
+    cmd = [str(out) if c == "data/prepare/examples.parquet" else c for c in cmd]
+    cmd = [str(tmp_path / "m.json") if c == "data/prepare/metrics.json" else c for c in cmd]
+    run(repo, sys.executable, *cmd[1:])
+    after = pq.read_table(out).to_pylist()
+    run(repo, "git", "checkout", "-q", "--", "params.yaml")
+
+    def of(rows: list[dict], kind: str, split: str | None = None) -> list[tuple[int, int]]:
+        return [
+            (e["row"], e["step"]) for e in rows if e["kind"] == kind and split in (None, e["split"])
+        ]
+
+    assert of(after, "verification") == of(before, "verification")
+    assert [e["split"] for e in after if e["kind"] == "verification"] == [
+        e["split"] for e in before if e["kind"] == "verification"
+    ]
+    assert of(after, "conclusion", "train") == of(before, "conclusion")
+    assert of(after, "conclusion", "test") == [] and len(of(before, "conclusion", "test")) == 4
 
 
 def test_a_param_of_the_wrong_type_is_named(repo: Path) -> None:

@@ -69,6 +69,7 @@ def test_paper_a_command() -> None:
         "prepare.min_step_tokens=10",
         "prepare.max_prompt_tokens=1600",
         "prepare.test_size=50",
+        "prepare.positive_test_size=50",
         "sweep.layers=[5,6,7,8,9,10,11,12,13,14,15,16,17,18,19]",
         "sweep.n_samples=5",
         "sampling.temperature=0.6",

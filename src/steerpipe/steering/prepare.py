@@ -39,8 +39,13 @@ class PrepareParams:
     seed: int
     min_step_tokens: int
     max_prompt_tokens: int
-    test_size: int
+    test_size: int  # held-out examples of the negative kind: the sweep's and steer's prompts
+    positive_test_size: int  # of the positive kind: no stage reads them; 0 gives them to the vector
     min_stability: float | None  # keep steps of stability.kinds at least this stable (None: all)
+
+    def n_test(self, kind: str) -> int:
+        """How many of ``kind``'s examples are held out (the first, in the drawn order)."""
+        return self.positive_test_size if kind == self.kinds[0] else self.test_size
 
     def __post_init__(self) -> None:
         check(
@@ -51,6 +56,7 @@ class PrepareParams:
         check(self.min_step_tokens >= 1, "prepare.min_step_tokens", "at least 1")
         check(self.max_prompt_tokens >= 1, "prepare.max_prompt_tokens", "at least 1")
         check(self.test_size >= 1, "prepare.test_size", f"at least 1, got {self.test_size}")
+        check(self.positive_test_size >= 0, "prepare.positive_test_size", "at least 0")
         check(
             self.min_stability is None or 0 <= self.min_stability <= 1,
             "prepare.min_stability",
