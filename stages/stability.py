@@ -6,8 +6,9 @@
 
 For every step of ``stability.kinds`` in the steps data set, ``stability.n_samples`` openings
 of ``stability.max_new_tokens`` tokens are sampled from the model's own trace up to the step,
-with the steps' sampler, each draw keyed by (row, step, sample); the rule labeller labels each
-opening, and the step's stability is the share labelled its kind
+with the steps' sampler, each draw keyed by (row, step, sample); the steps' labeller labels each
+opening (the rule, or with ``steps.labeller: anthropic`` Claude, shown the trace's steps before
+and the opening as the last), and the step's stability is the share labelled its kind
 (``steerpipe/steering/stability.py``). ``prepare.min_stability`` filters on it. Outputs: one
 row per step (its openings, their labels, its stability) and metrics: per kind, how many steps,
 their mean stability and how many at each level.
@@ -21,6 +22,7 @@ from steerpipe.steering.generated_steps import StepsParams
 from steerpipe.steering.stability import (
     StabilityParams,
     regenerate,
+    relabel_with_claude,
     stability_items,
     stability_summary,
 )
@@ -44,10 +46,12 @@ def main() -> None:
         temperature=sampler.temperature, top_p=sampler.top_p, seed=p.seed,
         batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
     )  # fmt: skip
-    # the openings are labelled by the rule labeller, whichever labelled the steps
+    claude = None
+    if sampler.labeller == "anthropic":  # the same labeller as the steps' own labels
+        claude = relabel_with_claude(records, rows, sampler.claude)
     metrics = {
-        "labeller": "rule",
-        "steps_labeller": sampler.labeller,
+        "labeller": sampler.labeller,
+        **({"claude": claude} if claude else {}),
         "n_samples": p.n_samples,
         "kinds": stability_summary(records, p.n_samples),
     }

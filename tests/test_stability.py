@@ -4,18 +4,24 @@ steps at or above the threshold."""
 
 from __future__ import annotations
 
+import json
+import re
 from contextlib import contextmanager
 
 import pytest
 import torch
-from tiny import synthetic_rows
+from fake_batches import FakeServer, FakeState
+from tiny import params, synthetic_rows
 
+from steerpipe.claude.message_batches import ClaudeParams
 from steerpipe.lm.chat import encode
+from steerpipe.steering.labels import label_steps
 from steerpipe.steering.prepare import stable_steps
 from steerpipe.steering.stability import (
     draw_key,
     label_of,
     regenerate,
+    relabel_with_claude,
     stability_items,
     stability_summary,
 )
@@ -114,3 +120,54 @@ def test_the_filter_keeps_exactly_the_steps_at_or_above_the_threshold() -> None:
     assert label_of("**Therefore, the answer is 5**") == "conclusion"
     assert label_of("Wait, let me check") == "verification"
     assert label_of("Next we add") == "other"
+
+
+def _claude_answer(cid: str, params: dict, attempt: int) -> tuple[str, str]:
+    """Claude's part in the fake: the rule labels of the shown steps, as JSON; the last step
+    listed as both kinds where it says "BOTH"; no JSON for a problem that says "GARBLED"."""
+    prompt = params["messages"][0]["content"][0]["text"]
+    steps = re.findall(r"^\[\d+\] (.*)$", prompt.split("Steps:\n", 1)[1], re.MULTILINE)
+    if "GARBLED" in prompt:
+        return "succeeded", "I could not decide."
+    v, c = label_steps(steps)
+    if "BOTH" in steps[-1]:
+        v, c = v + [len(steps) - 1], c + [len(steps) - 1]
+    return "succeeded", json.dumps({"verification_steps": v, "conclusion_steps": c})
+
+
+def test_claude_labels_each_opening_after_the_steps_before_it(tmp_path, monkeypatch) -> None:
+    """With ``steps.labeller: anthropic`` the openings are Claude's to label: it sees the
+    problem, the trace's steps before the step and the opening last; an unanswerable one is
+    ``unlabelled`` and counts against the step's stability."""
+    server = FakeServer(FakeState(answer=_claude_answer))
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    rows = [
+        {"problem": "Q?", "steps": ["First, 2 + 2.", "So the answer is 4.", "Done."]},
+        {"problem": "GARBLED", "steps": ["One.", "Two."]},
+    ]
+    openings = ["So the answer is 4", "Let me double-check", "We add", "BOTH the answer is 4"]
+    records = [
+        {"row": 0, "step": 1, "kind": "conclusion", "openings": openings, "stability": 0.0},
+        {"row": 0, "step": 2, "kind": "verification", "openings": openings[3:], "stability": 0.0},
+        {"row": 1, "step": 1, "kind": "conclusion", "openings": ["So the answer is 2"]},
+    ]
+    settings = params(ClaudeParams, store=str(tmp_path), poll_seconds=0.01, max_poll_seconds=0.05)
+    try:
+        stats = relabel_with_claude(records, rows, settings)
+        batches = server.state.batches.values()
+        shown = [
+            p["messages"][0]["content"][0]["text"] for b in batches for _, p, _, _ in b["results"]
+        ]
+    finally:
+        server.stop()
+    assert [r["labels"] for r in records] == [
+        ["conclusion", "verification", "other", "conclusion"],
+        ["verification"],
+        ["unlabelled"],
+    ]
+    assert [r["stability"] for r in records] == [0.5, 1.0, 0.0]
+    assert stats["unparsed"] == 1 and stats["requests_sent"] == 6
+    # the step's own text is never shown: the steps before it, then the opening
+    first = next(t for t in shown if t.endswith("[1] So the answer is 4"))
+    assert first.endswith("Steps:\n[0] First, 2 + 2.\n\n[1] So the answer is 4")

@@ -62,22 +62,35 @@ def parse_labels(answer: str, n_steps: int) -> tuple[list[int], list[int]] | Non
     return v, c
 
 
-def label_rows_with_claude(rows: list[dict[str, Any]], settings: ClaudeParams) -> dict[str, Any]:
-    """Replace the rows' labels with Claude's, through the cached, resumable batch runner.
+Labels = tuple[list[int], list[int]]
 
-    Rows whose answer cannot be had or parsed keep no labels; the returned stats count them.
-    """
+
+def claude_labels(
+    rows: list[dict[str, Any]], settings: ClaudeParams
+) -> tuple[list[Labels | None], dict[str, Any]]:
+    """Claude's (verification_steps, conclusion_steps) of each row (``problem``, ``steps``),
+    None where its answer cannot be had or parsed, through the cached, resumable batch runner;
+    and the runner's counts, with the unanswered and unparsed."""
     params = [label_request(r["problem"], r["steps"], settings) for r in rows]
     ids = [request_id(p, settings.prompt_version, prefix="sl-") for p in params]
     store, stats = run_batches(dict(zip(ids, params, strict=True)), settings)
+    labels: list[Labels | None] = []
     unparsed = unanswered = 0
     for row, rid in zip(rows, ids, strict=True):
         record = store.get(rid)
-        labels = None
         if record is None or record["status"] != "succeeded":
             unanswered += 1
-        else:
-            labels = parse_labels(record["text"], len(row["steps"]))
-            unparsed += labels is None
-        row["verification_steps"], row["conclusion_steps"] = labels or ([], [])
-    return {**stats, "unparsed": unparsed, "unanswered": unanswered}
+            labels.append(None)
+            continue
+        labels.append(parse_labels(record["text"], len(row["steps"])))
+        unparsed += labels[-1] is None
+    return labels, {**stats, "unparsed": unparsed, "unanswered": unanswered}
+
+
+def label_rows_with_claude(rows: list[dict[str, Any]], settings: ClaudeParams) -> dict[str, Any]:
+    """Replace the rows' labels with Claude's; rows whose answer cannot be had or parsed keep
+    no labels (the returned counts say how many)."""
+    labels, stats = claude_labels(rows, settings)
+    for row, got in zip(rows, labels, strict=True):
+        row["verification_steps"], row["conclusion_steps"] = got or ([], [])
+    return stats

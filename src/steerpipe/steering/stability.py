@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 from transformers import PreTrainedModel
 
+from steerpipe.claude.message_batches import ClaudeParams
+from steerpipe.claude.step_labels import claude_labels
 from steerpipe.config import check
 from steerpipe.lm.generation import generate
 from steerpipe.lm.models import Tokenizer
@@ -111,10 +113,49 @@ def regenerate(
                 "kind": it["kind"],
                 "openings": texts,
                 "labels": labels,
-                "stability": sum(label == it["kind"] for label in labels) / n_samples,
+                "stability": share_of(it["kind"], labels),
             }
         )
     return records
+
+
+def share_of(kind: str, labels: list[str]) -> float:
+    """A step's stability: the share of its labelled regenerations that get its kind (an
+    opening Claude left unlabelled counts against it)."""
+    return sum(label == kind for label in labels) / len(labels)
+
+
+def relabel_with_claude(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], settings: ClaudeParams
+) -> dict[str, Any]:
+    """Label every regenerated opening with Claude, as ``steps.labeller: anthropic`` labelled
+    the steps: the problem and the trace's steps before the step, then the opening as the
+    last step, whose label is read from Claude's answer. Replaces the records' labels and
+    stability in place; returns the batch runner's counts (an unanswered or unparsed opening
+    is labelled ``unlabelled``)."""
+    pseudo = [
+        {
+            "problem": rows[rec["row"]]["problem"],
+            "steps": [*rows[rec["row"]]["steps"][: rec["step"]], text],
+        }
+        for rec in records
+        for text in rec["openings"]
+    ]
+    labels, stats = claude_labels(pseudo, settings)
+    answers = iter(labels)
+    for rec in records:
+        kinds = []
+        for _ in rec["openings"]:
+            got, k = next(answers), rec["step"]
+            if got is None:
+                kinds.append("unlabelled")
+                continue
+            # Claude may list a step as both; the opening gets the record's kind if it is one
+            pairs = zip(("verification", "conclusion"), got, strict=True)
+            found = [kind for kind, steps in pairs if k in steps]
+            kinds.append(rec["kind"] if rec["kind"] in found else (found or ["other"])[0])
+        rec["labels"], rec["stability"] = kinds, share_of(rec["kind"], kinds)
+    return stats
 
 
 def stability_summary(records: list[dict[str, Any]], n_samples: int) -> dict[str, dict[str, Any]]:
