@@ -179,9 +179,8 @@ def report(runs: list[Path], args: argparse.Namespace) -> None:
         {(r["row"], r["sample"]): r for r in j if r["condition"] == "steered"} for j in judged
     ]
     for key in sorted(steered[0].keys() & steered[1].keys())[: args.show]:
-        a, b = steered[0][key], steered[1][key]
-        print(f"\nprompt {a['row']} sample {a['sample']}")
-        for name, r in (("unfiltered", a), ("filtered", b)):
+        print(f"\nprompt {key[0]} sample {key[1]}")
+        for name, r in (("unfiltered", steered[0][key]), ("filtered", steered[1][key])):
             print(f"  {name} ({'clean' if r['clean'] else 'not clean'}): {r['text']!r}")
 
 
