@@ -9,15 +9,18 @@ interrupt at any moment:
 3. journalled intents with no batch id (interrupted between create and journal) are
    reconciled with the batch list: an unjournalled batch of the same size created since is
    adopted; otherwise the intent is closed;
-4. only then are new batches created, split under the API limits, each one's id journalled
-   the moment it is known. Creates are not retried blindly (the SDK would retry a POST with
-   no idempotency key and might make a duplicate): after a failed create the batch list is
-   checked for the batch first;
-5. polling backs off; only ``ended`` is final; ``errored`` results of a retryable type and
-   ``expired``/``canceled`` ones are sent again in the next round, up to ``max_rounds``.
+4. only then are new batches created, for the ids this process claims in the store (ids a
+   live process has claimed are waited for, not sent: ``answer_store.Claims``), split under
+   the API limits, each one's id journalled the moment it is known. Creates are not retried
+   blindly (the SDK would retry a POST with no idempotency key and might make a duplicate):
+   after a failed create the batch list is checked for the batch first;
+5. polling backs off and renews the claims; only ``ended`` is final; ``errored`` results of a
+   retryable type and ``expired``/``canceled`` ones are claimed and sent again in the next
+   round, up to ``max_rounds``. Any process may collect a journalled batch; an answer is
+   written once.
 
-When ``max_wait_s`` passes, ``BatchesStillRunning`` says which batches are live; the next
-run resumes them.
+When ``max_wait_s`` passes, ``BatchesStillRunning`` says which batches are live (or which
+requests another process holds); the next run resumes them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from steerpipe.claude.answer_store import AnswerStore, BatchJournal
+from steerpipe.claude.answer_store import (
+    AnswerStore,
+    BatchJournal,
+    Claims,
+    owner_id,
+    store_lock,
+)
 from steerpipe.config import StageError, check
 
 if TYPE_CHECKING:
@@ -44,11 +53,16 @@ RETRYABLE = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error
 
 
 class BatchesStillRunning(Exception):
-    def __init__(self, batch_ids: list[str]) -> None:
+    def __init__(self, batch_ids: list[str], claimed: int = 0) -> None:
         self.batch_ids = batch_ids
+        what = (
+            f"{len(batch_ids)} batch(es) still running ({', '.join(batch_ids)})"
+            if batch_ids
+            else f"{claimed} request(s) still claimed by another process"
+        )
         super().__init__(
-            f"{len(batch_ids)} batch(es) still running ({', '.join(batch_ids)}); they are "
-            "journalled, and the next `dvc repro` resumes them without sending anything twice"
+            f"{what}; they are journalled, and the next `dvc repro` resumes them without "
+            "sending anything twice"
         )
 
 
@@ -128,12 +142,46 @@ class BatchRunner:
         self.id_prefix = id_prefix
         self.log = log
         self.stats: Counter[str] = Counter()
+        self.claims = Claims(store.folder)
+        self.owner = owner_id()
+        self.lease_s = max(120.0, 3 * max_poll_s)  # renewed at every poll
+        self._renewed = 0.0
 
     def run(self, requests: dict[str, dict[str, Any]]) -> Counter[str]:
         self.deadline = time.monotonic() + self.max_wait_s
         self.stats["cache_hits"] += sum(i in self.store for i in requests)
+        try:
+            self._resume()
+            rounds = 0
+            while True:
+                with store_lock(self.store.folder):
+                    self.store.refresh()
+                    missing = [i for i in requests if i not in self.store]
+                    mine, theirs = self.claims.claim(missing, self.owner, self.lease_s)
+                self._renewed = time.monotonic()
+                if mine and rounds < self.max_rounds:
+                    rounds += 1
+                    reqs = [{"custom_id": i, "params": requests[i]} for i in mine]
+                    chunks = split_requests(reqs, self.max_requests)
+                    self._collect([self._create(chunk) for chunk in chunks])
+                elif theirs:
+                    self.stats["waited_for_others"] += len(theirs)
+                    self._wait_for(list(theirs))
+                else:
+                    break
+        finally:
+            self.claims.release(self.owner)
+        self.stats["unanswered"] = sum(i not in self.store for i in requests)
+        return self.stats
+
+    def _resume(self) -> None:
+        """Collect the journal's open batches, and reconcile the intents that never got a
+        batch id, except those of a live process, which is creating that batch now."""
         open_ids, orphans, known = self.journal.state()
+        live = self.claims.live()
         for intent in orphans:
+            if intent.get("owner") in live:
+                continue
             adopted = self._find_created(intent, known)
             if adopted:
                 self.journal.created(intent["nonce"], adopted)
@@ -142,21 +190,31 @@ class BatchRunner:
             else:
                 self.journal.resolved(intent["nonce"])
         self._collect(open_ids)
-        for _ in range(self.max_rounds):
-            missing = [i for i in requests if i not in self.store]
-            if not missing:
-                break
-            reqs = [{"custom_id": i, "params": requests[i]} for i in missing]
-            self._collect(
-                [self._create(chunk) for chunk in split_requests(reqs, self.max_requests)]
-            )
-        self.stats["unanswered"] = sum(i not in self.store for i in requests)
-        return self.stats
+
+    def _renew(self) -> None:
+        if time.monotonic() - self._renewed > self.lease_s / 3:
+            self.claims.renew(self.owner, self.lease_s)
+            self._renewed = time.monotonic()
+
+    def _wait_for(self, ids: list[str]) -> None:
+        """Until another process answers ``ids`` or stops holding them (its lease ran out, its
+        process is gone): the next round claims what is still missing."""
+        wait = self.poll_s
+        while True:
+            self.store.refresh()
+            held = set().union(*self.claims.live().values()) if ids else set()
+            if all(i in self.store or i not in held for i in ids):
+                return
+            if time.monotonic() + wait > self.deadline:
+                raise BatchesStillRunning([], claimed=sum(i not in self.store for i in ids))
+            self._renew()
+            time.sleep(wait)
+            wait = min(self.max_poll_s, wait * 1.5)
 
     def _create(self, chunk: list[dict[str, Any]]) -> str:
         import anthropic
 
-        intent = self.journal.intent(len(chunk))
+        intent = self.journal.intent(len(chunk), self.owner)
         quiet = self.client.with_options(max_retries=0)
         for attempt in range(4):
             try:
@@ -212,10 +270,12 @@ class BatchRunner:
                 break
             if time.monotonic() + wait > self.deadline:
                 raise BatchesStillRunning(live)
+            self._renew()
             time.sleep(wait)
             wait = min(self.max_poll_s, wait * 1.5)
 
     def _harvest(self, batch_id: str) -> None:
+        records = []
         for item in self.client.messages.batches.results(batch_id):
             rid, result = item.custom_id, item.result
             if not rid.startswith(self.id_prefix) or rid in self.store:
@@ -230,11 +290,12 @@ class BatchRunner:
                 }
                 self.stats["input_tokens"] += usage["input_tokens"]
                 self.stats["output_tokens"] += usage["output_tokens"]
-                self.store.put({"id": rid, "status": "succeeded", "text": text, "usage": usage})
+                records.append({"id": rid, "status": "succeeded", "text": text, "usage": usage})
             elif result.type == "errored":
                 kind = result.error.error.type
                 if kind not in RETRYABLE:
-                    self.store.put({"id": rid, "status": "failed", "error": kind})
+                    records.append({"id": rid, "status": "failed", "error": kind})
+        self.store.put_many(records)  # what another collector wrote first stays
         self.journal.collected(batch_id)
         self.log(f"collected batch {batch_id}")
 
