@@ -144,3 +144,40 @@ def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) ->
     finally:
         server.stop()
         restore(repo)
+
+
+def test_queued_experiments_share_the_judges_work(repo: Path, tmp_path: Path) -> None:
+    """Two experiments queued with the Claude judge and one store, run at once: the sweep's
+    samples are the same in both, so their judge requests overlap; each id is sent once (the
+    claims in the store), and the store holds one answer per id."""
+    server = FakeServer(FakeState(answer=rule_answer))
+    env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
+    store = tmp_path / "store"
+    judge = ["judge.backend=anthropic", f"judge.store={store}", "judge.poll_seconds=0.05",
+             "judge.max_poll_seconds=0.2"]  # fmt: skip
+    try:
+        for seed in (11, 12):
+            sets = [a for s in [*judge, f"steer.seed={seed}"] for a in ("-S", s)]
+            run(repo, "dvc", "exp", "run", "--queue", *sets, "-n", f"shared-{seed}", "report")
+        run(repo, "dvc", "queue", "start", "-j", "2", env=env)
+        deadline = time.monotonic() + 600
+        status = run(repo, "dvc", "queue", "status").stdout
+        while re.search(r"\b(Queued|Running)\b", status):
+            assert time.monotonic() < deadline, f"the queue did not finish in 600 s:\n{status}"
+            time.sleep(3)
+            status = run(repo, "dvc", "queue", "status").stdout
+        shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
+        requested = 0
+        for seed in (11, 12):
+            assert "Success" in next(x for x in status.splitlines() if f"shared-{seed}" in x)
+            data = _experiment(shown, f"shared-{seed}")
+            assert data is not None
+            for item in ("sweep", "steer"):
+                requested += data["metrics"][f"data/{item}/judge.json"]["data"]["unique_requests"]
+        attempts = server.state.attempts
+        assert set(attempts.values()) == {1}, "an id was sent twice"
+        assert requested > len(attempts)  # the two experiments asked for some ids both
+        lines = (store / "answers.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)["id"] for line in lines) == sorted(attempts)
+    finally:
+        server.stop()
