@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,10 @@ def test_remotes_and_an_empty_queue_are_named(tmp_path: Path, monkeypatch) -> No
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="no queued experiments"):
         cluster.main(["run"])
+
+
+def test_without_ray_the_command_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    exp = cluster.Experiment("e", "0" * 40, "0" * 40)
+    with pytest.raises(SystemExit, match=r"ray is not installed: pip install -e '\.\[cluster\]'"):
+        cluster.run([exp], git_url=str(tmp_path), dvc_url=str(tmp_path), cwd=tmp_path)

@@ -144,7 +144,10 @@ def run(
 ) -> dict[str, list[str]]:
     """Every experiment not yet on the git remote as a Ray task; one line per experiment as it
     finishes or fails, then a summary. Returns the names done, skipped and failed."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise SystemExit("ray is not installed: pip install -e '.[cluster]'") from None
 
     done_before = pushed(git_url, cwd)
     skipped = [e.name for e in experiments if e.name in done_before]
