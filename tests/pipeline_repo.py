@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -156,3 +157,30 @@ def restore(repo: Path) -> None:
     """Back to the committed params, code and lock file, and their outputs."""
     run(repo, "git", "checkout", "-q", "--", ".")
     run(repo, "dvc", "checkout", "-q")
+
+
+def run_queue(repo: Path, env: dict[str, str] | None = None, timeout_s: float = 600) -> str:
+    """``dvc queue start -j 2``, then ``dvc queue status`` until nothing is queued or running;
+    the last status."""
+    run(repo, "dvc", "queue", "start", "-j", "2", env=env)
+    deadline = time.monotonic() + timeout_s
+    status = run(repo, "dvc", "queue", "status").stdout
+    while re.search(r"\b(Queued|Running)\b", status):
+        assert time.monotonic() < deadline, f"the queue did not finish in {timeout_s} s:\n{status}"
+        time.sleep(3)
+        status = run(repo, "dvc", "queue", "status").stdout
+    return status
+
+
+def experiment(shown: object, name: str) -> dict | None:
+    """The ``data`` of experiment ``name`` in ``dvc exp show --json`` (nested revisions)."""
+    if isinstance(shown, dict):
+        if shown.get("name") == name and isinstance(shown.get("data"), dict):
+            return shown["data"]
+        shown = list(shown.values())
+    if isinstance(shown, list):
+        for item in shown:
+            found = experiment(item, name)
+            if found is not None:
+                return found
+    return None

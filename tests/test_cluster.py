@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_repo import run
+from pipeline_repo import experiment, run
 
 from steerpipe import cluster
 
@@ -39,18 +39,9 @@ def dies_before_the_ref(exp: cluster.Experiment, git_url: str, dvc_url: str) -> 
 
 
 def metrics_of(shown: object, name: str) -> dict | None:
-    """The report's metrics of experiment ``name`` in ``dvc exp show --json`` (nested)."""
-    if isinstance(shown, dict):
-        data = shown.get("data")
-        if shown.get("name") == name and isinstance(data, dict):
-            return data["metrics"]["data/report/metrics.json"]["data"]
-        shown = list(shown.values())
-    if isinstance(shown, list):
-        for item in shown:
-            found = metrics_of(item, name)
-            if found is not None:
-                return found
-    return None
+    """The report's metrics of experiment ``name`` in ``dvc exp show --json``."""
+    data = experiment(shown, name)
+    return None if data is None else data["metrics"]["data/report/metrics.json"]["data"]
 
 
 def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path) -> None:

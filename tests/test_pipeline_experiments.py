@@ -7,15 +7,13 @@ A repository of its own, so that these run beside ``test_pipeline`` under ``pyte
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fake_batches import FakeServer, FakeState, rule_answer
-from pipeline_repo import EXPERIMENT_B, ran, restore, run, set_params
+from pipeline_repo import EXPERIMENT_B, experiment, ran, restore, run, run_queue, set_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_experiments")]
 
@@ -54,20 +52,6 @@ def test_exp_run_with_set_param(repo: Path) -> None:
     assert "data/report/metrics.json" in text and "fisher_p" in text
 
 
-def _experiment(shown: object, name: str) -> dict | None:
-    """The ``data`` of experiment ``name`` in ``dvc exp show --json`` (nested revisions)."""
-    if isinstance(shown, dict):
-        if shown.get("name") == name and isinstance(shown.get("data"), dict):
-            return shown["data"]
-        shown = list(shown.values())
-    if isinstance(shown, list):
-        for item in shown:
-            found = _experiment(item, name)
-            if found is not None:
-                return found
-    return None
-
-
 def test_queued_sweep(repo: Path) -> None:
     # a sweep of steer's coefficient (the solve stages steer at the sweep's best cell for it)
     for coefficient in (0.5, 2.0):
@@ -82,19 +66,13 @@ def test_queued_sweep(repo: Path) -> None:
             "-n",
             f"q-coefficient-{coefficient}",
         )
-    run(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 600
-    status = run(repo, "dvc", "queue", "status").stdout
-    while re.search(r"\b(Queued|Running)\b", status):
-        assert time.monotonic() < deadline, f"the queue did not finish in 600 s:\n{status}"
-        time.sleep(3)
-        status = run(repo, "dvc", "queue", "status").stdout
+    status = run_queue(repo)
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     for coefficient in (0.5, 2.0):
         name = f"q-coefficient-{coefficient}"
         line = next(x for x in status.splitlines() if name in x)
         assert "Success" in line, status
-        data = _experiment(shown, name)
+        data = experiment(shown, name)
         assert data is not None, f"{name} not in dvc exp show"
         assert data["params"]["params.yaml"]["data"]["steer"]["coefficient"] == coefficient
         metrics = data["metrics"]["data/report/metrics.json"]["data"]
@@ -159,18 +137,12 @@ def test_queued_experiments_share_the_judges_work(repo: Path, tmp_path: Path) ->
         for seed in (11, 12):
             sets = [a for s in [*judge, f"steer.seed={seed}"] for a in ("-S", s)]
             run(repo, "dvc", "exp", "run", "--queue", *sets, "-n", f"shared-{seed}", "report")
-        run(repo, "dvc", "queue", "start", "-j", "2", env=env)
-        deadline = time.monotonic() + 600
-        status = run(repo, "dvc", "queue", "status").stdout
-        while re.search(r"\b(Queued|Running)\b", status):
-            assert time.monotonic() < deadline, f"the queue did not finish in 600 s:\n{status}"
-            time.sleep(3)
-            status = run(repo, "dvc", "queue", "status").stdout
+        status = run_queue(repo, env=env)
         shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
         requested = 0
         for seed in (11, 12):
             assert "Success" in next(x for x in status.splitlines() if f"shared-{seed}" in x)
-            data = _experiment(shown, f"shared-{seed}")
+            data = experiment(shown, f"shared-{seed}")
             assert data is not None
             for item in ("sweep", "steer"):
                 requested += data["metrics"][f"data/{item}/judge.json"]["data"]["unique_requests"]
