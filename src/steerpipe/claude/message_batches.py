@@ -144,7 +144,7 @@ class BatchRunner:
         self.stats: Counter[str] = Counter()
         self.claims = Claims(store.folder)
         self.owner = owner_id()
-        self.lease_s = max(120.0, 3 * max_poll_s)  # renewed at every poll
+        self.lease_s = max(120.0, 3 * max_poll_s)  # renewed while polling, every lease / 3
         self._renewed = 0.0
 
     def run(self, requests: dict[str, dict[str, Any]]) -> Counter[str]:
@@ -202,7 +202,7 @@ class BatchRunner:
         wait = self.poll_s
         while True:
             self.store.refresh()
-            held = set().union(*self.claims.live().values()) if ids else set()
+            held = set().union(*self.claims.live().values())
             if all(i in self.store or i not in held for i in ids):
                 return
             if time.monotonic() + wait > self.deadline:
