@@ -2,7 +2,7 @@
 
     dvc repro neuron_eval
     paths from dvc.yaml's cmd: --questions --masks --generations --matched
-    reads `model`, `traces`, `neuron_eval`
+    reads `model`, `traces`, `neuron_eval`, `kl`
 
 On the evaluation questions (disjoint from the trace questions), greedy generation under
 `base` (no hook) and, at each traced layer and each strength in `neuron_eval.strengths`, with
@@ -16,8 +16,9 @@ answer's token over the wrong one's as the next token, under the same hook: righ
 prompt (`neuron_eval.margin_at: prompt`, read at the generation's first step) or after the
 row's own generation up to its answer (`answer`, for the styles that reason first;
 teacher-forced by `answer_margins`; `margin_context` says how many generated tokens came
-before it), one row per question and condition; and per layer the match achieved (metrics),
-also where the memory neurons cannot reach the target.
+before it), one row per question and condition, with the condition's KL on ``kl``'s neutral
+text (``condition_kl``); and per layer the match achieved (metrics), also where the memory
+neurons cannot reach the target.
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ from __future__ import annotations
 import torch
 
 from steerpipe.config import StageError, load, run_stage, stage_args
-from steerpipe.lm.chat import encode
+from steerpipe.lm.divergence import KLParams, neutral_texts
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.storage import read_parquet, read_tensors, write_json, write_parquet
 from steerpipe.transcoders.neuron_eval import (
     NeuronEvalParams,
-    answer_context,
-    answer_margins,
+    condition_kl,
     condition_rows,
     conditions,
-    first_step_margins,
     generate_steered,
+    row_margins,
 )
 from steerpipe.transcoders.sets import placed_layers
 from steerpipe.transcoders.traces import TracesParams
@@ -72,18 +72,19 @@ def main() -> None:
         max_new_tokens=p.max_new_tokens, temperature=0.0, top_p=1.0,  # greedy
         batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
     )  # fmt: skip
-    answers = [rec["answer"] for rec in records]
-    contexts: list[list[int]] = [[] for _ in outs]
-    if p.margin_at == "prompt":
-        margins = first_step_margins(first, answers)
-    else:
-        cue = encode(tok, p.answer_cue)
-        contexts = [answer_context(tok, out, cue) for out in outs]
-        margins = answer_margins(
-            model, prompts, steers, transcoders, answers, yes_id=yes_id, no_id=no_id,
-            contexts=contexts, mode=p.mode, batch_size=p.batch_size, pad_id=int(tok.pad_token_id),
-        )  # fmt: skip
-    for rec, out, margin, context in zip(records, outs, margins, contexts, strict=True):
+    margins, contexts = row_margins(
+        model, tok, p, prompts, steers, transcoders, outs, first,
+        [rec["answer"] for rec in records], (yes_id, no_id),
+    )  # fmt: skip
+    kl_p, n = load(KLParams), len(questions)
+    kl = condition_kl(
+        model, neutral_texts(tok, kl_p), steers[::n], transcoders, mode=p.mode,
+        batch_size=kl_p.batch_size,
+    )  # fmt: skip
+    for k, (rec, out, margin, context) in enumerate(
+        zip(records, outs, margins, contexts, strict=True)
+    ):
+        rec["kl"] = round(kl[k // n], 4)
         rec["generation"] = str(tok.decode(out, skip_special_tokens=True))
         rec["parsed"] = parse_answer(rec["generation"])
         rec["correct"] = rec["parsed"] == rec["answer"]

@@ -2,8 +2,8 @@
 sweep's heat maps, and samples to read.
 
     dvc repro report
-    paths from dvc.yaml's cmd: --steer --sweep --scores --metrics --table --figure
-                               --dose_table --dose_figure --samples
+    paths from dvc.yaml's cmd: --steer --sweep --scores --kl --metrics --table --figure
+                               --dose_table --dose_figure --spread_table --spread_figure --samples
     reads params.yaml section `stats` and `sweep.coefficient_cells`
 
 Three measures per condition (``steerpipe/results/report.py``): ``clean`` (concluding and not
@@ -15,11 +15,16 @@ analyses (``stats``):
 - per prompt (``prompt_level``): the samples of one prompt are correlated, so the intervals
   come from a bootstrap over prompts, and the test is a sign-flip permutation test of each
   prompt's steered minus control rate (both conditions run on the same prompts).
-The controls (``controls``: the negated vector, random directions of its norm) and the doses
-get the same comparisons with control. Outputs: the metrics; the sweep as a table (a DVC plot:
-per layer, position and coefficient, the three rates and the logprob score) and heat maps;
-the dose-response (the three rates against the coefficient: control at 0, the negated vector,
-steered and the doses of ``steer.coefficients``) as a table (a DVC plot) and a figure; and
+The controls (``controls``: the negated vector, random directions of its norm), the doses and
+the prompting baselines (``baselines``: instruction, prefill) get the same comparisons with
+control, each with the share of prompts it moved up, left unchanged and moved down
+(``prompt_level.moved``); steered is also compared with each baseline, paired by prompt
+(``baselines.<name>.steered_against``). ``kl``: each vector's KL on neutral text.
+Outputs: the metrics; the sweep as a table (a DVC plot: per layer, position and coefficient,
+the three rates and the logprob score) and heat maps;
+the dose-response (the three rates and the KL against the coefficient: control at 0, the
+negated vector, steered and the doses of ``steer.coefficients``) as a table (a DVC plot) and a
+figure; every condition's per-prompt clean-rate difference from control (``spread``); and
 ``samples.md``: ``stats.samples`` prompts drawn with ``stats.seed``, every condition's samples
 beside control's, each marked concluding or not and degenerate or not.
 """
@@ -27,7 +32,7 @@ beside control's, each marked concluding or not and degenerate or not.
 from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.results.report import plot_concluding_dose, report_metrics
+from steerpipe.results.report import plot_concluding_dose, plot_spread, report_metrics
 from steerpipe.results.samples import degenerate_mark, samples_markdown
 from steerpipe.results.sweep_report import plot_sweep
 from steerpipe.stats import StatsParams
@@ -35,8 +40,17 @@ from steerpipe.steering.labels import CATEGORIES
 from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, write_json
 
-INPUTS = ("steer", "sweep", "scores")
-OUTPUTS = ("metrics", "table", "figure", "dose_table", "dose_figure", "samples")
+INPUTS = ("steer", "sweep", "scores", "kl")
+OUTPUTS = (
+    "metrics",
+    "table",
+    "figure",
+    "dose_table",
+    "dose_figure",
+    "spread_table",
+    "spread_figure",
+    "samples",
+)
 
 
 def main() -> None:
@@ -46,7 +60,8 @@ def main() -> None:
     scored = read_parquet(paths["scores"])
     p = load(StatsParams)
     k = load(SweepParams).coefficient_cells
-    metrics = report_metrics(steer, sweep, scored, p, coefficient_cells=k)
+    kl = read_parquet(paths["kl"])
+    metrics = report_metrics(steer, sweep, scored, p, coefficient_cells=k, sweep_kl=kl)
     write_json(metrics, paths["metrics"])
     first = steer[0]
     plot_concluding_dose(
@@ -56,7 +71,8 @@ def main() -> None:
         paths["dose_table"],
         paths["dose_figure"],
     )
-    plot_sweep(sweep, scored, metrics, paths["table"], paths["figure"])
+    plot_spread(steer, "clean", paths["spread_table"], paths["spread_figure"])
+    plot_sweep(sweep, scored, metrics, paths["table"], paths["figure"], kl)
     text = samples_markdown(
         steer,
         unit=lambda r: (r["row"], r["step"]),

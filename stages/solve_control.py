@@ -1,13 +1,17 @@
-"""Stage solve_control: full solutions of the held-out problems without the vector.
+"""Stage solve_control: full solutions of the held-out problems without the vector, and the
+instruction baseline's.
 
     dvc repro solve_control
     paths from dvc.yaml's cmd: --problems --solutions
-    reads `model` and `solve.generation` (not the coefficients: changing those leaves it cached)
+    reads `model`, `solve.generation` and `solve.baseline_instruction` (not the coefficients:
+    changing those leaves it cached)
 
-Each problem is solved ``n_samples`` times, up to ``max_new_tokens`` tokens,
-in batches with the KV cache (``steerpipe/steering/solutions.py``). Output: one row per solution
-(``condition`` control, ``coefficient`` 0, ``problem``, ``sample``, ``ids``, ``text``,
-``n_tokens``, ``finished``); ``solve_report`` scores it.
+Each problem is solved ``n_samples`` times, up to ``max_new_tokens`` tokens, in batches with
+the KV cache (``steerpipe/steering/solutions.py``): as asked (control), and with
+``solve.baseline_instruction`` after the problem (``instruction``: would asking do what the
+vector does?), with the same noise. Output: one row per solution (``condition``, ``coefficient``
+0, ``problem``, ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``); ``solve_report``
+scores it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ OUTPUTS = ("solutions",)
 
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
-    p = load(SolveParams).generation
+    solving = load(SolveParams)
+    p, ask = solving.generation, solving.baseline_instruction
     problems = read_parquet(paths["problems"])
     model, tok = load_from_params(load(ModelParams))
     fields = {"condition": "control", "coefficient": 0.0, "vector_norm": 0.0}
     records = solve(model, tok, problems, p, steer=None, fields=fields)
+    if ask is not None:
+        fields = fields | {"condition": "instruction"}
+        records += solve(model, tok, problems, p, steer=None, fields=fields, ask=ask)
     write_parquet(records, paths["solutions"])
-    finished = sum(r["finished"] for r in records)
-    print(f"control: {len(records)} solutions, {finished} ended before the token limit")
+    for name in sorted({r["condition"] for r in records}):
+        mine = [r for r in records if r["condition"] == name]
+        finished = sum(r["finished"] for r in mine)
+        print(f"{name}: {len(mine)} solutions, {finished} ended before the token limit")
 
 
 if __name__ == "__main__":

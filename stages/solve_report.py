@@ -51,7 +51,7 @@ def main() -> None:
         rows.append({k: v for k, v in r.items() if k != "ids"} | measures)
     write_parquet(rows, paths["scored"])
     conditions = solve_metrics(rows, p)
-    steered = next(r for r in rows if r["condition"] != "control")
+    steered = next(r for r in rows if r["condition"].startswith("dose_"))
     metrics = {
         "problems": len(problems),
         "samples": solving.generation.n_samples,

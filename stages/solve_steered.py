@@ -1,7 +1,7 @@
 """Stage solve_steered: full solutions of the held-out problems with the vector.
 
     dvc repro solve_steered
-    paths from dvc.yaml's cmd: --vectors --sweep --scores --problems --solutions
+    paths from dvc.yaml's cmd: --vectors --sweep --scores --kl --problems --solutions
     reads `model`, `solve` (generation, coefficients), `steer` (layer, position, scale),
     `sweep`
 
@@ -23,7 +23,7 @@ from steerpipe.steering.steer import SteerParams, dose_name, steer_vector
 from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
-INPUTS = ("vectors", "sweep", "scores", "problems")
+INPUTS = ("vectors", "sweep", "scores", "kl", "problems")
 OUTPUTS = ("solutions",)
 
 
@@ -42,6 +42,7 @@ def main() -> None:
         sweep=load(SweepParams),
         judged=read_parquet(paths["sweep"]),
         scores=read_parquet(paths["scores"]),
+        kl=read_parquet(paths["kl"]),
     )
     problems = read_parquet(paths["problems"])
     model, tok = load_from_params(load(ModelParams))

@@ -1,50 +1,43 @@
-"""Stage steer: samples on the negative-kind test prompts with and without the vector.
+"""Stage steer: samples on the negative-kind test prompts with and without the vector, beside
+controls, doses and prompting baselines, and each vector's KL on neutral text.
 
     dvc repro steer
-    paths from dvc.yaml's cmd: --vectors --examples --sweep --scores --generations
-    reads `model`, `sampling`, `prepare.kinds`, `steer`, `sweep`
+    paths from dvc.yaml's cmd: --vectors --examples --sweep --scores --kl --generations
+    reads `model`, `sampling`, `prepare.kinds`, `steer`, `sweep`, `kl`
 
 The choice is ``steer.layer`` / ``steer.position`` / ``steer.coefficient``; ``auto`` takes the
-best sweep choice by ``sweep.metric`` (``steerpipe/steering/sweep.py``): the highest clean
-concluding rate, the highest raw one, or the highest logprob score of ``sweep_logprob`` (ties:
-lower layer, position, coefficient). When a part is ``auto``, the prompts are the held-out ones
-the sweep did not sample, so that the choice is not scored on the prompts that made it. Beside
-control (no vector) and steered, the controls (``steerpipe/steering/steer.py``): the negated
-vector and ``steer.n_random`` random directions of the vector's norm at the same cell; then the
-doses, the vector at each of ``steer.coefficients`` (``dose_<c>``; ``steer.scale: norm`` counts
-coefficients in the layer's mean residual-stream norm). All conditions share batches, in that
-order, so adding controls or doses leaves the earlier conditions' samples as they were.
-Output: one row per sample (``condition``: control / steered / negated / random_k / dose_c;
-``coefficient``; ``vector_norm``, the length of what was added, to 4 places).
+best sweep choice by ``sweep.metric`` (``steerpipe/steering/sweep.py``). When a part is
+``auto``, the prompts are the held-out ones the sweep did not sample, so that the choice is not
+scored on the prompts that made it. The conditions (``steerpipe/steering/steer.py``), in this
+order: control (no vector), steered, the negated vector, ``steer.n_random`` random directions
+of its norm, the doses (``dose_<c>``, each of ``steer.coefficients``), and the baselines
+``instruction`` (the model asked to conclude) and ``prefill`` (the step begun with the positive
+kind's usual opener). All share batches, in that order, so adding a condition leaves the
+earlier ones' samples as they were. Output: one row per sample (``condition``; ``coefficient``;
+``vector_norm``, the length of what was added, to 4 places; ``kl``, the condition's mean
+KL(steered || plain) per token on ``kl``'s neutral text, ``steering/side_effects.py``: 0 for
+control, null for the baselines, which add no vector).
 """
 
 from __future__ import annotations
 
-import torch
-
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.lm.hooks import Steer
+from steerpipe.lm.divergence import KLParams, neutral_texts, next_token_kl
 from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.baselines import baseline_conditions, baselines
 from steerpipe.steering.prepare import PrepareParams, held_out
 from steerpipe.steering.sampling import SamplingParams, sample_conditions
-from steerpipe.steering.steer import (
-    SteerParams,
-    control_vectors,
-    dose_coefficients,
-    dose_name,
-    steer_vector,
-)
+from steerpipe.steering.steer import SteerParams, steer_vector, vector_conditions
 from steerpipe.steering.sweep import SweepParams, steer_prompts
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 
-INPUTS = ("vectors", "examples", "sweep", "scores")
+INPUTS = ("vectors", "examples", "sweep", "scores", "kl")
 OUTPUTS = ("generations",)
 
 
 def main() -> None:
     paths = stage_args(INPUTS, OUTPUTS)
     p = load(SteerParams)
-    negative = load(PrepareParams).kinds[1]  # the kind the vector steers away from
     tensors, meta = read_tensors(paths["vectors"])
     sweep = load(SweepParams)
     layer, pos, coef, unit, resid_norm = steer_vector(
@@ -57,27 +50,24 @@ def main() -> None:
         sweep=sweep,
         judged=read_parquet(paths["sweep"]),
         scores=read_parquet(paths["scores"]),
+        kl=read_parquet(paths["kl"]),
     )
-    vec = coef * unit
     n = None if p.n_prompts == "all" else p.n_prompts
-    examples = held_out(read_parquet(paths["examples"]), negative)
-    prompts = steer_prompts(examples, sweep.n_prompts, n, (p.layer, p.position, p.coefficient))
+    kinds = load(PrepareParams).kinds
+    examples = read_parquet(paths["examples"])
+    given = (p.layer, p.position, p.coefficient)
+    prompts = steer_prompts(held_out(examples, kinds[1]), sweep.n_prompts, n, given)
     model, tok = load_from_params(load(ModelParams))
     cell = {"layer": layer, "position": pos, "coefficient": coef, "scale": p.scale}
-    vectors: list[tuple[str, float, torch.Tensor | None]] = [
-        ("control", coef, None),
-        ("steered", coef, vec),
-        *((name, coef, v) for name, v in control_vectors(vec, p.n_random, p.seed).items()),
-        *((dose_name(c), c, c * unit) for c in dose_coefficients(coef, p.coefficients)),
-    ]
-    conditions = [
-        (
-            {**cell, "condition": name, "coefficient": c}
-            | {"vector_norm": 0.0 if v is None else round(float(v.norm()), 4)},
-            None if v is None else Steer(layer, v),
-        )
-        for name, c, v in vectors
-    ]
+    vectors = vector_conditions(cell, layer, coef, unit, p)
+    kl_p = load(KLParams)
+    texts = neutral_texts(tok, kl_p)
+    steers = [steer for _, steer in vectors]
+    kl = next_token_kl(model, texts, steers, batch_size=kl_p.batch_size)
+    for (fields, _), value in zip(vectors, kl, strict=True):
+        fields["kl"] = round(value, 4)
+    prompted = baseline_conditions(cell | {"kl": None}, baselines(p, tok, examples, kinds[0]))
+    conditions = [*vectors, *prompted]  # the baselines last: the vectors' samples stay as they were
     records = sample_conditions(
         model,
         tok,
@@ -90,7 +80,7 @@ def main() -> None:
     write_parquet(records, paths["generations"])
     print(
         f"cell (layer {layer}, position {pos}, coefficient {coef} {p.scale}; "
-        f"vector norm {vec.norm():.3g}, the layer's mean residual norm {resid_norm:.3g}): "
+        f"vector norm {coef * unit.norm():.3g}, the layer's mean residual norm {resid_norm:.3g}): "
         f"{len(records)} samples"
     )
 

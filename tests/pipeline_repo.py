@@ -33,6 +33,7 @@ ALL = {
     "vectors",
     "sweep",
     "sweep_logprob",
+    "sweep_kl",
     "judge@sweep",
     "steer",
     "judge@steer",

@@ -15,6 +15,7 @@ from steerpipe.transcoders.neuron_eval import (
     FeatureSteer,
     answer_context,
     answer_margins,
+    condition_kl,
     condition_rows,
     conditions,
     first_step_margins,
@@ -275,3 +276,32 @@ def test_condition_rows_are_every_question_under_every_condition() -> None:
         (7, "reasoning@4x2", 3, True),
         (9, "reasoning@4x2", 3, False),
     ]
+
+
+def test_condition_kl_equals_each_intervention_by_hand(tiny_model) -> None:
+    """Each neuron intervention's KL on text, against a forward with its hook entered by hand;
+    no intervention gives exactly 0, and a strength of 1 (the identity) 0 up to the rounding
+    of the batch it shares with another row (the plain rows run alone)."""
+    feats = torch.arange(0, 128, 3)
+    transcoders = {1: TC, 2: TC2}
+    steers = [None, FeatureSteer(1, feats, 1.0), FeatureSteer(1, feats, 4.0)]
+    steers.append(FeatureSteer(2, torch.arange(64), 0.0))
+    texts = [PROMPTS[0], PROMPTS[2]]
+    got = condition_kl(tiny_model, texts, steers, transcoders, batch_size=3)
+
+    def by_hand(steer: FeatureSteer) -> float:
+        total = 0.0
+        for text in texts:
+            ids = torch.tensor([text])
+            with torch.no_grad():
+                plain = torch.log_softmax(tiny_model(ids).logits[0].double(), dim=-1)
+                with steer_features(
+                    tiny_model, transcoders[steer.layer], steer.features, steer.strength
+                ):
+                    hooked = torch.log_softmax(tiny_model(ids).logits[0].double(), dim=-1)
+            total += float((hooked.exp() * (hooked - plain)).sum())
+        return total / sum(map(len, texts))
+
+    assert got[0] == 0.0 and abs(got[1]) < 1e-6
+    assert got[2:] == pytest.approx([by_hand(s) for s in steers[2:]], rel=1e-4, abs=1e-7)
+    assert min(got[2:]) > 1e-4  # the interventions move the distribution

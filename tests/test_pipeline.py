@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -81,6 +82,86 @@ def test_outputs_and_metrics(repo: Path) -> None:
     # steer reports on the held-out prompts the sweep did not choose on
     swept = {r["row"] for r in pq.read_table(repo / "data/sweep/judged.parquet").to_pylist()}
     assert len(swept) == 1 and not swept & {r["row"] for r in judged}
+
+
+def test_baselines_kl_and_the_share_of_prompts_moved(repo: Path, tokenizer) -> None:
+    """The prompting baselines run on steer's prompts beside control, and the instruction
+    baseline beside control's solutions; every vector has its KL on neutral text, control's
+    0; every condition has its share of prompts moved."""
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
+    baselines = metrics["baselines"]
+    assert set(baselines) == {"instruction", "prefill"}
+    assert "instruction" not in metrics["controls"]
+    for name, b in baselines.items():
+        rows = [r for r in judged if r["condition"] == name]
+        assert b["n"] == len(rows) == 6 and b["clean"]["count"] == sum(r["clean"] for r in rows)
+        against = b["steered_against"]["clean"]
+        assert against["difference"] == pytest.approx(
+            metrics["clean"]["steered"]["rate"] - b["clean"]["rate"]
+        )
+        assert against["prompt_level"]["prompts"] == 3
+        assert all(r["kl"] is None and r["vector_norm"] == 0.0 for r in rows)
+    # the prefill: the conclusion steps' most frequent opening, then what the model wrote
+    examples = pq.read_table(repo / "data/prepare/examples.parquet").to_pylist()
+    train = [e for e in examples if (e["kind"], e["split"]) == ("conclusion", "train")]
+    firsts = Counter(tuple(e["step_ids"][:3]) for e in train)
+    opener = tokenizer.decode(list(firsts.most_common(1)[0][0]))
+    assert all(r["text"].startswith(opener) for r in judged if r["condition"] == "prefill")
+    kl = metrics["kl"]
+    assert kl["control"] == 0.0 and set(kl) == {r["condition"] for r in judged} - set(baselines)
+    assert kl["steered"] > 0 and kl["dose_2.0"] > 0
+    assert metrics["dose_response"]["steered"]["kl"] == kl["steered"]
+    # no budget, no KL of the grid
+    assert pq.read_table(repo / "data/sweep_kl/kl.parquet").num_rows == 0
+    assert "kl" not in metrics["sweep"]["best_clean"]
+    # the share of prompts each condition moved, against control
+    levels = [metrics["clean"]["prompt_level"], metrics["controls"]["negated"]["clean"]]
+    levels += [baselines["prefill"]["clean"]["prompt_level"]]
+    for shares in (levels[0]["moved"], levels[1]["prompt_level"]["moved"], levels[2]["moved"]):
+        assert shares["prompts"] == 3
+        assert shares["up"] + shares["same"] + shares["down"] == pytest.approx(1.0)
+    with open(repo / "data/report/spread.csv") as f:
+        spread = list(csv.DictReader(f))
+    assert len(spread) == 3 * (len(kl) - 1 + len(baselines))  # every condition but control
+    # the solutions: the instruction baseline against control, and the dose against it
+    solved = json.loads((repo / "data/solve_report/metrics.json").read_text())["conditions"]
+    assert solved["instruction"]["accuracy"]["n"] == solved["control"]["accuracy"]["n"] == 4
+    assert "against_control" in solved["instruction"]
+    assert solved["dose_2.0"]["against_instruction"]["tokens_difference"] == pytest.approx(
+        solved["dose_2.0"]["mean_tokens"] - solved["instruction"]["mean_tokens"]
+    )
+
+
+def test_changing_only_the_kl_budget_reruns_only_its_readers(repo: Path) -> None:
+    before = json.loads((repo / "data/report/metrics.json").read_text())
+    # a budget nothing exceeds: the grid's KL, the same choice and the same samples
+    set_params(repo, sweep__kl_max=1e9)
+    proc = run(repo, "dvc", "repro")
+    assert ran(proc) == {"sweep_kl", "steer", "solve_steered", "report"}
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    assert metrics["cell"] == before["cell"] and metrics["clean"] == before["clean"]
+    grid = pq.read_table(repo / "data/sweep_kl/kl.parquet").to_pylist()
+    assert len(grid) == 2 * 2 * 2  # layers x positions x coefficients
+    at = {(g["layer"], g["position"], g["coefficient"]): g["kl"] for g in grid}
+    # the grid's KL at steer's choice is the steer stage's KL of steered (other batches)
+    cell = metrics["cell"]
+    steered_at = at[cell["layer"], cell["position"], cell["coefficient"]]
+    assert steered_at == pytest.approx(metrics["kl"]["steered"], abs=2e-4)
+    best = metrics["sweep"]["best_clean"]
+    assert best["kl"] == at[best["layer"], best["position"], best["coefficient"]]
+    # another budget: only the readers of the value
+    set_params(repo, sweep__kl_max=1e8)
+    proc = run(repo, "dvc", "repro")
+    assert ran(proc) == {"sweep_kl", "steer", "solve_steered"}
+    # the least KL of the grid: the choice is that one
+    least = min(grid, key=lambda g: g["kl"])
+    set_params(repo, sweep__kl_max=least["kl"])
+    run(repo, "dvc", "repro")
+    metrics = json.loads((repo / "data/report/metrics.json").read_text())
+    assert metrics["cell"] == {k: least[k] for k in ("layer", "position", "coefficient")}
+    assert metrics["kl"]["steered"] == pytest.approx(least["kl"], abs=2e-4)
+    restore(repo)
 
 
 def test_clean_and_degenerate_follow_the_judged_samples(repo: Path) -> None:

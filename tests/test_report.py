@@ -14,7 +14,10 @@ from steerpipe.results.report import (
     condition_against_control,
     condition_summary,
     dose_response,
+    moved,
     plot_concluding_dose,
+    plot_spread,
+    prompt_differences,
     prompt_level,
     report_metrics,
 )
@@ -82,8 +85,11 @@ def test_prompt_level_is_an_exact_sign_flip_over_prompts() -> None:
     assert 0.0 <= level["control"]["ci95_low"] <= 0.25 <= level["control"]["ci95_high"] <= 0.5
     assert level["difference"]["ci95_low"] == pytest.approx(0.5)
     assert level["difference"]["ci95_high"] == pytest.approx(0.5)
+    # both prompts moved up
+    assert level["moved"] == {"up": 1.0, "same": 0.0, "down": 0.0, "prompts": 2}
     one_prompt = [r for r in steer_rows() if r["row"] == 0]
-    assert prompt_level(one_prompt, "steered", P) == {"prompts": 1}
+    moved_up = {"up": 1.0, "same": 0.0, "down": 0.0, "prompts": 1}
+    assert prompt_level(one_prompt, "steered", P) == {"prompts": 1, "moved": moved_up}
 
 
 def test_a_condition_against_control() -> None:
@@ -179,3 +185,79 @@ def test_the_plots_write_their_tables(tmp_path: Path) -> None:
         ("2.0", "0.75", "0.25", "0.5", "steered"),
     ]
     assert (tmp_path / "dose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+KL = {"control": 0.0, "steered": 0.8, "negated": 0.5, "random_0": 0.4, "dose_1.0": 0.3}
+
+
+def with_baselines() -> list[dict[str, Any]]:
+    """``steer_rows`` with each vector's KL, and the two baselines (no vector, no KL):
+    instruction concludes 3/4, all clean (prompt 0: 1/2, prompt 1: 2/2); prefill 4/4, one
+    of prompt 0's degenerate (clean 3/4)."""
+    rows = [r | {"kl": KL[r["condition"]]} for r in steer_rows()]
+    per = {
+        "instruction": [(0, 1, False), (0, 3, False), (1, 1, False), (1, 1, False)],
+        "prefill": [(0, 1, False), (0, 1, True), (1, 1, False), (1, 1, False)],
+    }
+    for name, samples in per.items():
+        for row, category, degenerate in samples:
+            base = sample(name, row, category, degenerate)
+            rows.append(base | {"coefficient": 0.0, "vector_norm": 0.0, "kl": None})
+    return rows
+
+
+def test_steered_is_paired_with_each_baseline_by_prompt() -> None:
+    metrics = report_metrics(with_baselines(), sweep_rows(), scored_rows(), P)
+    assert set(metrics["controls"]) == {"negated", "random_0"}  # the baselines apart
+    assert set(metrics["baselines"]) == {"instruction", "prefill"}
+    instruction = metrics["baselines"]["instruction"]
+    # against control, as every condition: 3/4 against 1/4
+    assert (instruction["rate"], instruction["difference"]) == (0.75, 0.5)
+    assert instruction["clean"]["count"] == 3
+    # steered against it, clean: prompt 0 1/2 against 1/2, prompt 1 0/2 against 2/2
+    against = instruction["steered_against"]["clean"]
+    assert against["difference"] == 0.25 - 0.75
+    assert against["fisher_p"] == fisher_p(1, 4, 3, 4)
+    level = against["prompt_level"]
+    assert level["moved"] == {"up": 0.0, "same": 0.5, "down": 0.5, "prompts": 2}
+    assert level["sign_flip_p"] == 1.0  # differences 0 and -1: every flip's |mean| is 0.5
+    assert (level["difference"]["ci95_low"], level["difference"]["ci95_high"]) == (-1.0, 0.0)
+    # the raw rate: steered 3/4 against instruction's 3/4, and prefill's 4/4 by construction
+    assert instruction["steered_against"]["concluding"]["difference"] == 0.0
+    prefill = metrics["baselines"]["prefill"]
+    assert (prefill["rate"], prefill["clean"]["rate"], prefill["degenerate"]["count"]) == (
+        1.0,
+        0.75,
+        1,
+    )
+    assert prefill["steered_against"]["concluding"]["difference"] == -0.25
+
+
+def test_kl_is_reported_per_vector_and_on_the_dose_axis(tmp_path: Path) -> None:
+    metrics = report_metrics(with_baselines(), sweep_rows(), scored_rows(), P)
+    assert metrics["kl"] == KL  # the baselines add no vector: no KL
+    dose = metrics["dose_response"]
+    assert [q["kl"] for q in dose.values()] == [0.5, 0.0, 0.3, 0.8]  # -2, 0, 1, 2
+    plot_concluding_dose(dose, "absolute", 5, tmp_path / "dose.csv", tmp_path / "dose.png")
+    table = read_csv(tmp_path / "dose.csv")
+    assert table[0][4] == "kl" and [r[4] for r in table[1:]] == ["0.5", "0.0", "0.3", "0.8"]
+
+
+def test_moved_counts_prompts_up_unchanged_and_down() -> None:
+    assert moved([0.5, 0.0, -0.25, 1.0]) == {"up": 0.5, "same": 0.25, "down": 0.25, "prompts": 4}
+
+
+def test_the_spread_plot_writes_each_prompts_difference(tmp_path: Path) -> None:
+    rows = with_baselines()
+    plot_spread(rows, "clean", tmp_path / "spread.csv", tmp_path / "spread.png")
+    table = read_csv(tmp_path / "spread.csv")
+    assert table[0] == ["condition", "row", "step", "difference"]
+    got = {(r[0], int(r[1])): float(r[3]) for r in table[1:]}
+    names = ("dose_1.0", "instruction", "negated", "prefill", "random_0", "steered")
+    assert {n for n, _ in got} == set(names)  # every condition but control, both prompts
+    assert len(got) == 12
+    # control is clean 1/2 on prompt 0 and 0/2 on prompt 1
+    assert (got[("instruction", 0)], got[("instruction", 1)]) == (0.0, 1.0)
+    assert (got[("prefill", 0)], got[("negated", 0)], got[("steered", 1)]) == (0.0, -0.5, 0.0)
+    assert got[("dose_1.0", 1)] == prompt_differences(rows, "dose_1.0", "clean")[(1, 0)] == 0.5
+    assert (tmp_path / "spread.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

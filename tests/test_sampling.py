@@ -9,7 +9,7 @@ from tiny import params
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.scoring import continuation_nll
-from steerpipe.steering.sampling import SamplingParams, sample_conditions
+from steerpipe.steering.sampling import Prompting, SamplingParams, sample_conditions
 
 
 def test_sample_conditions_records_every_condition_prompt_and_sample(tiny_model, tokenizer) -> None:
@@ -83,3 +83,51 @@ def test_conditions_in_one_batch_equal_each_run_alone(model_on_device, tokenizer
     # and the key is the place in the list: at another place, the same condition redraws
     moved = sample_conditions(model_on_device, tokenizer, conditions[1:2], prompts, **kw)
     assert [r["text"] for r in moved] != [r["text"] for r in together[6:12]]
+
+
+def test_prompting_baselines_ask_after_the_prompt_and_prefill_the_sample(
+    tiny_model, tokenizer
+) -> None:
+    """``Prompting.ask`` lengthens the prompt; ``prefill`` begins the sample: its first
+    sampled token follows the prefill (greedy: the argmax after prompt + prefill), its text
+    starts with the prefill, and its NLL scores prefill and sample after the prompt."""
+    sampling = params(SamplingParams, max_new_tokens=4, batch_size=8, temperature=0.0)
+    prompts = [
+        {"row": 0, "step": 2, "prompt_ids": tokenizer.encode("One two three")},
+        {"row": 5, "step": 1, "prompt_ids": tokenizer.encode("Four five")},
+    ]
+    ask, prefill = (
+        tuple(tokenizer.encode(" Conclude now.")),
+        tuple(tokenizer.encode(" The answer is")),
+    )
+    conditions = [
+        ({"condition": "control"}, None),
+        ({"condition": "instruction"}, Prompting(ask=ask)),
+        ({"condition": "prefill"}, Prompting(prefill=prefill)),
+    ]
+    records = sample_conditions(
+        tiny_model, tokenizer, conditions, prompts, n_samples=1, sampling=sampling, seed=0
+    )
+    by = {(r["condition"], r["row"]): r for r in records}
+    for p in prompts:
+        ids = p["prompt_ids"]
+        with torch.no_grad():
+            after = tiny_model(torch.tensor([ids + list(prefill)])).logits[0, -1]
+        out = generate(
+            tiny_model, [ids + list(prefill)], max_new_tokens=4, temperature=0.0, top_p=1.0,
+            pad_id=tokenizer.pad_token_id,
+        )[0]  # fmt: skip
+        assert out[0] == int(after.argmax())
+        mine = by[("prefill", p["row"])]
+        assert mine["text"] == tokenizer.decode(list(prefill) + out, skip_special_tokens=True)
+        assert mine["text"].startswith(" The answer is") and mine["new_tokens"] == len(out)
+        want = continuation_nll(tiny_model, [ids], [list(prefill) + out], pad_id=2)[0]
+        assert mine["nll"] == round(want, 4)
+        asked = generate(
+            tiny_model, [ids + list(ask)], max_new_tokens=4, temperature=0.0, top_p=1.0,
+            pad_id=tokenizer.pad_token_id,
+        )[0]  # fmt: skip
+        assert by[("instruction", p["row"])]["text"] == tokenizer.decode(
+            asked, skip_special_tokens=True
+        )
+        assert asked != out  # the test could fail: asking and prefilling sample differently

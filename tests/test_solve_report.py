@@ -129,3 +129,28 @@ def test_accuracy_power_against_the_known_case() -> None:
     floor = accuracy_power(0.0, 32)
     assert floor["n_needed_down"] is None and floor["n_needed_up"] is None
     assert floor["detects_both"] is False  # 0/32 cannot show a drop
+
+
+def test_each_dose_is_also_paired_with_the_instruction_baseline(tmp_path: Path) -> None:
+    """The instruction baseline (coefficient 0, no vector) is compared with control as every
+    condition is; each dose is compared with it, paired the same way; and the dose plot keeps
+    it off the coefficient's axis."""
+    asked = [
+        solution("instruction", problem, s, correct, tokens)
+        | {"coefficient": 0.0, "vector_norm": 0.0}
+        for problem, s, correct, tokens in [(0, 0, False, 70), (0, 1, True, 70)]
+        + [(1, 0, True, 90), (1, 1, False, 90)]
+    ]
+    conditions = solve_metrics(rows() + asked, P)
+    assert conditions["instruction"]["against_control"]["tokens_difference"] == -20.0
+    vs = conditions["dose_0.5"]["against_instruction"]
+    # dose right on (0, 0), (0, 1); the baseline on (0, 1), (1, 0): one discordant pair each way
+    assert vs["right_under_control_only"] == vs["right_under_condition_only"] == 1
+    assert vs["tokens_difference"] == (40 - 70 + 60 - 90) / 2
+    assert "against_instruction" not in conditions["instruction"]
+    assert "against_instruction" not in conditions["control"]
+    plot_solution_dose(conditions, tmp_path / "dose.csv", tmp_path / "dose.png")
+    with open(tmp_path / "dose.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert [r[0] for r in table[1:]] == ["0.0", "0.5"]  # control and the dose only
+    assert table[1][4] == "100.0"

@@ -24,8 +24,11 @@ def _dose(name: str, coefficient: float, count: int, clean: int, degenerate: int
     return point
 
 
+MOVED = {"up": 0.6, "same": 0.3, "down": 0.1, "prompts": 10}
+
+
 def _block(control: tuple[int, int], steered: tuple[int, int], difference: float) -> dict:
-    level = {"prompts": 10, "difference": {"ci95_low": -0.025, "ci95_high": 0.3}}
+    level = {"prompts": 10, "difference": {"ci95_low": -0.025, "ci95_high": 0.3}, "moved": MOVED}
     return {
         "control": _rate(*control),
         "steered": _rate(*steered),
@@ -39,17 +42,26 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     (tmp_path / "report").mkdir()
     (tmp_path / "neuron_report").mkdir()
     (tmp_path / "neurons").mkdir()
+    against = {"clean": _block((16, 40), (6, 40), -0.25)}
     report = {
         "cell": {"layer": 7, "position": 3, "coefficient": 2.0},
         **_block((5, 40), (11, 40), 0.15),
         "clean": _block((4, 40), (6, 40), 0.05),
         "degenerate": _block((0, 40), (8, 40), 0.2),
         "controls": {"negated": _measures(2, 1, 3)},
+        "baselines": {"instruction": _measures(20, 16, 2) | {"steered_against": against}},
+        "kl": {
+            "control": 0.0,
+            "steered": 0.25,
+            "negated": 0.125,
+            "dose_3.0": 2.5,
+            "dose_0.5": 0.0625,
+        },
         "dose_response": {
             "negated": _dose("negated", -2.0, 2, 1, 3),
             "dose_3.0": _dose("dose_3.0", 3.0, 9, 0, 30),
             "control": _dose("control", 0.0, 5, 4, 0),
-            "dose_0.5": _dose("dose_0.5", 0.5, 7, 7, 1),
+            "dose_0.5": _dose("dose_0.5", 0.5, 7, 7, 1) | {"clean_moved": MOVED},
         },
         "sweep": {
             "samples": 480,
@@ -65,9 +77,10 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     change = {"mean": -0.25, "ci95_low": -0.5, "ci95_high": 0.0625, "sign_flip_p": 0.0312}
     change["mean_abs"] = 0.375
     conditions = {
-        "base": {"accuracy": _rate(30, 64), "answer_changed_rate": 0.0, "balanced_accuracy": 0.5},
+        "base": {"accuracy": _rate(30, 64), "answer_changed_rate": 0.0, "balanced_accuracy": 0.5}
+        | {"kl": 0.0},
         "reasoning@3x2": {"accuracy": _rate(28, 64), "answer_changed_rate": 0.125}
-        | {"paired_with_base": {"margin_change": change}},
+        | {"paired_with_base": {"margin_change": change}, "kl": 0.0123},
     }
     b = {"conditions": conditions, "majority_baseline": 0.5, "yes_rate": 0.5}
     (tmp_path / "neuron_report" / "metrics.json").write_text(json.dumps(b))
@@ -76,13 +89,19 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     lines = summary(tmp_path).splitlines()
     assert lines[0].startswith("Experiment A: steering at layer 7, position 3, coefficient 2 ")
     # clean first, then the raw count and the degenerate count
-    assert "| control | 4/40 | 5/40 | 0/40 | 0.100 (0.010 - 0.990) |" in lines
-    assert "| steered | 6/40 | 11/40 | 8/40 | 0.150 (0.010 - 0.990) |" in lines
-    assert "| negated | 1/40 | 2/40 | 3/40 | 0.025 (0.010 - 0.990) |" in lines
+    # then the share of prompts moved (clean) and the KL on neutral text
+    assert "| control | 4/40 | 5/40 | 0/40 | 0.100 (0.010 - 0.990) |  | 0.000 |" in lines
+    moved = "0.60 / 0.30 / 0.10"
+    assert f"| steered | 6/40 | 11/40 | 8/40 | 0.150 (0.010 - 0.990) | {moved} | 0.250 |" in lines
+    assert "| negated | 1/40 | 2/40 | 3/40 | 0.025 (0.010 - 0.990) |  | 0.125 |" in lines
+    # a baseline adds no vector: no KL
+    assert (
+        "| instruction (baseline) | 16/40 | 20/40 | 2/40 | 0.400 (0.010 - 0.990) |  |  |" in lines
+    )
     doses = [line for line in lines if "(dose)" in line]
     assert doses == [
-        "| x0.5 (dose) | 7/40 | 7/40 | 1/40 | 0.175 (0.010 - 0.990) |",
-        "| x3 (dose) | 0/40 | 9/40 | 30/40 | 0.000 (0.010 - 0.990) |",
+        f"| x0.5 (dose) | 7/40 | 7/40 | 1/40 | 0.175 (0.010 - 0.990) | {moved} | 0.062 |",
+        "| x3 (dose) | 0/40 | 9/40 | 30/40 | 0.000 (0.010 - 0.990) |  | 2.500 |",
     ]
     assert not any(line.startswith("| x-2 ") for line in lines)  # the negated one is a control
     tests = [line for line in lines if "sign-flip" in line]
@@ -92,6 +111,10 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
     )
     assert tests[1].startswith("Raw: steered - control +0.150,")
     assert tests[2].startswith("Degenerate: steered - control +0.200,")
+    assert tests[3] == (
+        "Clean: steered - instruction baseline -0.250, 95% interval -0.025 to +0.300 over 10 "
+        "prompts, sign-flip p = 0.062; per sample, Fisher p = 0.012"
+    )
     assert (
         "Sweep choice (logprob score, then the clean rate of the best cells pooled): layer 9, "
         "position 0, coefficient 1 (0.25 clean over 12 samples)"
@@ -102,8 +125,10 @@ def test_summary_reads_both_experiments(tmp_path: Path) -> None:
         "Spearman's rho of raw and logprob over the grid +0.46"
     ) in lines
     assert any(line.endswith("(layer 3: 12 reasoning, 34 memory)") for line in lines)
-    assert "| base | 30/64 | 0.000 |  |  |  |" in lines
-    assert "| reasoning@3x2 | 28/64 | 0.125 | -0.250 (-0.500 to +0.062) | 0.031 | 0.375 |" in lines
+    assert "| base | 30/64 | 0.000 |  |  |  | 0.0000 |" in lines
+    assert (
+        "| reasoning@3x2 | 28/64 | 0.125 | -0.250 (-0.500 to +0.062) | 0.031 | 0.375 | 0.0123 |"
+    ) in lines
     assert (
         "Base accuracy 0.469 (balanced 0.500); always giving the more frequent answer scores "
         "0.500 (50% of the answers are Yes)"
@@ -123,8 +148,10 @@ def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:
         "max_new_tokens": 256,
         "cell": {"layer": 15, "position": 1},
         "conditions": {
-            "dose_1.0": steered | {"with_conclusion": 20, "against_control": against},
+            "dose_1.0": steered
+            | {"with_conclusion": 20, "against_control": against, "against_instruction": against},
             "control": control | {"with_conclusion": 12},
+            "instruction": control | {"with_conclusion": 14, "against_control": against},
         },
     }
     (tmp_path / "solve_report" / "metrics.json").write_text(json.dumps(report))
@@ -138,7 +165,35 @@ def test_summary_reads_the_full_solutions(tmp_path: Path) -> None:
         "| 0 | 3/32 | 101.2 | 12/32 | 1 (0) |  |",
         "| 1 | 1/32 | 60.0 | 20/32 | 25 (20) | -0.062 (McNemar p = 0.5), -41.2 |",
     ]
+    assert (
+        "| instruction (baseline) | 3/32 | 101.2 | 14/32 | 1 (0) "
+        "| -0.062 (McNemar p = 0.5), -41.2 |"
+    ) in lines
+    assert (
+        "x1 against the instruction baseline: accuracy -0.062 (McNemar p = 0.5), tokens -41.2"
+    ) in lines
 
 
 def test_summary_without_results(tmp_path: Path) -> None:
     assert summary(tmp_path) == f"no results under {tmp_path}/ yet: run dvc repro"
+
+
+def test_summary_reads_the_side_effects(tmp_path: Path) -> None:
+    (tmp_path / "side_effects").mkdir()
+    change = {"mean": -0.125, "ci95_low": -0.25, "ci95_high": 0.0625, "sign_flip_p": 0.0312}
+    report = {
+        "cell": {"layer": 12, "position": 1, "coefficient": 0.5},
+        "questions": 128,
+        "style": "basic",
+        "accuracy_plain": 0.5,
+        "accuracy_steered": 0.4375,
+        "mcnemar_p": 0.125,
+        "margin_change": change | {"mean_abs": 0.375},
+    }
+    (tmp_path / "side_effects" / "metrics.json").write_text(json.dumps(report))
+    assert summary(tmp_path).splitlines()[0] == (
+        "Side effect on experiment B's 128 Yes/No questions (basic prompt) of the vector at "
+        "layer 12, position 1, coefficient 0.5: answer margin -0.125 (95% over questions "
+        "-0.250 to +0.062, sign-flip p = 0.031; mean absolute change 0.375); accuracy 0.500 "
+        "-> 0.438 (McNemar p = 0.12)"
+    )

@@ -162,3 +162,53 @@ def test_check_cell_names_the_parameter() -> None:
         check_cell(40, 0, [0, 1], [0, 1, 2], "steer.layer")
     with pytest.raises(StageError, match="position 5 is outside"):
         check_cell(1, 5, [0, 1], [0, 1, 2], "steer.position")
+
+
+def kl_rows(values: dict[tuple[int, int, float], float]) -> list[dict]:
+    return [
+        {"layer": a, "position": b, "coefficient": c, "kl": v} for (a, b, c), v in values.items()
+    ]
+
+
+# the KL of each POOLED choice: the 0.5 doses are cheap but for cell 10's
+POOLED_KL = kl_rows(
+    {(10, 0, 0.5): 0.9, (10, 0, 1.0): 0.3, (11, 0, 0.5): 0.1, (11, 0, 1.0): 0.8}
+    | {(12, 0, 0.5): 0.2, (12, 0, 1.0): 0.4, (13, 0, 1.0): 0.05}
+)
+
+
+def test_a_kl_budget_chooses_among_the_choices_within_it() -> None:
+    p = params(SweepParams, metric="logprob_clean", coefficient_cells=3)
+    assert p.kl_max is None  # off by default: today's choice
+    assert chosen("auto", "auto", "auto", p, POOLED, POOLED_SCORES, POOLED_KL) == (10, 0, 0.5)
+    # within 0.5: cell 10 keeps only 1.0, 11 only 0.5, 12 both. The best cell is still 10;
+    # the three best cells' samples within it pool 7/8 clean at 0.5 (11@0.5 3/4, 12@0.5 4/4)
+    # against 3/8 at 1.0 (10@1.0 2/4, 12@1.0 1/4), but 10@0.5 is over the budget: 1.0
+    budget = dataclasses.replace(p, kl_max=0.5)
+    assert chosen("auto", "auto", "auto", budget, POOLED, POOLED_SCORES, POOLED_KL) == (10, 0, 1.0)
+    # within 0.25: only 11@0.5, 12@0.5 and 13@1.0; the best-scoring of those cells is 11
+    tight = dataclasses.replace(p, kl_max=0.25)
+    assert chosen("auto", "auto", "auto", tight, POOLED, POOLED_SCORES, POOLED_KL) == (11, 0, 0.5)
+    # the clean metric within 0.1: 11@0.5 (3/4) and 13@1.0 (4/4)
+    clean = dataclasses.replace(p, metric="clean", kl_max=0.1)
+    assert chosen("auto", "auto", "auto", clean, POOLED, POOLED_SCORES, POOLED_KL) == (13, 0, 1.0)
+    # the logprob metric: the best cell within the budget at its coefficient, 1.0
+    logprob = dataclasses.replace(p, metric="logprob", logprob_coefficient=1.0, kl_max=0.35)
+    assert chosen("auto", "auto", "auto", logprob, POOLED, POOLED_SCORES, POOLED_KL) == (10, 0, 1.0)
+    with pytest.raises(StageError, match="no sweep choice stays within it .the least KL is 0.05"):
+        chosen(
+            "auto",
+            "auto",
+            "auto",
+            dataclasses.replace(p, kl_max=0.01),
+            POOLED,
+            POOLED_SCORES,
+            POOLED_KL,
+        )
+    with pytest.raises(StageError, match="at its coefficient 2, and no choice there"):
+        off = dataclasses.replace(logprob, logprob_coefficient=2.0)
+        chosen("auto", "auto", "auto", off, POOLED, POOLED_SCORES, POOLED_KL)
+    with pytest.raises(StageError, match="needs the KL of the sweep's choices"):
+        chosen("auto", "auto", "auto", budget, POOLED, POOLED_SCORES)
+    with pytest.raises(StageError, match="sweep.kl_max"):
+        params(SweepParams, kl_max=0.0)

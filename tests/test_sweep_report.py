@@ -58,6 +58,13 @@ def test_sweep_metrics_pick_each_metrics_best_choice() -> None:
     # the 3 cells both metrics have at the logprob coefficient: raw rates (0.5, 1, 0) against
     # scores (0.5, -0.25, 1.5)
     assert sweep["rank_correlation"]["spearman"] == pytest.approx(-1.0)
+    assert "kl" not in sweep["best_clean"]
+    # given each choice's KL, each best choice shows its own
+    kl = [{"layer": 3, "position": 0, "coefficient": 1.0, "kl": 0.25}]
+    kl += [{"layer": 6, "position": 0, "coefficient": 1.0, "kl": 0.5}]
+    with_kl = sweep_metrics(sweep_rows(), scored_rows(), kl=kl)
+    assert (with_kl["best_clean"]["kl"], with_kl["best_logprob_clean"]["kl"]) == (0.25, 0.5)
+    assert with_kl["best_judged"]["kl"] is None  # (3, 1, 1.0): not given
 
 
 def test_sweep_table_marks_what_a_metric_lacks() -> None:
@@ -71,15 +78,21 @@ def test_sweep_table_marks_what_a_metric_lacks() -> None:
         "degenerate_rate",
         "n",
         "logprob_score",
+        "kl",
     ]
+    nan = rows[2][-2]
     assert rows[:3] == [
-        [3, 0, 1.0, 0.5, 0.5, 0.0, 2, 0.5],
-        [3, 1, 1.0, 1.0, 0.5, 0.5, 2, -0.25],
-        [3, 1, 2.0, 1.0, 0.0, 1.0, 2, rows[2][-1]],
+        [3, 0, 1.0, 0.5, 0.5, 0.0, 2, 0.5, nan],
+        [3, 1, 1.0, 1.0, 0.5, 0.5, 2, -0.25, nan],
+        [3, 1, 2.0, 1.0, 0.0, 1.0, 2, nan, nan],
     ]
-    assert math.isnan(rows[2][-1])  # sampled, not scored
-    lay, pos, c, rate, clean, degenerate, n, score = rows[4]  # (6, 1): scored, never sampled
+    assert math.isnan(nan)  # sampled, not scored; and no KL given
+    lay, pos, c, rate, clean, degenerate, n, score, kl = rows[4]  # (6, 1): scored, never sampled
     assert (lay, pos, c, n, score) == (6, 1, 1.0, 0, 0.0) and math.isnan(rate)
+    # with each choice's KL on neutral text
+    kl_rows = [{"layer": 3, "position": 1, "coefficient": 2.0, "kl": 0.75}]
+    _, rows = sweep_table(sweep_rows(), scored_rows(), kl_rows)
+    assert rows[2][-1] == 0.75 and math.isnan(rows[1][-1])
 
 
 def test_plot_sweep_writes_its_table(tmp_path: Path) -> None:
@@ -89,5 +102,5 @@ def test_plot_sweep_writes_its_table(tmp_path: Path) -> None:
     with open(tmp_path / "sweep.csv", newline="") as f:
         table = list(csv.reader(f))
     assert table[0][:3] == ["layer", "position", "coefficient"]
-    assert table[2] == ["3", "1", "1.0", "1.0", "0.5", "0.5", "2", "-0.25"]
+    assert table[2] == ["3", "1", "1.0", "1.0", "0.5", "0.5", "2", "-0.25", "nan"]
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -100,6 +100,8 @@ def answers_summary(
     }
     if "margin" in rows[0]:
         out["mean_margin"] = float(np.mean([r["margin"] for r in rows]))
+    if rows[0].get("kl") is not None:  # what else the intervention changes, on neutral text
+        out["kl"] = rows[0]["kl"]
     if rows[0]["condition"] != "base":
         out["paired_with_base"] = paired_with_base(rows, base, p)
     return out

@@ -8,8 +8,9 @@
   (paired: the same noise): the accuracy difference with an interval over problems, a
   sign-flip test of the per-problem differences and McNemar's exact test on the solutions;
   the same for the length.
-- ``solve_metrics``: both for every condition, keyed by condition;
-  ``plot_solution_dose``: the conditions as a table (a DVC plot) and a figure.
+- ``solve_metrics``: both for every condition, keyed by condition, and each dose against the
+  instruction baseline (the model asked to be brief); ``plot_solution_dose``: the conditions
+  as a table (a DVC plot) and a figure.
 - ``accuracy_power``: the solutions a condition needs to detect a change of control's
   accuracy (15 points by default) up or down, beside the number it has.
 """
@@ -107,7 +108,9 @@ def solutions_against_control(
 
 def solve_metrics(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, dict[str, Any]]:
     """Per condition of the scored solutions: its summary, and for every condition but control
-    its comparison with control (``against_control``)."""
+    its comparison with control (``against_control``); where the instruction baseline ran,
+    each steered condition's comparison with it too (``against_instruction``: the same
+    pairing, the baseline in control's place)."""
     by_condition: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_condition[r["condition"]].append(r)
@@ -116,6 +119,9 @@ def solve_metrics(rows: list[dict[str, Any]], p: StatsParams) -> dict[str, dict[
     for name, group in by_condition.items():
         if name != "control":
             conditions[name]["against_control"] = solutions_against_control(group, control, p)
+        if name.startswith("dose_") and "instruction" in by_condition:
+            baseline = by_condition["instruction"]
+            conditions[name]["against_instruction"] = solutions_against_control(group, baseline, p)
     return conditions
 
 
@@ -145,8 +151,10 @@ def accuracy_power(
 
 def plot_solution_dose(conditions: dict[str, dict[str, Any]], table: Path, figure: Path) -> None:
     """Accuracy and mean length against the coefficient, with their intervals over problems,
-    as a table (a DVC plot) and a figure of two panels."""
-    points = sorted(conditions.values(), key=lambda q: q["coefficient"])
+    as a table (a DVC plot) and a figure of two panels; the instruction baseline, which is no
+    point of the coefficient's axis, as a dashed line across each panel."""
+    on_axis = {k: q for k, q in conditions.items() if k != "instruction"}
+    points = sorted(on_axis.values(), key=lambda q: q["coefficient"])
     header = ["coefficient", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high"]
     header += ["mean_tokens", "tokens_ci95_low", "tokens_ci95_high", "n"]
     rows = []
@@ -167,6 +175,11 @@ def plot_solution_dose(conditions: dict[str, dict[str, Any]], table: Path, figur
             [r[hi] - r[y] if r[hi] is not None else 0.0 for r in rows],
         ]
         ax.errorbar(x, [r[y] for r in rows], yerr=err, marker="o", capsize=3)
+        if "instruction" in conditions:
+            q = conditions["instruction"]
+            level = q["accuracy"]["rate"] if y == 1 else q["mean_tokens"]
+            ax.axhline(level, color="grey", linestyle="--", label="instruction baseline")
+            ax.legend(loc="best", fontsize=8)
         ax.set_xlabel("coefficient (0: control)")
         ax.set_ylabel(label)
     axes[0].set_ylim(0, 1)

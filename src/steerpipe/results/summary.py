@@ -3,8 +3,10 @@
     python -m steerpipe.results.summary        # what scripts/pipeline.sh prints last
 
 ``dvc metrics show`` lists every metric of every stage (about 200 columns); this prints what
-the docs report: experiment A's concluding rates with their intervals, and experiment B's
-accuracy per neuron set and strength, with how many answers each changed.
+the docs report: experiment A's concluding rates with their intervals, beside the prompting
+baselines, with each vector's KL on neutral text and the share of prompts each condition
+moved; and experiment B's accuracy per neuron set and strength, with how many answers each
+changed.
 """
 
 from __future__ import annotations
@@ -27,27 +29,44 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
         f"coefficient {cell['coefficient']:g} (rule judge: it reads the opening; clean = "
         "concluding and not degenerate)",
         "",
-        "| condition | clean | concluding (raw) | degenerate | clean rate, 95% interval (Wilson) |",
-        "|---|---|---|---|---|",
+        "| condition | clean | concluding (raw) | degenerate | clean rate, 95% interval (Wilson) "
+        "| prompts moved up / same / down (clean) | KL on neutral text |",
+        "|---|---|---|---|---|---|---|",
     ]
+    steered = clean["steered"] | {"prompt_level": clean["prompt_level"]}
     rows = [
         ("control", clean["control"], report["control"], degenerate["control"]),
-        ("steered", clean["steered"], report["steered"], degenerate["steered"]),
+        ("steered", steered, report["steered"], degenerate["steered"]),
     ]
+    baselines = report.get("baselines", {})
     for name, c in report.get("controls", {}).items():  # the negated vector, random directions
         rows.append((name, c["clean"], c, c["degenerate"]))
+    for name, c in baselines.items():
+        rows.append((f"{name} (baseline)", c["clean"], c, c["degenerate"]))
     doses = [q for name, q in report.get("dose_response", {}).items() if name.startswith("dose_")]
     for q in sorted(doses, key=lambda q: q["coefficient"]):
         by = {
             m: {k: q[f"{m}_{k}"] for k in ("count", "n", "rate")} for m in ("clean", "degenerate")
         }
         name = f"x{q['coefficient']:g} (dose)"
-        rows.append((name, by["clean"] | _wilson(q, "clean_"), q, by["degenerate"]))
+        level = {"prompt_level": {"moved": q.get("clean_moved")}}
+        rows.append((name, by["clean"] | _wilson(q, "clean_") | level, q, by["degenerate"]))
+    kl = report.get("kl", {})
     for name, c, raw, d in rows:
+        share = c.get("prompt_level", {}).get("moved")
+        moved = (
+            "" if not share else f"{share['up']:.2f} / {share['same']:.2f} / {share['down']:.2f}"
+        )
+        condition = name.split(" (")[0]
+        if condition.startswith("x"):
+            condition = f"dose_{float(condition[1:])}"
+        divergence = kl.get(condition)
         lines.append(
             f"| {name} | {c['count']}/{c['n']} | {raw['count']}/{raw['n']} | "
             f"{d['count']}/{d['n']} | {c['rate']:.3f} "
-            f"({c['ci95_low']:.3f} - {c['ci95_high']:.3f}) |"
+            f"({c['ci95_low']:.3f} - {c['ci95_high']:.3f}) | {moved} | "
+            + ("" if divergence is None else f"{divergence:.3f}")
+            + " |"
         )
     for label, block in (("Clean", clean), ("Raw", report), ("Degenerate", degenerate)):
         level = block.get("prompt_level", {})
@@ -59,6 +78,16 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
                 f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
             )
         lines.append(line + f"; per sample, Fisher p = {block['fisher_p']:.2g}")
+    for name, c in baselines.items():  # would a prompt have done as well?
+        vs, level = c["steered_against"]["clean"], c["steered_against"]["clean"]["prompt_level"]
+        line = f"Clean: steered - {name} baseline {vs['difference']:+.3f}"
+        if "difference" in level:
+            d = level["difference"]
+            line += (
+                f", 95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over "
+                f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
+            )
+        lines.append(line + f"; per sample, Fisher p = {vs['fisher_p']:.2g}")
     sweep = report.get("sweep", {})
     if "best_clean" in sweep:
         b, r, lp = sweep["best_clean"], sweep["best_judged"], sweep["best_logprob"]
@@ -102,8 +131,8 @@ def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list
     lines += [
         "",
         "| condition | accurate | answers changed | margin change vs base (95% over questions) "
-        "| sign-flip p | mean absolute change |",
-        "|---|---|---|---|---|---|",
+        "| sign-flip p | mean absolute change | KL on neutral text |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, c in report["conditions"].items():
         acc = c["accuracy"]
@@ -112,9 +141,26 @@ def experiment_b(report: dict[str, Any], neurons: dict[str, Any] | None) -> list
             f"{change['mean']:+.3f} ({change['ci95_low']:+.3f} to {change['ci95_high']:+.3f}) "
             f"| {change['sign_flip_p']:.2g} | {change['mean_abs']:.3f}"
         )  # fmt: skip
-        rate = c["answer_changed_rate"]
-        lines.append(f"| {name} | {acc['count']}/{acc['n']} | {rate:.3f} | {margin} |")
+        rate, kl = c["answer_changed_rate"], c.get("kl")
+        divergence = "" if kl is None else f"{kl:.4f}"
+        lines.append(
+            f"| {name} | {acc['count']}/{acc['n']} | {rate:.3f} | {margin} | {divergence} |"
+        )
     return lines
+
+
+def side_effects(report: dict[str, Any]) -> list[str]:
+    """The vector's effect on a task it was not made for: experiment B's questions."""
+    c, change = report["cell"], report["margin_change"]
+    return [
+        f"Side effect on experiment B's {report['questions']} Yes/No questions "
+        f"({report['style']} prompt) of the vector at layer {c['layer']}, position "
+        f"{c['position']}, coefficient {c['coefficient']:g}: answer margin "
+        f"{change['mean']:+.3f} (95% over questions {change['ci95_low']:+.3f} to "
+        f"{change['ci95_high']:+.3f}, sign-flip p = {change['sign_flip_p']:.2g}; mean absolute "
+        f"change {change['mean_abs']:.3f}); accuracy {report['accuracy_plain']:.3f} -> "
+        f"{report['accuracy_steered']:.3f} (McNemar p = {report['mcnemar_p']:.2g})"
+    ]
 
 
 def full_solutions(report: dict[str, Any]) -> list[str]:
@@ -128,17 +174,27 @@ def full_solutions(report: dict[str, Any]) -> list[str]:
         "| vs control: accuracy, tokens |",
         "|---|---|---|---|---|---|",
     ]
-    for c in sorted(report["conditions"].values(), key=lambda c: c["coefficient"]):
+    named = sorted(report["conditions"].items(), key=lambda kv: (kv[1]["coefficient"], kv[0]))
+    for name, c in named:
         acc, vs = c["accuracy"], c.get("against_control")
         versus = "" if vs is None else (
             f"{vs['accuracy_difference']:+.3f} (McNemar p = {vs['mcnemar_p']:.2g}), "
             f"{vs['tokens_difference']:+.1f}"
         )  # fmt: skip
+        label = f"{c['coefficient']:g}" if name != "instruction" else "instruction (baseline)"
         lines.append(
-            f"| {c['coefficient']:g} | {acc['count']}/{acc['n']} | {c['mean_tokens']:.1f} | "
+            f"| {label} | {acc['count']}/{acc['n']} | {c['mean_tokens']:.1f} | "
             f"{c['with_conclusion']}/{acc['n']} | {c['degenerate']} ({c['degenerate_to_limit']}) "
             f"| {versus} |"
         )
+    for _, c in named:  # would asking have done what the vector does?
+        vs = c.get("against_instruction")
+        if vs:
+            lines.append(
+                f"x{c['coefficient']:g} against the instruction baseline: accuracy "
+                f"{vs['accuracy_difference']:+.3f} (McNemar p = {vs['mcnemar_p']:.2g}), tokens "
+                f"{vs['tokens_difference']:+.1f}"
+            )
     return lines
 
 
@@ -147,6 +203,9 @@ def summary(data: Path = Path("data")) -> str:
     report = _read(data / "report" / "metrics.json")
     if report:
         lines += experiment_a(report) + [""]
+    effects = _read(data / "side_effects" / "metrics.json")
+    if effects:
+        lines += side_effects(effects) + [""]
     solved = _read(data / "solve_report" / "metrics.json")
     if solved:
         lines += full_solutions(solved) + [""]

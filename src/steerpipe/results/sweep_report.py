@@ -4,7 +4,8 @@ and the grid as a table (a DVC plot) and heat maps.
 - ``sweep_metrics``: the best choice by each rule that steer's ``auto`` can follow (the logprob
   score with the pooled clean rate, the clean rate, the raw rate, the logprob score), and how
   the raw rate and the logprob score rank the cells;
-- ``sweep_table``: per layer, position and coefficient, the three rates and the logprob score;
+- ``sweep_table``: per layer, position and coefficient, the three rates, the logprob score and
+  the KL on neutral text;
 - ``plot_sweep``: the table, and heat maps of the clean rate at each coefficient and of the
   logprob score.
 """
@@ -28,12 +29,15 @@ from steerpipe.steering.sweep import (
 
 
 def sweep_metrics(
-    sweep: list[dict[str, Any]], scored: list[dict[str, Any]], coefficient_cells: int = 3
+    sweep: list[dict[str, Any]],
+    scored: list[dict[str, Any]],
+    coefficient_cells: int = 3,
+    kl: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The sweep's best choice by each metric (the rules that steer's ``auto`` follows, by
-    ``sweep.metric``; ``logprob_clean`` pools ``coefficient_cells`` cells), and the rank
-    correlation over cells of the raw rate and the logprob score at the logprob metric's
-    coefficient."""
+    ``sweep.metric``, with no KL budget; ``logprob_clean`` pools ``coefficient_cells`` cells),
+    each with its KL on neutral text where ``kl`` gives it, and the rank correlation over cells
+    of the raw rate and the logprob score at the logprob metric's coefficient."""
     out: dict[str, Any] = {"choices": len(rates_by_choice(sweep)), "samples": len(sweep)}
     best, (hits, n) = best_pooled_choice(sweep, scored, coefficient_cells)
     out["best_logprob_clean"] = dict(zip(CHOICE_KEYS, best, strict=True)) | {
@@ -54,23 +58,32 @@ def sweep_metrics(
     both = sorted(set(raw) & set(scores))
     # do the sampled-and-judged and the teacher-forced metrics rank the cells alike?
     out["rank_correlation"] = rank_correlation([raw[c] for c in both], [scores[c] for c in both])
+    divergence = {(r["layer"], r["position"], float(r["coefficient"])): r["kl"] for r in kl or []}
+    for name in ("best_logprob_clean", "best_clean", "best_judged"):
+        if divergence:
+            out[name]["kl"] = divergence.get(tuple(out[name][k] for k in CHOICE_KEYS))
     return out
 
 
 def sweep_table(
-    sweep: list[dict[str, Any]], scored: list[dict[str, Any]]
+    sweep: list[dict[str, Any]],
+    scored: list[dict[str, Any]],
+    kl: list[dict[str, Any]] | None = None,
 ) -> tuple[list[str], list[list[Any]]]:
     """(header, rows): per layer, position and coefficient, the raw, clean and degenerate
-    rates, the samples and the logprob score (nan where the choice was not scored)."""
+    rates, the samples, the logprob score (nan where the choice was not scored) and the KL on
+    neutral text (nan where ``kl`` does not give it)."""
     rates = {m: rates_by_choice(sweep, m) for m in MEASURES}
     scores = {(r["layer"], r["position"], float(r["coefficient"])): r["score"] for r in scored}
+    divergence = {(r["layer"], r["position"], float(r["coefficient"])): r["kl"] for r in kl or []}
     header = ["layer", "position", "coefficient", "concluding_rate", "clean_rate"]
-    header += ["degenerate_rate", "n", "logprob_score"]
+    header += ["degenerate_rate", "n", "logprob_score", "kl"]
     rows = []
+    nan = float("nan")
     for choice in sorted(set(rates["concluding"]) | set(scores)):
         n = rates["concluding"].get(choice, (0, 0))[1]
-        values = [rates[m][choice][0] / n if n else float("nan") for m in MEASURES]
-        rows.append([*choice, *values, n, scores.get(choice, float("nan"))])
+        values = [rates[m][choice][0] / n if n else nan for m in MEASURES]
+        rows.append([*choice, *values, n, scores.get(choice, nan), divergence.get(choice, nan)])
     return header, rows
 
 
@@ -80,10 +93,11 @@ def plot_sweep(
     metrics: dict[str, Any],
     table: Path,
     figure: Path,
+    kl: list[dict[str, Any]] | None = None,
 ) -> None:
     """The sweep's grid as a table (a DVC plot) and heat maps side by side: the clean rate at
     each coefficient, and the logprob score."""
-    header, rows = sweep_table(sweep, scored)
+    header, rows = sweep_table(sweep, scored, kl)
     write_csv(header, rows, table)
     layers = sorted({r[0] for r in rows})
     positions = sorted({r[1] for r in rows})
@@ -93,7 +107,7 @@ def plot_sweep(
 
     def grid(column: int, coefficient: float) -> list[list[float]]:
         return [
-            [at.get((lay, pos, coefficient), [nan] * 8)[column] for pos in positions]
+            [at.get((lay, pos, coefficient), [nan] * 9)[column] for pos in positions]
             for lay in layers
         ]
 

@@ -4,7 +4,8 @@ The solve stages (``dvc repro solve_report``) ask what the proxies of experiment
 pushed to conclude, does the model finish sooner, and does it get more or fewer answers right?
 
 - ``SolveParams``: params.yaml ``solve``: ``problems`` (``ProblemParams``), ``generation``
-  (``WritingParams``) and ``coefficients``, so that each stage depends on its part only.
+  (``WritingParams``), ``coefficients`` and ``baseline_instruction``, so that each stage
+  depends on its part only.
 - ``load_problems``: the held-out problems. ``source: gym`` (default) draws instances of
   a reasoning-gym task (``task``, the steps data set's by default) with their own seed;
   a hub data set id or a local Parquet file gives ``problem_column`` / ``answer_column``
@@ -15,7 +16,9 @@ pushed to conclude, does the model finish sooner, and does it get more or fewer 
   with the KV cache and the hook on every token (``generation.generate``). Row
   ``problem x n_samples + sample`` draws the same noise under every condition, so control and
   steered solutions of one problem and sample are paired (common random numbers): what
-  differs between them is the vector's doing.
+  differs between them is the vector's doing. The instruction baseline (``ask``: the
+  ``baseline_instruction`` after each problem, in the same user message, through the chat
+  template) is paired the same way: would asking have done what the vector does?
 - ``score``: per solution, the answer (``answers``), whether it is right, its length, the
   tokens before its first conclusion-like step and its number of verification-like steps
   (the labeller's patterns, ``labels``, on each line and sentence: ``step_starts``).
@@ -97,8 +100,14 @@ class SolveParams:
     problems: ProblemParams
     generation: WritingParams
     coefficients: list[float]  # steered conditions, in steer.scale's units (0 is control)
+    baseline_instruction: str | None  # the instruction baseline's request (None: no baseline)
 
     def __post_init__(self) -> None:
+        check(
+            self.baseline_instruction is None or bool(self.baseline_instruction.strip()),
+            "solve.baseline_instruction",
+            "null or a text",
+        )
         c = self.coefficients
         check(bool(c), "solve.coefficients", "a non-empty list")
         check(0.0 not in c, "solve.coefficients", "non-zero (0 is control, solve_control's)")
@@ -175,12 +184,15 @@ def solve(
     *,
     steer: Steer | None,
     fields: dict[str, Any],
+    ask: str | None = None,
 ) -> list[dict[str, Any]]:
-    """``p.n_samples`` solutions of each problem under ``steer``: one record each (``fields``,
-    ``problem``: its index, ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``: ended
-    before the token limit, ``nll``: the unsteered model's mean NLL of the solution's tokens,
-    to 4 places, a fluency measure of ``steering/quality.py``)."""
-    prompts = [chat_prompt_ids(tokenizer, p.instruction + r["problem"]) for r in problems]
+    """``p.n_samples`` solutions of each problem under ``steer`` (and with ``ask`` after the
+    problem, a paragraph of its own): one record each (``fields``, ``problem``: its index,
+    ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``: ended before the token limit,
+    ``nll``: the unsteered model's mean NLL of the solution's tokens, to 4 places, a fluency
+    measure of ``steering/quality.py``)."""
+    after = "" if ask is None else "\n\n" + ask
+    prompts = [chat_prompt_ids(tokenizer, p.instruction + r["problem"] + after) for r in problems]
     context = getattr(model.config, "max_position_embeddings", None)
     for r, ids in zip(problems, prompts, strict=True):
         if context is not None and len(ids) + p.max_new_tokens > context:

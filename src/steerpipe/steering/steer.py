@@ -10,6 +10,8 @@ Doses ask how the effect grows with the coefficient: the vector at each of
 ``steer.coefficients`` (``dose_<c>``). With ``steer.scale: norm`` a coefficient is in units of
 the layer's mean residual-stream norm (the vector rescaled to that length at coefficient 1),
 as the work on steering thinking models gives it; with ``absolute``, of the vector itself.
+
+The prompting baselines (``steering/baselines.py``) follow these conditions in the stage.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from steerpipe.config import check
+from steerpipe.lm.hooks import Steer
 from steerpipe.steering.sweep import SweepParams, check_cell, chosen
 
 Scale = Literal["absolute", "norm"]
+BASELINES = ("instruction", "prefill")  # the prompting baselines' condition names
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,20 @@ class SteerParams:
     n_prompts: Literal["all"] | int  # test prompts of the negative kind, after the sweep's
     n_samples: int  # per prompt and condition
     n_random: int  # random directions of the vector's norm, as controls
+    instruction: str | None  # the instruction baseline's question (None: no such baseline)
+    prefill_tokens: int  # the prefill baseline's opener, in tokens (0: no such baseline)
     seed: int  # of the sampling and of the random directions
 
     def __post_init__(self) -> None:
         check(self.n_prompts == "all" or self.n_prompts >= 1, "steer.n_prompts", "all or >= 1")
         check(self.n_samples >= 1, "steer.n_samples", "at least 1")
         check(self.n_random >= 0, "steer.n_random", "at least 0")
+        check(
+            self.instruction is None or bool(self.instruction.strip()),
+            "steer.instruction",
+            "null or a text",
+        )
+        check(self.prefill_tokens >= 0, "steer.prefill_tokens", "at least 0")
 
 
 def random_directions(vector: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -85,12 +97,13 @@ def steer_vector(
     sweep: SweepParams,
     judged: list[dict[str, Any]],
     scores: list[dict[str, Any]],
+    kl: list[dict[str, Any]] | None = None,
 ) -> tuple[int, int, float, torch.Tensor, float]:
     """Steer's choice (``steer.layer`` / ``position`` / ``coefficient``, ``auto`` by
-    ``sweep.metric``: ``sweep.chosen``) checked against the vectors file (``vectors``,
-    ``meta``), its vector at coefficient 1 (``unit_vector``) and the layer's mean
-    residual-stream norm; for every stage that steers at steer's cell."""
-    at, pos, c = chosen(layer, position, coefficient, sweep, judged, scores)
+    ``sweep.metric`` within ``sweep.kl_max``: ``sweep.chosen``) checked against the vectors
+    file (``vectors``, ``meta``), its vector at coefficient 1 (``unit_vector``) and the
+    layer's mean residual-stream norm; for every stage that steers at steer's cell."""
+    at, pos, c = chosen(layer, position, coefficient, sweep, judged, scores, kl)
     check_cell(at, pos, meta["layers"], meta["positions"], "steer.layer/position")
     return at, pos, c, *cell_vector(vectors, meta, at, pos, scale)
 
@@ -127,3 +140,31 @@ def condition_coefficient(condition: str, coefficient: float) -> float | None:
     if condition.startswith("dose_"):
         return float(condition.removeprefix("dose_"))
     return {"control": 0.0, "steered": coefficient, "negated": -coefficient}.get(condition)
+
+
+def vector_conditions(
+    cell: dict[str, Any],
+    layer: int,
+    coefficient: float,
+    unit: torch.Tensor,
+    p: SteerParams,
+) -> list[tuple[dict[str, Any], Steer | None]]:
+    """The steer stage's vector conditions in their order: control, steered, the controls,
+    the doses; each with the fields its records carry (``cell``, ``condition``,
+    ``coefficient``, ``vector_norm``: the length of what is added, 0 for none). The
+    baselines follow them (``steering/baselines.py``)."""
+    vec = coefficient * unit
+    vectors: list[tuple[str, float, torch.Tensor | None]] = [
+        ("control", coefficient, None),
+        ("steered", coefficient, vec),
+        *((name, coefficient, v) for name, v in control_vectors(vec, p.n_random, p.seed).items()),
+        *((dose_name(c), c, c * unit) for c in dose_coefficients(coefficient, p.coefficients)),
+    ]
+    return [
+        (
+            {**cell, "condition": name, "coefficient": c}
+            | {"vector_norm": 0.0 if v is None else round(float(v.norm()), 4)},
+            None if v is None else Steer(layer, v),
+        )
+        for name, c, v in vectors
+    ]

@@ -13,6 +13,12 @@ and the best one by ``sweep.metric``:
 - ``logprob``: the best-scoring cell at the metric's own coefficient,
   ``sweep.logprob_coefficient``.
 
+``sweep.kl_max``, where set, is a budget on side effects (as Activation-Steered Compression,
+arXiv 2507.04742, bounds its coefficient): the automatic choice is made among the choices
+whose KL on neutral text (``sweep_logprob``'s ``kl``, ``lm/divergence.py``) is at most it
+(``within_kl``); with ``logprob``, among the cells within it at the metric's coefficient. Parts
+of the choice given as numbers are taken as given.
+
 The sweep samples the first ``n_prompts`` held-out prompts of the negative kind, and the steer
 stage reports on the others only (``steer_prompts``): a choice is never scored on the prompts
 that chose it, as AxBench chooses its steering factor on one half of the prompts.
@@ -49,6 +55,7 @@ class SweepParams:
     logprob_examples: int  # per kind: the first training examples the logprob metric scores
     logprob_coefficient: float  # the logprob metric's coefficient, in steer.scale's units
     coefficient_cells: int  # logprob_clean: the best-scoring cells whose samples choose it
+    kl_max: float | None  # the automatic choice's budget of KL on neutral text (None: none)
 
     def __post_init__(self) -> None:
         check(bool(self.layers) and bool(self.positions), "sweep.layers/positions", "non-empty")
@@ -58,6 +65,7 @@ class SweepParams:
         check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
         check(self.logprob_examples >= 1, "sweep.logprob_examples", "at least 1")
         check(self.coefficient_cells >= 1, "sweep.coefficient_cells", "at least 1")
+        check(self.kl_max is None or self.kl_max > 0, "sweep.kl_max", "null or above 0")
 
 
 def check_cell(layer: int, pos: int, layers: list[int], positions: list[int], key: str) -> None:
@@ -124,7 +132,8 @@ def best_pooled_choice(
     any), and the coefficient with the highest clean rate over the samples of the ``k``
     best-scoring such cells: 4 samples a choice cannot rank coefficients, ``k`` cells'
     together can, if a dose that works at one cell works at its near rivals (the vectors are
-    scaled to their own length). Ties go to the chosen cell's own clean rate, then to the
+    scaled to their own length); among the coefficients the chosen cell has samples of (all,
+    unless a KL budget left it fewer). Ties go to the chosen cell's own clean rate, then to the
     smaller coefficient. Also (hits, samples) of the pooled rate."""
     cells = sorted(
         (
@@ -147,8 +156,44 @@ def best_pooled_choice(
             own[coefficient] = h / n
     if not pooled:
         raise StageError(f"'auto' needs judged sweep samples at the best-scoring cells {top}")
-    best = min(pooled, key=lambda c: (-pooled[c][0] / pooled[c][1], -own.get(c, -1.0), c))
+    # a coefficient the chosen cell sampled (within sweep.kl_max, all of the sweep's)
+    candidates = [c for c in pooled if c in own] or list(pooled)
+    best = min(candidates, key=lambda c: (-pooled[c][0] / pooled[c][1], -own.get(c, -1.0), c))
     return (top[0][0], top[0][1], best), (pooled[best][0], pooled[best][1])
+
+
+def within_kl(
+    judged: list[dict[str, Any]],
+    scores: list[dict[str, Any]],
+    kl: list[dict[str, Any]],
+    sweep: SweepParams,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The sweep samples and scored cells that ``sweep.kl_max`` leaves: samples of the choices
+    whose KL (``kl``: one row per choice) is at most it, and cells with such a choice (with
+    ``sweep.metric: logprob``, at ``sweep.logprob_coefficient``)."""
+    assert sweep.kl_max is not None
+    allowed = {_key(r) for r in kl if r["kl"] <= sweep.kl_max}
+    if not allowed:
+        least = min((r["kl"] for r in kl), default=math.nan)
+        raise StageError(
+            f"sweep.kl_max {sweep.kl_max:g}: no sweep choice stays within it (the least KL is "
+            f"{least:.3g}); raise it, or add smaller sweep.coefficients"
+        )
+    at = sweep.logprob_coefficient if sweep.metric == "logprob" else None
+    cells = {(lay, pos) for lay, pos, c in allowed if at is None or c == at}
+    if not cells:
+        raise StageError(
+            f"sweep.kl_max with sweep.metric: logprob bounds the cells at its coefficient "
+            f"{at:g}, and no choice there stays within {sweep.kl_max:g}"
+        )
+    return (
+        [r for r in judged if _key(r) in allowed],
+        [r for r in scores if (r["layer"], r["position"]) in cells],
+    )
+
+
+def _key(row: dict[str, Any]) -> Choice:
+    return int(row["layer"]), int(row["position"]), float(row["coefficient"])
 
 
 def chosen(
@@ -158,10 +203,16 @@ def chosen(
     sweep: SweepParams,
     judged: list[dict[str, Any]],
     scores: list[dict[str, Any]],
+    kl: list[dict[str, Any]] | None = None,
 ) -> Choice:
     """``steer.layer`` / ``position`` / ``coefficient``, each ``auto`` taken from the best sweep
     choice by ``sweep.metric`` among those that agree with the parts given (all choices when
-    none agrees: a layer the sweep never sampled still gets the best position)."""
+    none agrees: a layer the sweep never sampled still gets the best position); with
+    ``sweep.kl_max``, among those within it (``within_kl``; ``kl``: the KL of each choice)."""
+    if sweep.kl_max is not None:
+        if kl is None:
+            raise StageError("sweep.kl_max needs the KL of the sweep's choices (sweep_logprob)")
+        judged, scores = within_kl(judged, scores, kl, sweep)
     given = (layer, position, coefficient)
     if sweep.metric == "logprob":
         cell = best_scored_cell(scores)

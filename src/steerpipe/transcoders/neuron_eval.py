@@ -7,6 +7,8 @@
   (``neurons.matched_features``: the random draw, then swaps).
 - ``generate_steered``: generation in which each row may scale its own feature set at its own
   layer by its own strength (``feature_hook``), so that every condition shares the batches.
+- ``condition_kl``: each condition's KL on neutral text (``lm/divergence.py``), as experiment A
+  measures its vectors': what else scaling the neurons changes.
 - ``answer_margins``: the same rows teacher-forced (at the prompt, ``first_step_margins``
   reads the generation's first step instead): the log-probability margin of the right
   answer over the wrong one as the next token, a measure that moves before an answer flips;
@@ -27,6 +29,8 @@ from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import check
+from steerpipe.lm.chat import encode
+from steerpipe.lm.divergence import hooked_kl
 from steerpipe.lm.generation import generate
 from steerpipe.lm.offsets import tokens_before
 from steerpipe.lm.prefill import left_pad
@@ -184,6 +188,22 @@ def hook_start(steer: FeatureSteer, transcoders: dict[int, Transcoder], mode: st
     return 0 if whole and mode == "replace" else steer.layer
 
 
+def condition_kl(
+    model: PreTrainedModel,
+    texts: Sequence[Sequence[int]],
+    steers: Sequence[FeatureSteer | None],
+    transcoders: dict[int, Transcoder],
+    *,
+    mode: str = "delta",
+    batch_size: int = 16,
+) -> list[float]:
+    """Each steer's mean KL(hooked || plain) per token of the next-token distribution on
+    ``texts`` (None: the plain model, 0)."""
+    starts = [None if s is None else hook_start(s, transcoders, mode) for s in steers]
+    hook = feature_hook(steers, transcoders, model, mode)
+    return hooked_kl(model, texts, starts, hook, batch_size=batch_size)
+
+
 def generate_steered(
     model: PreTrainedModel,
     prompts: list[list[int]],
@@ -292,3 +312,30 @@ def answer_margins(
             yes, no = float(logp[j, yes_id]), float(logp[j, no_id])
             out[i] = yes - no if answers[i] else no - yes
     return out
+
+
+def row_margins(
+    model: PreTrainedModel,
+    tokenizer: Tokenizer,
+    p: NeuronEvalParams,
+    prompts: list[list[int]],
+    steers: Sequence[FeatureSteer | None],
+    transcoders: dict[int, Transcoder],
+    outs: list[list[int]],
+    first: dict[int, torch.Tensor],
+    answers: Sequence[bool],
+    answer_ids: tuple[int, int],
+) -> tuple[list[float], list[list[int]]]:
+    """Each row's answer margin where ``p.margin_at`` reads it, and the generated tokens
+    before it: at the prompt from the generation's first step (``first``), or after the row's
+    own generation (``outs``) up to its answer (``answer_context``, teacher-forced)."""
+    if p.margin_at == "prompt":
+        return first_step_margins(first, answers), [[] for _ in outs]
+    cue = encode(tokenizer, p.answer_cue)
+    contexts = [answer_context(tokenizer, out, cue) for out in outs]
+    margins = answer_margins(
+        model, prompts, steers, transcoders, answers, yes_id=answer_ids[0], no_id=answer_ids[1],
+        contexts=contexts, mode=p.mode, batch_size=p.batch_size,
+        pad_id=int(tokenizer.pad_token_id),
+    )  # fmt: skip
+    return margins, contexts
