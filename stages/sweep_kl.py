@@ -19,10 +19,6 @@ from __future__ import annotations
 import pyarrow as pa
 
 from steerpipe.config import load, run_stage, stage_args
-from steerpipe.lm.divergence import KLParams, neutral_texts, next_token_kl
-from steerpipe.lm.hooks import Steer
-from steerpipe.lm.models import ModelParams, load_from_params
-from steerpipe.steering.steer import SteerParams, cell_vector
 from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_tensors, write_parquet
 
@@ -45,6 +41,12 @@ def main() -> None:
         write_parquet(pa.Table.from_pylist([], schema=SCHEMA), paths["kl"])
         print("sweep.kl_max is null: no budget, no KL of the grid")
         return
+    # imported here: with no budget (the default) the stage needs neither torch nor a model
+    from steerpipe.lm.divergence import KLParams, neutral_texts, next_token_kl
+    from steerpipe.lm.hooks import Steer
+    from steerpipe.lm.models import ModelParams, load_from_params
+    from steerpipe.steering.steer import SteerParams, cell_vector
+
     tensors, meta = read_tensors(paths["vectors"])
     scale = load(SteerParams).scale
     choices = [(lay, pos, c) for lay in p.layers for pos in p.positions for c in p.coefficients]

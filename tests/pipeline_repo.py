@@ -38,6 +38,7 @@ ALL = {
     "steer",
     "judge@steer",
     "report",
+    "side_effects",
     "solve_problems",
     "solve_control",
     "solve_steered",
@@ -139,6 +140,8 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         traces__batch_size=4,
         neuron_eval__max_new_tokens=3,
         neuron_eval__batch_size=8,
+        kl__n_texts=2,
+        kl__tokens=16,
     )
     run(repo, "git", "init", "-q")
     run(repo, "git", "config", "user.email", "test@example.com")

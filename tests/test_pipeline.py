@@ -9,6 +9,7 @@ queue and the Claude backend.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -134,14 +135,20 @@ def test_baselines_kl_and_the_share_of_prompts_moved(repo: Path, tokenizer) -> N
 
 
 def test_changing_only_the_kl_budget_reruns_only_its_readers(repo: Path) -> None:
+    from steerpipe.config import load
+    from steerpipe.steering.steer import SteerParams, steer_vector
+    from steerpipe.steering.sweep import SweepParams
+    from steerpipe.storage import read_parquet, read_tensors
+
     before = json.loads((repo / "data/report/metrics.json").read_text())
     # a budget nothing exceeds: the grid's KL, the same choice and the same samples
     set_params(repo, sweep__kl_max=1e9)
     proc = run(repo, "dvc", "repro")
-    assert ran(proc) == {"sweep_kl", "steer", "solve_steered", "report"}
+    # the readers of sweep.kl_max, and the report, which reads the grid's KL
+    assert ran(proc) == {"sweep_kl", "steer", "solve_steered", "side_effects", "report"}
     metrics = json.loads((repo / "data/report/metrics.json").read_text())
     assert metrics["cell"] == before["cell"] and metrics["clean"] == before["clean"]
-    grid = pq.read_table(repo / "data/sweep_kl/kl.parquet").to_pylist()
+    grid = read_parquet(repo / "data/sweep_kl/kl.parquet")
     assert len(grid) == 2 * 2 * 2  # layers x positions x coefficients
     at = {(g["layer"], g["position"], g["coefficient"]): g["kl"] for g in grid}
     # the grid's KL at steer's choice is the steer stage's KL of steered (other batches)
@@ -150,17 +157,22 @@ def test_changing_only_the_kl_budget_reruns_only_its_readers(repo: Path) -> None
     assert steered_at == pytest.approx(metrics["kl"]["steered"], abs=2e-4)
     best = metrics["sweep"]["best_clean"]
     assert best["kl"] == at[best["layer"], best["position"], best["coefficient"]]
-    # another budget: only the readers of the value
-    set_params(repo, sweep__kl_max=1e8)
-    proc = run(repo, "dvc", "repro")
-    assert ran(proc) == {"sweep_kl", "steer", "solve_steered"}
-    # the least KL of the grid: the choice is that one
+    # a budget only the least KL meets: the stages' choice (steer_vector, on their inputs)
     least = min(grid, key=lambda g: g["kl"])
-    set_params(repo, sweep__kl_max=least["kl"])
-    run(repo, "dvc", "repro")
-    metrics = json.loads((repo / "data/report/metrics.json").read_text())
-    assert metrics["cell"] == {k: least[k] for k in ("layer", "position", "coefficient")}
-    assert metrics["kl"]["steered"] == pytest.approx(least["kl"], abs=2e-4)
+    steer = load(SteerParams, repo / "params.yaml")
+    budget = dataclasses.replace(load(SweepParams, repo / "params.yaml"), kl_max=least["kl"])
+    layer, pos, c, _, _ = steer_vector(
+        *read_tensors(repo / "data/vectors/vectors.safetensors"),
+        layer=steer.layer,
+        position=steer.position,
+        coefficient=steer.coefficient,
+        scale=steer.scale,
+        sweep=budget,
+        judged=read_parquet(repo / "data/sweep/judged.parquet"),
+        scores=read_parquet(repo / "data/sweep_logprob/scores.parquet"),
+        kl=grid,
+    )
+    assert (layer, pos, c) == (least["layer"], least["position"], least["coefficient"])
     restore(repo)
 
 
@@ -387,8 +399,10 @@ def test_sweep_metric_logprob_reruns_only_the_choice_and_after(repo: Path) -> No
     proc = run(repo, "dvc", "repro")
     # steer and solve_steered choose again; what reads their samples re-runs where they changed
     # (on the tiny model the clean metric's tie-break may land on the same cell already)
-    assert {"steer", "solve_steered"} <= ran(proc)
-    assert ran(proc) <= {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
+    assert {"steer", "solve_steered", "side_effects"} <= ran(proc)
+    assert ran(proc) <= {
+        "steer", "judge@steer", "report", "solve_steered", "solve_report", "side_effects"
+    }  # fmt: skip
     judged = pq.read_table(repo / "data/steer/judged.parquet").to_pylist()
     assert {(r["layer"], r["position"]) for r in judged} == {best}
     restore(repo)
@@ -401,7 +415,7 @@ def test_solve_scores_and_a_new_coefficient_keeps_the_control_solutions(repo: Pa
     scored = pq.read_table(repo / "data/solve_report/scored.parquet").to_pylist()
     metrics = json.loads((repo / "data/solve_report/metrics.json").read_text())
     conditions = metrics["conditions"]
-    assert set(conditions) == {"control", "dose_2.0"} and metrics["problems"] == 2
+    assert set(conditions) == {"control", "instruction", "dose_2.0"} and metrics["problems"] == 2
     assert (
         conditions["dose_2.0"]["coefficient"] == 2.0 and conditions["control"]["coefficient"] == 0
     )
@@ -412,7 +426,8 @@ def test_solve_scores_and_a_new_coefficient_keeps_the_control_solutions(repo: Pa
         assert c["mean_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / 4)
         assert all(r["n_tokens"] <= 4 for r in rows)
     pairs = {(r["problem"], r["sample"]) for r in scored if r["condition"] == "control"}
-    assert pairs == {(r["problem"], r["sample"]) for r in scored if r["condition"] == "dose_2.0"}
+    for name in ("dose_2.0", "instruction"):
+        assert pairs == {(r["problem"], r["sample"]) for r in scored if r["condition"] == name}
     vectors = (repo / "data/vectors/vectors.safetensors").read_bytes()
     control = (repo / "data/solve_control/solutions.parquet").read_bytes()
     set_params(repo, solve__coefficients=[0.5, 2.0])
@@ -421,8 +436,8 @@ def test_solve_scores_and_a_new_coefficient_keeps_the_control_solutions(repo: Pa
     assert (repo / "data/solve_control/solutions.parquet").read_bytes() == control
     assert (repo / "data/vectors/vectors.safetensors").read_bytes() == vectors
     metrics = json.loads((repo / "data/solve_report/metrics.json").read_text())
-    assert set(metrics["conditions"]) == {"control", "dose_0.5", "dose_2.0"}
-    with open(repo / "data/solve_report/dose.csv") as f:
+    assert set(metrics["conditions"]) == {"control", "instruction", "dose_0.5", "dose_2.0"}
+    with open(repo / "data/solve_report/dose.csv") as f:  # the baseline is no dose
         assert [float(r["coefficient"]) for r in csv.DictReader(f)] == [0.0, 0.5, 2.0]
     restore(repo)
 

@@ -25,11 +25,13 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
     ]
     pq.write_table(pa.Table.from_pylist(rows), repo / "boolq.parquet")
     set_params(repo, questions__source="boolq.parquet")
-    assert ran(run(repo, "dvc", "repro")) == EXPERIMENT_B
+    # and experiment A's side effects, which score the same questions
+    assert ran(run(repo, "dvc", "repro")) == EXPERIMENT_B | {"side_effects"}
     traces = pq.read_table(repo / "data/traces/traces.parquet").to_pylist()
     assert len(traces) == 3 * 4 and all(" even\nPassage: " in t["prompt"] for t in traces)
     set_params(repo, questions__n_eval=7)  # more evaluation questions: the traces stay cached
-    assert ran(run(repo, "dvc", "repro")) == {"questions", "neuron_eval", "neuron_report"}
+    changed = {"questions", "neuron_eval", "neuron_report", "side_effects"}
+    assert ran(run(repo, "dvc", "repro")) == changed
     # the margin after each generation (margin_at answer): only the evaluation re-runs; the
     # tiny model states no answer, so every row reads it after its whole text and the cue
     set_params(repo, neuron_eval__margin_at="answer")
@@ -43,10 +45,11 @@ def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
 
 
 def test_exp_run_with_set_param(repo: Path) -> None:
-    # a new steer cell re-runs steer, the steered solutions (they take steer's cell) and what
-    # follows them; nothing before steer, and not the control solutions
+    # a new steer cell re-runs steer, the steered solutions and the side effects (they take
+    # steer's cell) and what follows them; nothing before steer, and not the control solutions
     proc = run(repo, "dvc", "exp", "run", "-S", "steer.layer=2", "-S", "steer.position=1")
-    assert ran(proc) == {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
+    steered = {"steer", "judge@steer", "report", "solve_steered", "solve_report"}
+    assert ran(proc) == steered | {"side_effects"}
     shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert "data/report/metrics.json" in text and "fisher_p" in text

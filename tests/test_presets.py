@@ -184,7 +184,7 @@ def test_paper_a_dry_run(tmp_path: Path) -> None:
     indices = [r["index"] for r in problems]
     assert len(indices) == 3 and set(indices) <= {2, 3, 4, 5, 6, 7}  # a seeded draw of the rest
     solved = json.loads((repo / "data/solve_report/metrics.json").read_text())
-    assert set(solved["conditions"]) == {"control", "dose_0.5", "dose_1.0"}
+    assert set(solved["conditions"]) == {"control", "instruction", "dose_0.5", "dose_1.0"}
     assert solved["max_new_tokens"] == 4 and solved["cell"]["layer"] == 11
     assert all(c["accuracy"]["n"] == 3 * 2 for c in solved["conditions"].values())
     assert not (repo / "data/neuron_report").exists()  # only experiment A's chain ran
