@@ -12,11 +12,15 @@ next token after the prompt (``steerpipe/steering/side_effects.py``), plain and 
 vector at its cell and coefficient (the choice the steer stage makes) on every position. The
 plain margins are experiment B's base condition's (``margin_at: prompt``). Output: one row per
 question (``margin_plain``, ``margin_steered``), and metrics: the margin's change with a
-bootstrap interval over questions and a sign-flip test, the accuracy (margin above 0) of each
-and McNemar's test on the flips (``steerpipe/results/neuron_report.py``'s pairing).
+bootstrap interval over questions and a sign-flip test, its mean on the Yes and on the No
+questions apart (a shift toward one answer cancels in the mean of a balanced set), the
+accuracy (margin above 0) of each and McNemar's test on the flips
+(``steerpipe/results/neuron_report.py``'s pairing).
 """
 
 from __future__ import annotations
+
+from statistics import mean
 
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.hooks import Steer
@@ -80,14 +84,15 @@ def main() -> None:
         "accuracy_plain": sum(b["correct"] for b in base.values()) / n,
         "accuracy_steered": sum(r["correct"] for r in steered) / n,
         **paired_with_base(steered, base, load(StatsParams)),
+        # a shift toward one answer cancels in the mean over a balanced set: per answer
+        "margin_change_by_answer": {
+            word: mean(r["margin_steered"] - r["margin_plain"] for r in rows if r["answer"] == a)
+            for word, a in (("yes", True), ("no", False))
+            if any(r["answer"] == a for r in rows)
+        },
     }
     write_json(metrics, paths["metrics"])
-    change = metrics["margin_change"]
-    print(
-        f"{n} questions: margin change {change['mean']:+.3f} "
-        f"({change['ci95_low']:+.3f} to {change['ci95_high']:+.3f}), accuracy "
-        f"{metrics['accuracy_plain']:.3f} -> {metrics['accuracy_steered']:.3f}"
-    )
+    print(f"{n} questions: margin change {metrics['margin_change']}")
 
 
 if __name__ == "__main__":

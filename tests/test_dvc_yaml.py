@@ -9,6 +9,7 @@ it go unnoticed by ``dvc repro``, and a module listed for nothing would re-run t
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import re
 import sys
@@ -79,6 +80,21 @@ def stage_module(script: Path) -> ModuleType:
     return load_script(script, f"stage_{script.stem}")
 
 
+def imported_class(script: Path, module: object, name: str) -> type:
+    """The class ``name`` that ``script`` imports, at its top or inside a function (a stage
+    may import what only one branch needs there)."""
+    if hasattr(module, name):
+        return getattr(module, name)  # type: ignore[no-any-return]
+    for node in ast.walk(ast.parse(script.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and name in [a.name for a in node.names]
+        ):
+            return getattr(importlib.import_module(node.module), name)  # type: ignore[no-any-return]
+    raise AssertionError(f"{script.name} does not import {name}")
+
+
 def params_read(script: Path) -> dict[str, set[str] | None]:
     """Per params section the script loads (``load(SomeParams)``): the keys it reads, or None
     where it hands the whole section on (to ``load_from_params``, say) and so reads them all."""
@@ -86,7 +102,7 @@ def params_read(script: Path) -> dict[str, set[str] | None]:
     text = script.read_text()
     read: dict[str, set[str] | None] = {}
     for cls_name in set(re.findall(r"\bload\((\w+)\)", text)):
-        section = getattr(module, cls_name).SECTION
+        section = imported_class(script, module, cls_name).SECTION
         keys: set[str] | None = set(re.findall(rf"\bload\({cls_name}\)\.(\w+)", text))
         whole = re.search(rf"\bload\({cls_name}\)(?![.\w])", text)
         var = re.search(rf"^\s*(\w+) = load\({cls_name}\)$", text, re.MULTILINE)

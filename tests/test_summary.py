@@ -189,11 +189,12 @@ def test_summary_reads_the_side_effects(tmp_path: Path) -> None:
         "accuracy_steered": 0.4375,
         "mcnemar_p": 0.125,
         "margin_change": change | {"mean_abs": 0.375},
+        "margin_change_by_answer": {"yes": 0.25, "no": -0.5},
     }
     (tmp_path / "side_effects" / "metrics.json").write_text(json.dumps(report))
     assert summary(tmp_path).splitlines()[0] == (
         "Side effect on experiment B's 128 Yes/No questions (basic prompt) of the vector at "
         "layer 12, position 1, coefficient 0.5: answer margin -0.125 (95% over questions "
         "-0.250 to +0.062, sign-flip p = 0.031; mean absolute change 0.375); accuracy 0.500 "
-        "-> 0.438 (McNemar p = 0.12)"
+        "-> 0.438 (McNemar p = 0.12); on the Yes questions +0.250; on the No questions -0.500"
     )

@@ -160,6 +160,10 @@ def side_effects(report: dict[str, Any]) -> list[str]:
         f"{change['ci95_high']:+.3f}, sign-flip p = {change['sign_flip_p']:.2g}; mean absolute "
         f"change {change['mean_abs']:.3f}); accuracy {report['accuracy_plain']:.3f} -> "
         f"{report['accuracy_steered']:.3f} (McNemar p = {report['mcnemar_p']:.2g})"
+        + "".join(
+            f"; on the {word.capitalize()} questions {value:+.3f}"
+            for word, value in report.get("margin_change_by_answer", {}).items()
+        )
     ]
 
 
