@@ -79,7 +79,10 @@ def test_the_body_drops_gutenbergs_header_and_licence_and_reflows_lines() -> Non
 
 
 def test_the_packaged_book_gives_evenly_spaced_passages(tokenizer) -> None:
+    from reasoning_gym.data import read_data_file
+
     p = params(KLParams, n_texts=3, tokens=16)
+    assert corpus(p.text) == read_data_file("in_the_year_2889.txt")  # reasoning-gym's own loader
     texts = neutral_texts(tokenizer, p)
     ids = encode(tokenizer, body(corpus(p.text)))
     assert len(ids) > 7_000  # Verne's story (7,803 tokens on SmolLM2), not a stub

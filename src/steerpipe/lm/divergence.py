@@ -26,6 +26,7 @@ lines, its lines re-flowed into paragraphs); a local ``.txt`` file is read the s
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -66,9 +67,12 @@ class KLParams:
 def corpus(source: str) -> str:
     """The text of ``source``: the packaged book or a local UTF-8 ``.txt`` file."""
     if source == PACKAGED:
-        from reasoning_gym.data import read_data_file  # the packaged corpus; import is slow
-
-        return str(read_data_file("in_the_year_2889.txt"))
+        # the file itself: importing reasoning_gym (1 s) would load its every task
+        spec = importlib.util.find_spec("reasoning_gym")
+        if spec is None or not spec.submodule_search_locations:
+            raise StageError(f"kl.text: {PACKAGED} needs reasoning-gym, which is not installed")
+        book = Path(spec.submodule_search_locations[0]) / "data" / "in_the_year_2889.txt"
+        return book.read_text(encoding="utf-8")
     path = Path(source)
     if path.suffix != ".txt" or not path.is_file():
         raise StageError(f"kl.text: {source} is neither {PACKAGED} nor a .txt file")
