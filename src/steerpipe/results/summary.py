@@ -69,25 +69,11 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
             + " |"
         )
     for label, block in (("Clean", clean), ("Raw", report), ("Degenerate", degenerate)):
-        level = block.get("prompt_level", {})
-        line = f"{label}: steered - control {block['difference']:+.3f}"
-        if "difference" in level:
-            d = level["difference"]
-            line += (
-                f", 95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over "
-                f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
-            )
-        lines.append(line + f"; per sample, Fisher p = {block['fisher_p']:.2g}")
+        lines.append(_comparison(f"{label}: steered - control", block))
     for name, c in baselines.items():  # would a prompt have done as well?
-        vs, level = c["steered_against"]["clean"], c["steered_against"]["clean"]["prompt_level"]
-        line = f"Clean: steered - {name} baseline {vs['difference']:+.3f}"
-        if "difference" in level:
-            d = level["difference"]
-            line += (
-                f", 95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over "
-                f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
-            )
-        lines.append(line + f"; per sample, Fisher p = {vs['fisher_p']:.2g}")
+        lines.append(
+            _comparison(f"Clean: steered - {name} baseline", c["steered_against"]["clean"])
+        )
     sweep = report.get("sweep", {})
     if "best_clean" in sweep:
         b, r, lp = sweep["best_clean"], sweep["best_judged"], sweep["best_logprob"]
@@ -108,6 +94,19 @@ def experiment_a(report: dict[str, Any]) -> list[str]:
             "raw and logprob over the grid " + ("undefined" if rho is None else f"{rho:+.2f}")
         )
     return lines
+
+
+def _comparison(label: str, block: dict[str, Any]) -> str:
+    """A paired comparison's line: the difference, its interval and sign-flip test over prompts
+    where there are, and Fisher's test per sample."""
+    line, level = f"{label} {block['difference']:+.3f}", block.get("prompt_level", {})
+    if "difference" in level:
+        d = level["difference"]
+        line += (
+            f", 95% interval {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over "
+            f"{level['prompts']} prompts, sign-flip p = {level['sign_flip_p']:.2g}"
+        )
+    return line + f"; per sample, Fisher p = {block['fisher_p']:.2g}"
 
 
 def _wilson(q: dict[str, Any], pre: str) -> dict[str, Any]:
