@@ -24,6 +24,7 @@ from steerpipe.steering.sweep import (
     best_choice,
     best_pooled_choice,
     best_scored_cell,
+    choice_of,
     rates_by_choice,
 )
 
@@ -58,10 +59,10 @@ def sweep_metrics(
     both = sorted(set(raw) & set(scores))
     # do the sampled-and-judged and the teacher-forced metrics rank the cells alike?
     out["rank_correlation"] = rank_correlation([raw[c] for c in both], [scores[c] for c in both])
-    divergence = {(r["layer"], r["position"], float(r["coefficient"])): r["kl"] for r in kl or []}
-    for name in ("best_logprob_clean", "best_clean", "best_judged"):
-        if divergence:
-            out[name]["kl"] = divergence.get(tuple(out[name][k] for k in CHOICE_KEYS))
+    divergence = {choice_of(r): r["kl"] for r in kl or []}
+    if divergence:
+        for name in ("best_logprob_clean", "best_clean", "best_judged"):
+            out[name]["kl"] = divergence.get(choice_of(out[name]))
     return out
 
 
@@ -74,8 +75,8 @@ def sweep_table(
     rates, the samples, the logprob score (nan where the choice was not scored) and the KL on
     neutral text (nan where ``kl`` does not give it)."""
     rates = {m: rates_by_choice(sweep, m) for m in MEASURES}
-    scores = {(r["layer"], r["position"], float(r["coefficient"])): r["score"] for r in scored}
-    divergence = {(r["layer"], r["position"], float(r["coefficient"])): r["kl"] for r in kl or []}
+    scores = {choice_of(r): r["score"] for r in scored}
+    divergence = {choice_of(r): r["kl"] for r in kl or []}
     header = ["layer", "position", "coefficient", "concluding_rate", "clean_rate"]
     header += ["degenerate_rate", "n", "logprob_score", "kl"]
     rows = []

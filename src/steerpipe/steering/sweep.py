@@ -15,7 +15,7 @@ and the best one by ``sweep.metric``:
 
 ``sweep.kl_max``, where set, is a budget on side effects (as Activation-Steered Compression,
 arXiv 2507.04742, bounds its coefficient): the automatic choice is made among the choices
-whose KL on neutral text (``sweep_logprob``'s ``kl``, ``lm/divergence.py``) is at most it
+whose KL on neutral text (stage ``sweep_kl``, ``lm/divergence.py``) is at most it
 (``within_kl``); with ``logprob``, among the cells within it at the metric's coefficient. Parts
 of the choice given as numbers are taken as given.
 
@@ -68,6 +68,11 @@ class SweepParams:
         check(self.kl_max is None or self.kl_max > 0, "sweep.kl_max", "null or above 0")
 
 
+def choice_of(row: dict[str, Any]) -> Choice:
+    """The (layer, position, coefficient) of a row of the sweep's samples, scores or KL."""
+    return int(row["layer"]), int(row["position"]), float(row["coefficient"])
+
+
 def check_cell(layer: int, pos: int, layers: list[int], positions: list[int], key: str) -> None:
     """A clear error naming ``key`` when the vectors have no (layer, pos)."""
     if layer not in layers:
@@ -88,7 +93,7 @@ def rates_by_choice(
     """(hits, samples) per (layer, position, coefficient)."""
     counts: dict[Choice, list[int]] = defaultdict(lambda: [0, 0])
     for r in judged:
-        c = counts[(int(r["layer"]), int(r["position"]), float(r["coefficient"]))]
+        c = counts[choice_of(r)]
         c[0] += hit(r, measure)
         c[1] += 1
     return {choice: (h, n) for choice, (h, n) in counts.items()}
@@ -172,7 +177,7 @@ def within_kl(
     whose KL (``kl``: one row per choice) is at most it, and cells with such a choice (with
     ``sweep.metric: logprob``, at ``sweep.logprob_coefficient``)."""
     assert sweep.kl_max is not None
-    allowed = {_key(r) for r in kl if r["kl"] <= sweep.kl_max}
+    allowed = {choice_of(r) for r in kl if r["kl"] <= sweep.kl_max}
     if not allowed:
         least = min((r["kl"] for r in kl), default=math.nan)
         raise StageError(
@@ -187,13 +192,9 @@ def within_kl(
             f"{at:g}, and no choice there stays within {sweep.kl_max:g}"
         )
     return (
-        [r for r in judged if _key(r) in allowed],
+        [r for r in judged if choice_of(r) in allowed],
         [r for r in scores if (r["layer"], r["position"]) in cells],
     )
-
-
-def _key(row: dict[str, Any]) -> Choice:
-    return int(row["layer"]), int(row["position"]), float(row["coefficient"])
 
 
 def chosen(
@@ -211,7 +212,7 @@ def chosen(
     ``sweep.kl_max``, among those within it (``within_kl``; ``kl``: the KL of each choice)."""
     if sweep.kl_max is not None:
         if kl is None:
-            raise StageError("sweep.kl_max needs the KL of the sweep's choices (sweep_logprob)")
+            raise StageError("sweep.kl_max needs the KL of the sweep's choices (stage sweep_kl)")
         judged, scores = within_kl(judged, scores, kl, sweep)
     given = (layer, position, coefficient)
     if sweep.metric == "logprob":
