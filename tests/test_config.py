@@ -179,3 +179,26 @@ def test_a_missing_section_is_named(tmp_path) -> None:
         load(SamplingParams, tmp_path / "params.yaml")
     with pytest.raises(StageError, match="model.name is missing"):
         load(ModelParams, tmp_path / "params.yaml")
+
+
+GC_PROBE = """
+import gc
+from steerpipe.config import run_stage
+print("loading", gc.isenabled())
+run_stage(lambda: print("running", gc.isenabled(), gc.get_freeze_count() > 0))
+"""
+
+
+@pytest.mark.parametrize("folder", ["stages", "scripts"])
+def test_a_stage_loads_with_the_collector_off_and_runs_with_it_on(tmp_path, folder) -> None:
+    """config.py turns the cyclic collector off while a stage script (one in stages/) imports,
+    and run_stage freezes what was imported and turns it back on; other programs keep theirs."""
+    import subprocess
+    import sys
+
+    script = tmp_path / folder / "probe.py"
+    script.parent.mkdir()
+    script.write_text(GC_PROBE)
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True)
+    loading = "False" if folder == "stages" else "True"
+    assert out.stdout.split("\n")[:2] == [f"loading {loading}", "running True True"]
