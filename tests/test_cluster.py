@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def metrics_of(shown: object, name: str) -> dict | None:
     return None if data is None else data["metrics"]["data/report/metrics.json"]["data"]
 
 
-def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path) -> None:
+def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path, capsys) -> None:
     git_url, dvc_url = str(tmp_path / "remote.git"), str(tmp_path / "dvc-store")
     run(tmp_path, "git", "init", "-q", "--bare", git_url)
     run(repo, "git", "push", "-q", git_url, "HEAD:refs/heads/main")
@@ -81,9 +82,15 @@ def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path)
         first = cluster.run(experiments, retries=0, **kwargs)
         assert first == {"done": ["ray-0.5"], "skipped": [], "failed": ["ray-2.0"]}
         assert cluster.pushed(git_url, tmp_path) == {"ray-0.5"}
-        # with retries: it dies once more, the retry finishes it
+        # with retries: it dies once more, the retry finishes it, taking the sampling stage's
+        # outputs that the dead tasks pushed (`dvc exp run --pull`) instead of sampling again
+        # (judge@steer and report write metrics that DVC keeps in git, not on its remote: they
+        # run again)
+        capsys.readouterr()
         second = cluster.run(experiments, retries=2, **kwargs)
         assert second == {"done": ["ray-2.0"], "skipped": ["ray-0.5"], "failed": []}
+        printed = capsys.readouterr().out
+        assert re.search(r"done +ray-2\.0 in .* s \(from the run cache: steer\)", printed), printed
         assert counter.read_text() == "2"
         refs = run(tmp_path, "git", "ls-remote", git_url).stdout
         third = cluster.run(experiments, retries=2, **kwargs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -87,8 +88,9 @@ def publish(exp: Experiment, git_url: str, cwd: Path) -> None:
 def run_experiment(
     exp: Experiment, git_url: str, dvc_url: str, *, before_ref: Callable[[], None] | None = None
 ) -> dict[str, Any]:
-    """One experiment in a new checkout, pushed to the remotes; what the task returns.
-    ``before_ref`` runs between the data's push and the ref's (the tests die there)."""
+    """One experiment in a new checkout, pushed to the remotes; what the task returns (its
+    name, seconds, and the stages restored from the run cache). ``before_ref`` runs between
+    the data's push and the ref's (the tests die there)."""
     start = time.monotonic()
     if exp.name in pushed(git_url, Path(tempfile.gettempdir())):  # a retry after the ref went out
         return {"name": exp.name, "seconds": 0.0}
@@ -98,14 +100,17 @@ def run_experiment(
         targets = checkout(exp, git_url, work)
         sh("dvc", "remote", "add", "--local", "-f", "-d", "cluster", dvc_url, cwd=work)
         sh("dvc", "pull", "-q", "--run-cache", "--allow-missing", cwd=work, name=exp.name)
-        sh("dvc", "exp", "run", "-q", "-n", exp.name, *targets, cwd=work, name=exp.name)
+        # --pull: a stage found in the run cache gets its outputs from the DVC remote, so a
+        # retry after a death takes what the dead task pushed instead of running it again
+        out = sh("dvc", "exp", "run", "--pull", "-n", exp.name, *targets, cwd=work, name=exp.name)
         sh("dvc", "push", "-q", "--run-cache", cwd=work, name=exp.name)
         if before_ref is not None:
             before_ref()
         sh("dvc", "exp", "push", "-q", "--no-cache", "origin", exp.name, cwd=work, name=exp.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"name": exp.name, "seconds": round(time.monotonic() - start, 1)}
+    restored = re.findall(r"Stage '([^']+)' is cached", out)
+    return {"name": exp.name, "seconds": round(time.monotonic() - start, 1), "restored": restored}
 
 
 def checkout(exp: Experiment, git_url: str, work: Path) -> list[str]:
@@ -173,7 +178,12 @@ def run(
         name = pending.pop(ready[0])
         try:
             result = ray.get(ready[0])
-            print(f"done    {name} in {result['seconds']} s", flush=True)
+            cached = result.get("restored")
+            print(
+                f"done    {name} in {result['seconds']} s"
+                + (f" (from the run cache: {', '.join(cached)})" if cached else ""),
+                flush=True,
+            )
             done.append(name)
         except Exception as e:  # noqa: BLE001 (any task error is reported by the experiment's name)
             print(f"failed  {name}: {str(e).strip().splitlines()[-1][:300]}", flush=True)
