@@ -319,6 +319,7 @@ TOLERANCE = {
     "data/traces/metrics.json": 5e-3,
     "data/neurons/metrics.json": 1e-2,
     "data/neuron_report/metrics.json": 5e-2,
+    "data/side_effects/metrics.json": 1e-3,
 }
 
 
