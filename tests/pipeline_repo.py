@@ -106,12 +106,12 @@ def build_repo(repo: Path, tiny_model_dir: Path) -> Path:
         model__name=str(tiny_model_dir),
         model__random_init=True,
         steps__source="steps.parquet",
-        prepare__kinds=["conclusion", "verification"],
         # a random model's next token is near uniform, so its top-p nucleus is most of the
         # vocabulary and every sampled token sorts and draws noise for 49,152 (8 s for the
         # default 24 steps x 4 x 8 tokens): the regenerations here are few and short
         stability__n_samples=2,
         stability__max_new_tokens=4,
+        prepare__kinds=["conclusion", "verification"],
         prepare__test_size=4,  # 1 for the sweep, 3 for steer
         prepare__positive_test_size=4,
         sampling__max_new_tokens=4,
