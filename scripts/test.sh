@@ -8,6 +8,6 @@ export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 python -m ruff check .
 python -m ruff format --check .
 python -m mypy
-# two workers (the CI machine has two cores); each pipeline module keeps its repository on one,
-# and the work goes out in the order tests/conftest.py sorts it (its pytest_collection_modifyitems)
+# two workers (the CI machine has two cores), given one test at a time (no xdist_group: each
+# is its own scope) in the order tests/conftest.py sorts them (its pytest_collection_modifyitems)
 python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder "$@"

@@ -20,7 +20,7 @@ from steerpipe import cluster
 
 ray = pytest.importorskip("ray", reason="ray is the cluster extra (pip install -e '.[cluster]')")
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
+pytestmark = pytest.mark.slow
 
 COEFFICIENTS = (0.5, 2.0)
 

@@ -26,7 +26,7 @@ from tiny import synthetic_rows
 
 from steerpipe.steering.steps import SCHEMA
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
+pytestmark = pytest.mark.slow
 
 
 def test_outputs_and_metrics(repo: Path) -> None:

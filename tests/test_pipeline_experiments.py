@@ -15,7 +15,7 @@ import pytest
 from fake_batches import FakeServer, FakeState, rule_answer
 from pipeline_repo import EXPERIMENT_B, experiment, ran, restore, run, run_queue, set_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline_experiments")]
+pytestmark = pytest.mark.slow
 
 
 def test_boolq_file_reruns_only_experiment_b(repo: Path) -> None:
