@@ -126,7 +126,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for it; the other slow tests; then the short tests, which fill the gaps so that the two
     workers finish together. No test is in an ``xdist_group``: with pytest 9.2 and xdist 3.8
     the groups were silently ignored (pytest-dev/pytest-xdist#1386), and where they held
-    (pytest 9.1.1) the suite took 722 s against 616 s, as one worker got both pipeline
+    (pytest 9.1.1) the suite took 745 s against 637 s, as one worker got both pipeline
     modules (docs/testing.md)."""
 
     def rank(item: pytest.Item) -> int:

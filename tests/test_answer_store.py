@@ -55,6 +55,11 @@ def settings(store: Path, **options: float) -> ClaudeParams:
     return dataclasses.replace(judge, store=str(store), max_rounds=3, **{**fast, **options})
 
 
+def pose_as(host: str) -> None:
+    """This process, as one of machine ``host`` (claims' owners and flufl's lock files)."""
+    socket.gethostname = socket.getfqdn = lambda *args: host  # type: ignore[assignment]
+
+
 def judge_at_once(
     url: str, store: str, ids: range, barrier: Any, out: Any, host: str | None = None
 ) -> None:
@@ -63,7 +68,7 @@ def judge_at_once(
     mounts), on a file system slow enough that two claims' read-then-write steps overlap."""
     if host is not None:
         fcntl.flock = lambda *args: None  # type: ignore[assignment]
-        socket.gethostname = socket.getfqdn = lambda *args: host  # type: ignore[assignment]
+        pose_as(host)
         live = Claims.live
 
         def slow_live(self: Claims, now: float | None = None) -> dict[str, set[str]]:
@@ -180,7 +185,7 @@ def test_a_torn_line_leaves_the_store_readable(tmp_path) -> None:
 def hold_and_die(path: str, host: str | None) -> None:
     """Take the lock at ``path`` and exit without letting it go, as a killed process does."""
     if host is not None:
-        socket.gethostname = socket.getfqdn = lambda *args: host  # type: ignore[assignment]
+        pose_as(host)
     lock = LinkLock(f"{path}.link", lifetime=2)
     lock.lock()
     os._exit(0)
