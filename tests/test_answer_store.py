@@ -51,6 +51,7 @@ def ok(cid: str, params: dict, attempt: int) -> tuple[str, str]:
 
 def settings(store: Path, **options: float) -> ClaudeParams:
     fast = {"poll_seconds": 0.01, "max_poll_seconds": 0.05, "max_wait_seconds": 60.0}
+    # tiny.params, written out: importing tiny loads torch, 4 s in each spawned process
     judge = load(ClaudeParams, Path(__file__).resolve().parents[1] / "params.yaml")
     return dataclasses.replace(judge, store=str(store), max_rounds=3, **{**fast, **options})
 
