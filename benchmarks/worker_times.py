@@ -7,7 +7,9 @@ order and scheduling spend the two cores (docs/testing.md, "How the suite runs i
 
 As a pytest plugin (``-p worker_times``), each worker appends one line per test to the file
 that $WORKER_TIMES names; as a script, it prints each worker's tests, busy seconds and end, and
-the tests that took more than 15 s, in the order they started.
+the tests that took more than 15 s, in the order they started. Times are ``time.monotonic()``
+(one clock for all the workers of a machine), so that a test that replaces ``time.time``
+(tests/test_stage_times.py does) does not break the plugin.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import pytest
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[START] = time.time()
+    item.stash[START] = time.monotonic()
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     path = os.environ.get("WORKER_TIMES")
     if path:
         line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "test": item.nodeid,
-                "start": item.stash[START], "end": time.time()}  # fmt: skip
+                "start": item.stash[START], "end": time.monotonic()}  # fmt: skip
         with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
 
