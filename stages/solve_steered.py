@@ -18,8 +18,9 @@ from __future__ import annotations
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.models import ModelParams, load_from_params
+from steerpipe.steering.conditions import dose_name
 from steerpipe.steering.solutions import SolveParams, solve
-from steerpipe.steering.steer import SteerParams, dose_name, steer_vector
+from steerpipe.steering.steer import SteerParams, steer_vector
 from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
 

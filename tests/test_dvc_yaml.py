@@ -185,6 +185,34 @@ def test_the_runtime_never_imports_the_presets() -> None:
                 assert not [n for n in names if n.split(".")[0] == "steerpipe_presets"], path
 
 
+IMPORT_PROBE = """
+import runpy, sys
+from pathlib import Path
+def imported(script):
+    runpy.run_path(str(script), run_name="imported")  # its imports, not its main
+for script in sys.argv[2:]:
+    imported(script)
+    assert "torch" not in sys.modules, script
+for script in sorted(Path(sys.argv[1]).glob("*.py")):
+    imported(script)
+    assert "transformers.modeling_utils" not in sys.modules, script
+"""
+
+LIGHT_STAGES = ("judge", "neuron_report", "questions", "report", "sweep_kl")
+
+
+def test_stages_import_the_model_code_only_to_load_a_model() -> None:
+    """Importing transformers' modeling code takes about 2 s of a stage's start-up: no stage
+    imports it until it loads a model (``PreTrainedModel`` is imported for annotations only,
+    ruff's TID253), and the stages that read only tables do not import torch either."""
+    import subprocess
+
+    light = [str(ROOT / "stages" / f"{name}.py") for name in LIGHT_STAGES]
+    args = [sys.executable, "-c", IMPORT_PROBE, str(ROOT / "stages"), *light]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_the_generator_leaves_dvc_yaml_and_the_docs_as_they_are() -> None:
     assert write_deps.stale() == []
 

@@ -9,10 +9,7 @@ import torch
 from tiny import params
 
 from steerpipe.steering.steer import (
-    condition_coefficient,
     control_vectors,
-    dose_coefficients,
-    dose_name,
     random_directions,
     steer_vector,
     unit_vector,
@@ -53,20 +50,6 @@ def test_unit_vector_absolute_is_the_vector_and_norm_has_the_layers_length() -> 
     torch.testing.assert_close((2.0 * unit).norm(), torch.tensor(15.0))
     with pytest.raises(ValueError, match="mean residual-stream norm"):
         unit_vector(vector, "norm", None)
-
-
-def test_dose_coefficients_skip_what_other_conditions_sample() -> None:
-    # 0 is control, 1 steered, -1 negated; repeats are sampled once; the order is kept
-    assert dose_coefficients(1.0, [2.0, 0.0, 1.0, -1.0, 0.5, 2.0, -3.0]) == [2.0, 0.5, -3.0]
-    assert dose_coefficients(1.0, []) == []
-    assert [dose_name(c) for c in (0.25, 2.0, -3.0)] == ["dose_0.25", "dose_2.0", "dose_-3.0"]
-
-
-def test_condition_coefficient_places_each_condition_on_the_dose_axis() -> None:
-    want = {"control": 0.0, "steered": 1.5, "negated": -1.5, "dose_0.25": 0.25, "dose_-3.0": -3.0}
-    assert {name: condition_coefficient(name, 1.5) for name in want} == want
-    assert condition_coefficient("random_0", 1.5) is None
-    assert condition_coefficient(dose_name(0.1 + 0.2), 1.0) == 0.1 + 0.2  # exactly
 
 
 def test_steer_vector_takes_the_choice_by_the_metric_and_checks_it() -> None:

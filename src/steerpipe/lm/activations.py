@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from steerpipe.lm.batch_sizes import fit_tokens, in_batches
 from steerpipe.lm.hooks import HiddenFn, on_resid_pre
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 class StopForward(Exception):

@@ -32,11 +32,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError, check
@@ -44,6 +43,9 @@ from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.chat import encode
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.shared_layers import RowHooks, forward_shared, steering
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 PACKAGED = "packaged:in_the_year_2889"
 

@@ -23,14 +23,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (
-    LogitsProcessorList,
-    PreTrainedModel,
-    TemperatureLogitsWarper,
-)
+from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.cache import GrowingCache
@@ -38,6 +35,9 @@ from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
 from steerpipe.lm.noise import RowNoise, TopP, row_seed
 from steerpipe.lm.prefill import MIN_PREFIX, after_prefix, left_pad, prefill, prefix_length
 from steerpipe.lm.shared_layers import RowHooks
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def generate(

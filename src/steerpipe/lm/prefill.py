@@ -11,12 +11,16 @@ hides. Tests: tests/test_generation.py (each equals its rows prefilled alone).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache
 
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.shared_layers import RowHooks, all_full_attention, forward_shared, layer_kv
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache
 
 from steerpipe.lm.activations import right_pad
 from steerpipe.lm.prefill import prefix_length
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def continuation_nll(

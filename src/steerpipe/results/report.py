@@ -37,8 +37,8 @@ from steerpipe.stats import (
     rate_summary,
     sign_flip_p,
 )
+from steerpipe.steering.conditions import BASELINES, condition_coefficient
 from steerpipe.steering.labels import CATEGORIES
-from steerpipe.steering.steer import BASELINES, condition_coefficient
 from steerpipe.steering.sweep import MEASURES, Measure, hit
 
 

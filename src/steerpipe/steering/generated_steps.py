@@ -9,9 +9,8 @@ and labelled by the rule-based labeller in ``labels`` (or by Claude: ``claude/st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.claude.message_batches import ClaudeParams
@@ -21,6 +20,9 @@ from steerpipe.lm.generation import generate
 from steerpipe.steering.labels import label_steps
 from steerpipe.steering.sampling import check_sampling
 from steerpipe.steering.steps import split_steps
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel
 
 from steerpipe.lm.activations import right_pad
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.shared_layers import forward_shared, steering
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def scored_rows(examples: Sequence[dict[str, Any]], n_tokens: int) -> list[tuple[list[int], int]]:

@@ -14,13 +14,16 @@ steering did not target, paired question by question.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel
 
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.prefill import left_pad
 from steerpipe.lm.shared_layers import forward_shared, steering
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def steered_margins(

@@ -31,9 +31,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import StageError, check
@@ -46,6 +45,9 @@ from steerpipe.steering.answers import extract_answer, gym_checker, math_equal, 
 from steerpipe.steering.labels import CONCLUDING, VERIFYING, classify_opening
 from steerpipe.steering.sampling import check_sampling
 from steerpipe.storage import load_table
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 # a reasoning-gym task's setting: a number, a flag, a name, or a list of them
 GymSetting = bool | int | float | str | list[int] | list[float] | list[str]

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from steerpipe.claude.message_batches import ClaudeParams
 from steerpipe.claude.step_labels import claude_labels
@@ -28,6 +26,9 @@ from steerpipe.lm.generation import generate
 from steerpipe.lm.models import Tokenizer
 from steerpipe.steering.labels import KIND_OF, classify_opening
 from steerpipe.steering.prepare import KINDS, Kind, step_tokens, steps_of_kind
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 _STEP_BITS, _SAMPLE_BITS = 16, 12
 

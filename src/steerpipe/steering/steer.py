@@ -11,7 +11,8 @@ Doses ask how the effect grows with the coefficient: the vector at each of
 the layer's mean residual-stream norm (the vector rescaled to that length at coefficient 1),
 as the work on steering thinking models gives it; with ``absolute``, of the vector itself.
 
-The prompting baselines (``steering/baselines.py``) follow these conditions in the stage.
+The prompting baselines (``steering/baselines.py``) follow these conditions in the stage; the
+conditions' names and places on the dose axis are in ``steering/conditions.py``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import torch
 
 from steerpipe.config import check
 from steerpipe.lm.hooks import Steer
+from steerpipe.steering.conditions import dose_coefficients, dose_name
 from steerpipe.steering.sweep import SweepParams, check_cell, chosen
 
 Scale = Literal["absolute", "norm"]
-BASELINES = ("instruction", "prefill")  # the prompting baselines' condition names
 
 
 @dataclass(frozen=True)
@@ -116,30 +117,6 @@ def cell_vector(
     index = meta["layers"].index(layer)
     resid_norm = meta["resid_norms"][index]
     return unit_vector(vectors["vectors"][index, pos], scale, resid_norm), resid_norm
-
-
-def dose_coefficients(coefficient: float, coefficients: list[float]) -> list[float]:
-    """``coefficients`` without the ones other conditions already sample (0 is control,
-    ``coefficient`` steered, ``-coefficient`` negated) or repeat, in their given order."""
-    taken = {0.0, coefficient, -coefficient}
-    doses: list[float] = []
-    for c in coefficients:
-        if c not in taken:
-            taken.add(c)
-            doses.append(c)
-    return doses
-
-
-def dose_name(coefficient: float) -> str:
-    return f"dose_{float(coefficient)}"  # str of a float reads back as the same float
-
-
-def condition_coefficient(condition: str, coefficient: float) -> float | None:
-    """Where a condition sits on the dose axis (``coefficient``: steered's); None for the
-    random directions, which are not the vector."""
-    if condition.startswith("dose_"):
-        return float(condition.removeprefix("dose_"))
-    return {"control": 0.0, "steered": coefficient, "negated": -coefficient}.get(condition)
 
 
 def vector_conditions(

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from steerpipe.config import StageError
 from steerpipe.lm.activations import StopForward, right_pad, token_batches
@@ -26,6 +25,9 @@ from steerpipe.lm.hooks import on_mlp, on_resid_pre
 from steerpipe.lm.shared_layers import recording_inputs, starting_at
 from steerpipe.transcoders.cross_layer import CrossLayerTranscoder, scale_clt_features
 from steerpipe.transcoders.transcoder import Transcoder, steer_features
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 def collect_mlp_io(

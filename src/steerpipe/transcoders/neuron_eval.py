@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from transformers import PreTrainedModel
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from steerpipe.config import check
@@ -38,6 +37,9 @@ from steerpipe.transcoders.cross_layer import NO_LAYER, scale_clt_features
 from steerpipe.transcoders.neurons import matched_features
 from steerpipe.transcoders.transcoder import Transcoder, scale_features
 from steerpipe.transcoders.yesno import answer_start
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)

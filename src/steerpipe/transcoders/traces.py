@@ -14,17 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
 from steerpipe.config import check
 from steerpipe.lm.generation import generate
 from steerpipe.lm.hooks import SiteFn
 from steerpipe.transcoders.neurons import SparseRows
 from steerpipe.transcoders.transcoder import Transcoder, on_transcoder
+
+if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
