@@ -183,16 +183,25 @@ def test_a_missing_section_is_named(tmp_path) -> None:
 
 GC_PROBE = """
 import gc
-from steerpipe.config import run_stage
+from steerpipe.config import collector_paused, run_stage
 print("loading", gc.isenabled())
-run_stage(lambda: print("running", gc.isenabled(), gc.get_freeze_count() > 0))
+def main():
+    print("running", gc.isenabled(), gc.get_freeze_count() > 0)
+    before = gc.get_freeze_count()
+    with collector_paused():  # as load_model makes a model
+        print("paused", gc.isenabled())
+        made = [[] for _ in range(1000)]
+    print("after", gc.isenabled(), gc.get_freeze_count() >= before + len(made))
+run_stage(main)
 """
 
 
 @pytest.mark.parametrize("folder", ["stages", "scripts"])
 def test_a_stage_loads_with_the_collector_off_and_runs_with_it_on(tmp_path, folder) -> None:
     """config.py turns the cyclic collector off while a stage script (one in stages/) imports,
-    and run_stage freezes what was imported and turns it back on; other programs keep theirs."""
+    and run_stage freezes what was imported and turns it back on; collector_paused does the
+    same around a model's loading. Other programs keep their collector, and nothing of theirs
+    is frozen by collector_paused."""
     import subprocess
     import sys
 
@@ -200,5 +209,10 @@ def test_a_stage_loads_with_the_collector_off_and_runs_with_it_on(tmp_path, fold
     script.parent.mkdir()
     script.write_text(GC_PROBE)
     out = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True)
-    loading = "False" if folder == "stages" else "True"
-    assert out.stdout.split("\n")[:2] == [f"loading {loading}", "running True True"]
+    stage = folder == "stages"
+    assert out.stdout.split("\n")[:4] == [
+        f"loading {not stage}",
+        "running True True",
+        f"paused {not stage}",
+        f"after True {stage}",
+    ]

@@ -21,7 +21,8 @@ import dataclasses
 import gc
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -33,7 +34,10 @@ import yaml
 # steerpipe.lm.models"`). Every stage script imports this module before torch, so a stage (a
 # script in stages/) loads with the collector off, and run_stage freezes what was loaded
 # (gc.freeze: never scanned again) and turns it back on for the stage's own work.
-if Path(getattr(sys.modules.get("__main__"), "__file__", None) or "").parent.name == "stages":
+IN_STAGE = (
+    Path(getattr(sys.modules.get("__main__"), "__file__", None) or "").parent.name == "stages"
+)
+if IN_STAGE:
     gc.disable()
 
 
@@ -143,6 +147,27 @@ def stage_args(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, Path]
     for name in (*inputs, *outputs):
         ap.add_argument(f"--{name}", type=Path, required=True)
     return dict(vars(ap.parse_args()))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """In a stage, the cyclic collector off while a block makes objects that live as long as
+    the process (a model, and transformers' modeling code, which a stage imports only when it
+    loads one), which are then frozen out of later collections, as ``run_stage`` does for the
+    stage's own imports. Elsewhere (tests, notebooks) nothing: freezing would keep whatever
+    else is alive then from ever being collected. ``side_effects`` on the packaged model spent
+    0.29 s in 649 collections without it, 0.01 s in 125 with it (``gc.callbacks``)."""
+    if not IN_STAGE:
+        yield
+        return
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -29,7 +29,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers import PreTrainedTokenizerBase as Tokenizer
 
-from steerpipe.config import StageError, check
+from steerpipe.config import StageError, check, collector_paused
 from steerpipe.lm.gguf_weights import PACKAGED_SMOLLM2, cache_root, local_folder
 from steerpipe.lm.gpus import pick_device
 from steerpipe.storage import write_json
@@ -138,26 +138,27 @@ def load_model(
     if device_map is not None and random_init:
         raise StageError("model.device_map places loaded weights; with random_init use device")
     device = pick_device(device, spread=device_map is not None)
-    tok = load_tokenizer(name)
-    packaged = name == PACKAGED_SMOLLM2
-    name = local_folder(name)
-    config = _from_pretrained(AutoConfig, name)
-    if not packaged:  # the packaged SmolLM2 is a Llama, checked against the bridge in tests
-        check_architecture(config, name)
-    if random_init:
-        config._attn_implementation = attn_implementation
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-        randomize_norms(model, seed)
-    else:
-        placement = {"device_map": device_map} if device_map is not None else {}
-        model = _from_pretrained(
-            AutoModelForCausalLM,
-            name,
-            dtype=torch_dtype,
-            attn_implementation=attn_implementation,
-            **placement,
-        )
+    with collector_paused():  # the model code's imports and the model live as long as the stage
+        tok = load_tokenizer(name)
+        packaged = name == PACKAGED_SMOLLM2
+        name = local_folder(name)
+        config = _from_pretrained(AutoConfig, name)
+        if not packaged:  # the packaged SmolLM2 is a Llama, checked against the bridge in tests
+            check_architecture(config, name)
+        if random_init:
+            config._attn_implementation = attn_implementation
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+            randomize_norms(model, seed)
+        else:
+            placement = {"device_map": device_map} if device_map is not None else {}
+            model = _from_pretrained(
+                AutoModelForCausalLM,
+                name,
+                dtype=torch_dtype,
+                attn_implementation=attn_implementation,
+                **placement,
+            )
     if device_map is None:
         model = model.to(device)
     model = model.eval()
