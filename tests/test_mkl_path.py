@@ -1,4 +1,4 @@
-"""scripts/mkl_path.py: MKL's vendor check answered, so that its features choose its path."""
+"""steerpipe.mkl_path: MKL's vendor check answered, so that its features choose its path."""
 
 from __future__ import annotations
 
@@ -7,23 +7,25 @@ import platform
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-import mkl_path  # noqa: E402
+from steerpipe import mkl_path
+from steerpipe.lm.models import load_model
 
 CC = shutil.which(os.environ.get("CC", "cc"))
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler")
 
-# What a process sees when it looks the function up in its global symbols, as torch's MKL
-# does: without `site` (-S), so that only the .pth under test can put it there.
+# What a process sees where it looks the function up, as mkl_path.vendor_check_answered does:
+# without `site` (-S), so that only the .pth under test can load it; steerpipe's folder is put
+# on the path by hand (mkl_path imports the standard library only).
+SRC = str(Path(mkl_path.__file__).parents[1])
 LOOKUP = (
-    "import ctypes, site, sys; site.addsitedir(sys.argv[1]); "
-    "f = getattr(ctypes.CDLL(None), 'mkl_serv_intel_cpu_true', None); "
-    "print('absent' if f is None else f())"
+    "import site, sys; site.addsitedir(sys.argv[1]); sys.path.insert(0, sys.argv[2]); "
+    "from steerpipe.mkl_path import vendor_check_answered; print(vendor_check_answered())"
 )
 
 
@@ -35,7 +37,7 @@ def environment(**env: str) -> dict[str, str]:
 
 def lookup(site_dir: Path, **env: str) -> str:
     run = subprocess.run(
-        [sys.executable, "-S", "-c", LOOKUP, str(site_dir)],
+        [sys.executable, "-S", "-c", LOOKUP, str(site_dir), SRC],
         capture_output=True, text=True, check=True, env=environment(**env),
     )  # fmt: skip
     assert run.stderr == ""  # site reports a failing .pth line on stderr and goes on
@@ -45,13 +47,13 @@ def lookup(site_dir: Path, **env: str) -> str:
 @needs_cc
 def test_the_pth_file_loads_the_answer_into_the_global_symbols(tmp_path: Path) -> None:
     assert CC is not None
-    assert lookup(tmp_path) == "absent"
+    assert lookup(tmp_path) == "False"
     pth = mkl_path.install(tmp_path, tmp_path, CC)
     assert pth == tmp_path / mkl_path.PTH and (tmp_path / mkl_path.LIBRARY).exists()
-    assert lookup(tmp_path) == "1"
-    assert lookup(tmp_path, **{mkl_path.KEEP_CHECK: "1"}) == "absent"
+    assert lookup(tmp_path) == "True"
+    assert lookup(tmp_path, **{mkl_path.KEEP_CHECK: "1"}) == "False"
     (tmp_path / mkl_path.LIBRARY).unlink()  # a .venv whose library is gone still starts
-    assert lookup(tmp_path) == "absent"
+    assert lookup(tmp_path) == "False"
 
 
 def gemm_bits(**env: str) -> str:
@@ -69,7 +71,7 @@ def gemm_bits(**env: str) -> str:
 
 
 def has_avx512() -> bool:
-    return platform.machine() == "x86_64" and "avx512f" in Path("/proc/cpuinfo").read_text()
+    return platform.machine() == "x86_64" and " avx512f" in Path("/proc/cpuinfo").read_text()
 
 
 @pytest.mark.skipif(
@@ -88,3 +90,41 @@ def test_mkl_runs_a_wider_path_than_avx2_on_a_cpu_with_avx512() -> None:
         kept = gemm_bits(**{mkl_path.KEEP_CHECK: "1"})
         assert kept == gemm_bits(MKL_ENABLE_INSTRUCTIONS="AVX2")
         assert kept != gemm_bits()
+
+
+INTEL = "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse avx2 avx512f avx512bw\n"
+ZEN3 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx avx2 fma\n"
+ZEN4 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16\n"
+
+
+def test_only_an_amd_cpu_with_avx512_is_held_to_the_avx2_path() -> None:
+    assert mkl_path.avx2_path(ZEN4, "x86_64")
+    assert not mkl_path.avx2_path(ZEN3, "x86_64")  # AVX2 is what it has
+    assert not mkl_path.avx2_path(INTEL, "x86_64")
+    assert not mkl_path.avx2_path(ZEN4, "aarch64")
+
+
+def mkl_warnings(model_dir: Path) -> list[str]:
+    """The warnings about MKL's path that loading the tiny model on the CPU gives."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(str(model_dir), random_init=True)
+    return [str(w.message) for w in caught if "MKL" in str(w.message)]
+
+
+def test_loading_a_model_on_the_cpu_warns_where_mkl_runs_its_avx2_path(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(mkl_path.KEEP_CHECK, raising=False)
+    monkeypatch.setattr(mkl_path, "avx2_path", lambda cpuinfo, machine: True)
+    monkeypatch.setattr(mkl_path, "vendor_check_answered", lambda: False)
+    (warned,) = mkl_warnings(tiny_model_dir)
+    assert warned.startswith("MKL runs its AVX2 path") and "python -m steerpipe.mkl_path" in warned
+    monkeypatch.setenv(mkl_path.KEEP_CHECK, "1")  # asked for: silent
+    assert mkl_warnings(tiny_model_dir) == []
+    monkeypatch.delenv(mkl_path.KEEP_CHECK)
+    monkeypatch.setattr(mkl_path, "vendor_check_answered", lambda: True)
+    assert mkl_warnings(tiny_model_dir) == []
+    monkeypatch.setattr(mkl_path, "vendor_check_answered", lambda: False)
+    monkeypatch.setattr(mkl_path, "avx2_path", lambda cpuinfo, machine: False)
+    assert mkl_warnings(tiny_model_dir) == []

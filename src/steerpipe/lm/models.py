@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase as Tokenizer
 from steerpipe.config import StageError, check, collector_paused
 from steerpipe.lm.gguf_weights import PACKAGED_SMOLLM2, cache_root, local_folder
 from steerpipe.lm.gpus import pick_device
+from steerpipe.mkl_path import warn_if_avx2_path
 from steerpipe.storage import write_json
 
 if TYPE_CHECKING:  # only annotations name it; importing it costs ~2 s (docs/pipeline.md)
@@ -132,12 +133,15 @@ def load_model(
     models that do not fit on one, and holds them all; ``device`` is then not used. ``device``
     ``auto`` is a GPU that no other running stage holds (``gpus.pick_device``). Models other
     than the packaged one are checked against what TransformerLens's bridge supports
-    (``check_architecture``).
+    (``check_architecture``). On the CPU, it warns where MKL runs its AVX2 path on an AMD CPU
+    with AVX-512 (``mkl_path``).
     """
     torch_dtype = parse_dtype(dtype)
     if device_map is not None and random_init:
         raise StageError("model.device_map places loaded weights; with random_init use device")
     device = pick_device(device, spread=device_map is not None)
+    if device_map is None and torch.device(device).type == "cpu":
+        warn_if_avx2_path()
     with collector_paused():  # the model code's imports and the model live as long as the stage
         tok = load_tokenizer(name)
         packaged = name == PACKAGED_SMOLLM2
