@@ -70,19 +70,19 @@ def gemm_bits(**env: str) -> str:
     return run.stdout.strip()
 
 
-def has_avx512() -> bool:
-    return platform.machine() == "x86_64" and " avx512f" in Path("/proc/cpuinfo").read_text()
+CPUINFO = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+HAS_AVX512 = platform.machine() == "x86_64" and " avx512f" in CPUINFO
 
 
 @pytest.mark.skipif(
-    not (has_avx512() and "BLAS_INFO=mkl" in torch.__config__.show()),
+    not (HAS_AVX512 and "BLAS_INFO=mkl" in torch.__config__.show()),
     reason="an x86 CPU with AVX-512 and torch on MKL",
 )
 def test_mkl_runs_a_wider_path_than_avx2_on_a_cpu_with_avx512() -> None:
     # MKL_ENABLE_INSTRUCTIONS caps the path only where MKL has passed its vendor check, so the
     # bits move with it on an Intel CPU, and on an AMD one only with the answer loaded
     # (scripts/setup.sh installs it); without it both are MKL's AVX2 path on an AMD CPU.
-    amd = "AuthenticAMD" in Path("/proc/cpuinfo").read_text()
+    amd = mkl_path.avx2_path(CPUINFO, platform.machine())
     if amd and CC is None:
         pytest.skip("no C compiler: MKL keeps its vendor check on this AMD CPU")
     widest, capped = gemm_bits(), gemm_bits(MKL_ENABLE_INSTRUCTIONS="AVX2")
