@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from steerpipe.config import StageError
-from steerpipe.lm.models import load_bridge, load_model, parse_dtype, supported_architectures
+from steerpipe.lm.models import (
+    column_major,
+    load_bridge,
+    load_model,
+    parse_dtype,
+    supported_architectures,
+)
 
 
 def test_random_init_from_config_folder(tiny_model_dir) -> None:
@@ -21,6 +29,49 @@ def test_random_init_from_config_folder(tiny_model_dir) -> None:
 def test_bfloat16(tiny_model_dir) -> None:
     model, _ = load_model(str(tiny_model_dir), random_init=True, dtype="bfloat16")
     assert model.dtype == torch.bfloat16
+    assert model.lm_head.weight.is_contiguous()  # column_major is for float32 only
+
+
+def test_cpu_float32_weights_are_column_major_tied_and_compute_the_same(
+    tmp_path, tokenizer
+) -> None:
+    from transformers import LlamaConfig
+
+    from steerpipe.lm.generation import generate
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    config.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, _ = load_model(str(tmp_path), random_init=True, seed=3)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 * 7 + 1
+    for m in linears:
+        assert m.weight.t().is_contiguous() and not m.weight.is_contiguous()
+    # the tie survives: the embedding reads the same (column-major) storage as the unembedding
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.weight.data = m.weight.data.contiguous()
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters(), strict=True)
+    )
+    ids = torch.randint(0, len(tokenizer), (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+    prompts = ids.tolist()
+    kwargs = {"max_new_tokens": 6, "temperature": 0.0, "top_p": 1.0, "progress": False}
+    assert generate(model, prompts, **kwargs) == generate(plain, prompts, **kwargs)
+    column_major(plain)
+    assert all(
+        m.weight.t().is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Linear)
+    )
+    storage = [w.data_ptr() for w in plain.parameters()]
+    column_major(plain)  # again: nothing is copied
+    assert [w.data_ptr() for w in plain.parameters()] == storage
 
 
 def test_device_map_loads_the_same_model(tiny_model, tmp_path, tokenizer, monkeypatch) -> None:
