@@ -62,7 +62,7 @@ def main() -> None:
     write_json(matches, paths["matched"])
     texts = [render(t.templates[p.style], q) for q in questions]
     ids = [prompt_ids(tok, x, chat_template=t.chat_template) for x in texts]
-    records, prompts, steers = condition_rows(conds, questions, ids)
+    records, prompts, steers = condition_rows(conds, questions, ids, mode=p.mode)
     print(f"{len(conds)} conditions x {len(questions)} questions")
     yes_id, no_id = answer_token_ids(tok)
     first: dict[int, torch.Tensor] = {}  # at the prompt, the margin is the first step's

@@ -278,6 +278,61 @@ def test_condition_rows_are_every_question_under_every_condition() -> None:
     ]
 
 
+def test_a_delta_strength_of_1_is_unhooked_and_replace_keeps_it() -> None:
+    conds, _ = conditions({4: masks_of_a_layer()}, [1.0, 2.0], seed=0, tolerance=0.05)
+    questions = [{"id": 7, "answer": True}]
+    records, _, steers = condition_rows(conds, questions, [[1, 5]], mode="delta")
+    names = [r["condition"] for r in records]
+    assert names[:3] == ["base", "reasoning@4x1", "reasoning@4x2"]
+    assert [s is None for s in steers] == [n == "base" or n.endswith("x1") for n in names]
+    assert records[1]["n_features"] == 3  # the record still says what the condition scales
+    _, _, kept = condition_rows(conds, questions, [[1, 5]], mode="replace")
+    assert kept[0] is None and all(s is not None for s in kept[1:])
+    assert kept[1].strength == 1.0
+
+
+def test_greedy_twins_are_computed_once(tiny_model, monkeypatch) -> None:
+    """Rows with the same prompt and steer (None, or one object) are generated once when
+    greedy, with the same tokens and first-step logits as when every row is computed."""
+    import steerpipe.transcoders.neuron_eval as neuron_eval
+
+    feats = torch.arange(0, 128, 3)
+    transcoders = {1: TC, 2: TC2}
+    up = FeatureSteer(1, feats, 4.0)
+    steers = [None, up, None, None, up, FeatureSteer(1, feats, 4.0)]
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[0]]
+    seen: list[int] = []
+    real = neuron_eval.generate
+
+    def spy(model, rows, **kwargs):
+        seen.append(len(rows))
+        return real(model, rows, **kwargs)
+
+    monkeypatch.setattr(neuron_eval, "generate", spy)
+    kwargs = {"max_new_tokens": 5, "top_p": 1.0, "progress": False, "batch_size": 8}
+    first: dict[int, torch.Tensor] = {}
+    outs = generate_steered(
+        tiny_model, prompts, steers, transcoders, first_logits=first, watch=(30, 31),
+        temperature=0.0, **kwargs,
+    )  # fmt: skip
+    assert seen == [4]  # rows 3 and 4 repeat rows 0 and 1; row 5 is another object
+    for i, twin in ((3, 0), (4, 1)):
+        assert outs[i] == outs[twin] and outs[i] is not outs[twin]
+        assert torch.equal(first[i], first[twin])
+    for i in (0, 1, 2, 5):
+        alone: dict[int, torch.Tensor] = {}
+        one = generate_steered(
+            tiny_model, [prompts[i]], [steers[i]], transcoders, first_logits=alone,
+            watch=(30, 31), temperature=0.0, **kwargs,
+        )  # fmt: skip
+        assert outs[i] == one[0]
+        torch.testing.assert_close(first[i], alone[0], rtol=1e-5, atol=1e-5)
+    assert outs[5] == outs[1] and outs[0] != outs[1]
+    seen.clear()
+    generate_steered(tiny_model, prompts, steers, transcoders, temperature=0.7, **kwargs)
+    assert seen == [6]  # sampled rows draw their own noise: every row is computed
+
+
 def test_condition_kl_equals_each_intervention_by_hand(tiny_model) -> None:
     """Each neuron intervention's KL on text, against a forward with its hook entered by hand;
     no intervention gives exactly 0, and a strength of 1 (the identity) 0 up to the rounding

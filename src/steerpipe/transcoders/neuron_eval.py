@@ -119,10 +119,16 @@ def conditions(
 
 
 def condition_rows(
-    conds: list[dict[str, Any]], questions: list[dict[str, Any]], prompts: list[list[int]]
+    conds: list[dict[str, Any]],
+    questions: list[dict[str, Any]],
+    prompts: list[list[int]],
+    *,
+    mode: str = "delta",
 ) -> tuple[list[dict[str, Any]], list[list[int]], list[FeatureSteer | None]]:
     """Every question under every condition, conditions in order: each row's record (without
-    its answer yet), prompt and steering (None: unhooked)."""
+    its answer yet), prompt and steering (None: unhooked). In ``delta`` mode a strength of 1
+    adds exactly zero (``transcoder.scale_features``), so its rows are unhooked: the same
+    tokens, margins and KL as base, which ``generate_steered`` computes once."""
     records, rows, steers = [], [], []
     for c in conds:
         steer = (
@@ -141,7 +147,8 @@ def condition_rows(
                 }
             )
             rows.append(prompt)
-            steers.append(steer)
+            identity = steer is not None and mode == "delta" and steer.strength == 1
+            steers.append(None if identity else steer)
     return records, rows, steers
 
 
@@ -221,25 +228,40 @@ def generate_steered(
 
     With ``first_logits``, it receives each row's logits of the ``watch`` tokens at the first
     step, which are those of the next token after the prompt under the row's hook: the
-    margin at the prompt (``answer_margins`` with no context) without a second pass."""
+    margin at the prompt (``answer_margins`` with no context) without a second pass. Greedy
+    rows (``temperature`` 0) with the same prompt and the same steer (None, or one object)
+    write the same tokens: each such set is computed once (neuron_eval's base row and the
+    strength-1 rows of its question, ``condition_rows``)."""
     if len(steers) != len(prompts):
         raise ValueError(f"{len(steers)} steers for {len(prompts)} prompts")
+    first_of: dict[tuple[tuple[int, ...], int], int] = {}
+    greedy = generate_kwargs.get("temperature") == 0
+    twin = [
+        first_of.setdefault((tuple(p), id(s)), i) if greedy else i
+        for i, (p, s) in enumerate(zip(prompts, steers, strict=True))
+    ]
+    todo = sorted(set(twin))  # the rows computed, in input order
+    place = {i: k for k, i in enumerate(todo)}
+    steers = [steers[i] for i in todo]
     hook = feature_hook(steers, transcoders, model, mode)
     # a row's hook acts from its layer up: rows of one question share the layers below; a
     # cross-layer transcoder's replace reads the features of every layer from the first
     layers = [None if s is None else hook_start(s, transcoders, mode) for s in steers]
-    if first_logits is None:
-        return generate(model, prompts, batch_hook=hook, hook_layers=layers, **generate_kwargs)
     tokens = torch.tensor(list(watch), dtype=torch.long)
+    watched: dict[int, torch.Tensor] = {}
 
     def record(rows: list[int], logits: torch.Tensor) -> None:
-        watched = logits[:, tokens.to(logits.device)].cpu()
-        for j, i in enumerate(rows):
-            first_logits[i] = watched[j]
+        values = logits[:, tokens.to(logits.device)].cpu()
+        for j, k in enumerate(rows):
+            watched[k] = values[j]
 
-    return generate(
-        model, prompts, batch_hook=hook, hook_layers=layers, first_step=record, **generate_kwargs
-    )
+    outs = generate(
+        model, [prompts[i] for i in todo], batch_hook=hook, hook_layers=layers,
+        first_step=None if first_logits is None else record, **generate_kwargs,
+    )  # fmt: skip
+    if first_logits is not None:
+        first_logits.update({i: watched[place[twin[i]]] for i in range(len(prompts))})
+    return [list(outs[place[twin[i]]]) for i in range(len(prompts))]
 
 
 def first_step_margins(
