@@ -328,6 +328,13 @@ def test_greedy_twins_are_computed_once(tiny_model, monkeypatch) -> None:
         assert outs[i] == one[0]
         torch.testing.assert_close(first[i], alone[0], rtol=1e-5, atol=1e-5)
     assert outs[5] == outs[1] and outs[0] != outs[1]
+    keys = [10, 11, 12, 13, 14, 15]  # the computed rows keep theirs
+    assert (
+        generate_steered(
+            tiny_model, prompts, steers, transcoders, temperature=0.0, row_keys=keys, **kwargs
+        )
+        == outs
+    )
     seen.clear()
     generate_steered(tiny_model, prompts, steers, transcoders, temperature=0.7, **kwargs)
     assert seen == [6]  # sampled rows draw their own noise: every row is computed

@@ -182,8 +182,8 @@ def column_major(model: torch.nn.Module) -> None:
     2-core CPU a float32 product of 16 rows by a layer's 576 x 1536 weight, streamed from memory
     as in decoding, ran at about 54 GFLOP/s the usual way and 106 GFLOP/s this way, and the
     solve stages' decoding loses rows as they finish (docs/pipeline.md, "Wall time"). The
-    default pipeline samples the same tokens; a few products of under 16 rows round differently,
-    so some floats moved in their last digits (4th-place NLLs, the logprob scores by 6e-6).
+    default pipeline samples the same tokens; some products of few rows round differently, so
+    some floats moved in their last digits (4th-place NLLs, the logprob scores by 6e-6).
     ``weight``'s shape and values are unchanged; only its strides differ.
     """
     with torch.no_grad():

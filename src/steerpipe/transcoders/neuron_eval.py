@@ -243,6 +243,8 @@ def generate_steered(
     todo = sorted(set(twin))  # the rows computed, in input order
     place = {i: k for k, i in enumerate(todo)}
     steers = [steers[i] for i in todo]
+    if generate_kwargs.get("row_keys") is not None:
+        generate_kwargs["row_keys"] = [generate_kwargs["row_keys"][i] for i in todo]
     hook = feature_hook(steers, transcoders, model, mode)
     # a row's hook acts from its layer up: rows of one question share the layers below; a
     # cross-layer transcoder's replace reads the features of every layer from the first
