@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.models import ModelParams, load_from_params
-from steerpipe.steering.solutions import SolveParams, solve
+from steerpipe.steering.solutions import Condition, SolveParams, solve
 from steerpipe.storage import read_parquet, write_parquet
 
 INPUTS = ("problems",)
@@ -32,10 +32,10 @@ def main() -> None:
     problems = read_parquet(paths["problems"])
     model, tok = load_from_params(load(ModelParams))
     fields = {"condition": "control", "coefficient": 0.0, "vector_norm": 0.0}
-    records = solve(model, tok, problems, p, steer=None, fields=fields)
+    conditions = [Condition(fields)]
     if ask is not None:
-        fields = fields | {"condition": "instruction"}
-        records += solve(model, tok, problems, p, steer=None, fields=fields, ask=ask)
+        conditions.append(Condition(fields | {"condition": "instruction"}, ask=ask))
+    records = solve(model, tok, problems, p, conditions)
     write_parquet(records, paths["solutions"])
     for name in sorted({r["condition"] for r in records}):
         mine = [r for r in records if r["condition"] == name]

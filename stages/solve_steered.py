@@ -19,7 +19,7 @@ from steerpipe.config import load, run_stage, stage_args
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.steering.conditions import dose_name
-from steerpipe.steering.solutions import SolveParams, solve
+from steerpipe.steering.solutions import Condition, SolveParams, solve
 from steerpipe.steering.steer import SteerParams, steer_vector
 from steerpipe.steering.sweep import SweepParams
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
@@ -47,13 +47,13 @@ def main() -> None:
     )
     problems = read_parquet(paths["problems"])
     model, tok = load_from_params(load(ModelParams))
-    records = []
+    conditions = []
     for c in p.coefficients:
         vector = c * unit
         fields = {"condition": dose_name(c), "coefficient": c, "layer": layer, "position": pos}
         fields["vector_norm"] = round(float(vector.norm()), 4)
-        steering = Steer(layer, vector)
-        records += solve(model, tok, problems, p.generation, steer=steering, fields=fields)
+        conditions.append(Condition(fields, steer=Steer(layer, vector)))
+    records = solve(model, tok, problems, p.generation, conditions)
     write_parquet(records, paths["solutions"])
     print(
         f"cell (layer {layer}, position {pos}, {steer_params.scale}); "

@@ -19,6 +19,7 @@ from steerpipe.config import StageError
 from steerpipe.lm.hooks import Steer
 from steerpipe.lm.offsets import tokens_before
 from steerpipe.steering.solutions import (
+    Condition,
     SolveParams,
     checker,
     load_problems,
@@ -108,7 +109,7 @@ def test_batched_equals_alone_and_a_zero_vector_is_control(
     tiny_model: PreTrainedModel, tokenizer: Tokenizer
 ) -> None:
     p = writing(n_samples=3, max_new_tokens=8, batch_size=6)
-    control = solve(tiny_model, tokenizer, PROBLEMS, p, steer=None, fields={"condition": "c"})
+    control = solve(tiny_model, tokenizer, PROBLEMS, p, [Condition({"condition": "c"})])
     assert [(r["problem"], r["sample"]) for r in control] == [(3, 0), (3, 1), (3, 2), (7, 0)] + [
         (7, 1),
         (7, 2),
@@ -116,15 +117,47 @@ def test_batched_equals_alone_and_a_zero_vector_is_control(
     assert len({tuple(r["ids"]) for r in control}) > 1  # the samples differ
     assert all(r["n_tokens"] == len(r["ids"]) <= 8 for r in control)
     alone = solve(
-        tiny_model, tokenizer, PROBLEMS, dataclasses.replace(p, batch_size=1), steer=None, fields={}
+        tiny_model, tokenizer, PROBLEMS, dataclasses.replace(p, batch_size=1), [Condition({})]
     )
     assert [r["ids"] for r in alone] == [r["ids"] for r in control]
     zero = Steer(1, torch.zeros(tiny_model.config.hidden_size))
-    steered = solve(tiny_model, tokenizer, PROBLEMS, p, steer=zero, fields={"condition": "z"})
+    steered = solve(tiny_model, tokenizer, PROBLEMS, p, [Condition({"condition": "z"}, zero)])
     assert [r["ids"] for r in steered] == [r["ids"] for r in control]  # paired noise
     push = Steer(1, 50 * torch.ones(tiny_model.config.hidden_size))
-    pushed = solve(tiny_model, tokenizer, PROBLEMS, p, steer=push, fields={})
+    pushed = solve(tiny_model, tokenizer, PROBLEMS, p, [Condition({}, push)])
     assert [r["ids"] for r in pushed] != [r["ids"] for r in control]
+
+
+def test_conditions_solved_together_equal_each_solved_alone(
+    tiny_model: PreTrainedModel, tokenizer: Tokenizer
+) -> None:
+    """One generate call for every condition (batches mix them) changes no token, NLL or
+    pairing: each condition's records equal that condition solved on its own."""
+    p = writing(n_samples=2, max_new_tokens=8, batch_size=5)
+    d = tiny_model.config.hidden_size
+    conditions = [
+        Condition({"condition": "control"}),
+        Condition({"condition": "instruction"}, ask="Be brief."),
+        Condition({"condition": "up"}, Steer(1, 50 * torch.ones(d))),
+        Condition({"condition": "down"}, Steer(2, -50 * torch.ones(d))),
+    ]
+    together = solve(tiny_model, tokenizer, PROBLEMS, p, conditions)
+    assert [r["condition"] for r in together] == [
+        c.fields["condition"] for c in conditions for _ in range(4)
+    ]
+    apart = [r for c in conditions for r in solve(tiny_model, tokenizer, PROBLEMS, p, [c])]
+    for mixed, single in zip(together, apart, strict=True):
+        assert mixed["ids"] == single["ids"] and mixed["text"] == single["text"]
+        assert mixed["nll"] == pytest.approx(single["nll"], abs=1e-4)
+    assert [r["nll"] is not None for r in together] == [r["n_tokens"] > 0 for r in together]
+    by = {
+        c.fields["condition"]: [r for r in together if r["condition"] == c.fields["condition"]]
+        for c in conditions
+    }
+    assert [r["ids"] for r in by["up"]] != [r["ids"] for r in by["control"]]
+    assert [r["ids"] for r in by["down"]] != [r["ids"] for r in by["control"]]
+    # the request changes the prompt: the plain model scores the same draws otherwise
+    assert [r["nll"] for r in by["instruction"]] != [r["nll"] for r in by["control"]]
 
 
 def test_a_token_limit_past_the_context_names_the_parameter_and_problem(
@@ -132,7 +165,7 @@ def test_a_token_limit_past_the_context_names_the_parameter_and_problem(
 ) -> None:
     p = writing(max_new_tokens=tiny_model.config.max_position_embeddings)
     with pytest.raises(StageError, match="solve.generation.max_new_tokens 1024: problem 3's"):
-        solve(tiny_model, tokenizer, PROBLEMS, p, steer=None, fields={})
+        solve(tiny_model, tokenizer, PROBLEMS, p, [Condition({})])
 
 
 def test_step_starts_are_lines_and_sentences() -> None:

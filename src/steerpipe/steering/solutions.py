@@ -12,8 +12,9 @@ pushed to conclude, does the model finish sooner, and does it get more or fewer 
   (MATH-500's ``problem`` / ``answer``, GSM8K's ``question`` / ``answer``). Either way a
   problem whose text is in the steps data set is left out: the vector never saw it; and a
   gym task's repeats are left out, so that every problem is a new one.
-- ``solve``: every problem solved ``n_samples`` times under one steer (or none), in batches
-  with the KV cache and the hook on every token (``generation.generate``). Row
+- ``solve``: every problem solved ``n_samples`` times under each ``Condition`` (a steer or
+  none, a request after the problem or none), all in one batched ``generation.generate``
+  call with the KV cache and the hook on every token. Row
   ``problem x n_samples + sample`` draws the same noise under every condition, so control and
   steered solutions of one problem and sample are paired (common random numbers): what
   differs between them is the vector's doing. The instruction baseline (``ask``: the
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -178,36 +179,57 @@ def _gym_problems(p: ProblemParams, unseen: Callable[[str], bool]) -> list[dict[
     )
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a solve stage: the fields its records carry, its steering (None:
+    none) and the request put after each problem (None: none)."""
+
+    fields: dict[str, Any]
+    steer: Steer | None = None
+    ask: str | None = None
+
+
 def solve(
     model: PreTrainedModel,
     tokenizer: Tokenizer,
     problems: list[dict[str, Any]],
     p: WritingParams,
-    *,
-    steer: Steer | None,
-    fields: dict[str, Any],
-    ask: str | None = None,
+    conditions: Sequence[Condition],
 ) -> list[dict[str, Any]]:
-    """``p.n_samples`` solutions of each problem under ``steer`` (and with ``ask`` after the
-    problem, a paragraph of its own): one record each (``fields``, ``problem``: its index,
-    ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``: ended before the token limit,
-    ``nll``: the unsteered model's mean NLL of the solution's tokens, to 4 places, a fluency
-    measure of ``steering/quality.py``)."""
-    after = "" if ask is None else "\n\n" + ask
-    prompts = [chat_prompt_ids(tokenizer, p.instruction + r["problem"] + after) for r in problems]
+    """``p.n_samples`` solutions of each problem under each condition (with its ``ask`` after
+    the problem, a paragraph of its own): one record each (the condition's ``fields``,
+    ``problem``: its index, ``sample``, ``ids``, ``text``, ``n_tokens``, ``finished``: ended
+    before the token limit, ``nll``: the unsteered model's mean NLL of the solution's tokens,
+    to 4 places, a fluency measure of ``steering/quality.py``), condition by condition.
+
+    Every condition's rows go to one ``generate`` call, keyed ``problem x n_samples + sample``
+    (the same noise under every condition): batches then hold rows of several conditions,
+    which share their prefill's instruction and the layers below a vector, and stay full
+    longer as rows end (solve_steered's two coefficients: 86.6 s apart, 78.3 s together at
+    batches of 180, the same tokens; docs/pipeline.md, the seventh step)."""
     context = getattr(model.config, "max_position_embeddings", None)
-    for r, ids in zip(problems, prompts, strict=True):
-        if context is not None and len(ids) + p.max_new_tokens > context:
-            raise StageError(
-                f"solve.generation.max_new_tokens {p.max_new_tokens}: problem {r['index']}'s "
-                f"prompt has {len(ids)} tokens, and the model's context is {context}"
-            )
-    rows = [ids for ids in prompts for _ in range(p.n_samples)]
-    plain: dict[int, list[float]] = {}  # control's NLL comes with its tokens
+    rows: list[list[int]] = []
+    steers: list[Steer | None] = []
+    for condition in conditions:
+        after = "" if condition.ask is None else "\n\n" + condition.ask
+        prompts = [
+            chat_prompt_ids(tokenizer, p.instruction + r["problem"] + after) for r in problems
+        ]
+        for r, ids in zip(problems, prompts, strict=True):
+            if context is not None and len(ids) + p.max_new_tokens > context:
+                raise StageError(
+                    f"solve.generation.max_new_tokens {p.max_new_tokens}: problem "
+                    f"{r['index']}'s prompt has {len(ids)} tokens, and the model's context is "
+                    f"{context}"
+                )
+        rows += [ids for ids in prompts for _ in range(p.n_samples)]
+        steers += [condition.steer] * (len(prompts) * p.n_samples)
+    per_condition = len(problems) * p.n_samples
+    plain: dict[int, list[float]] = {}  # unsteered rows' NLL comes with their tokens
     outs = generate(
         model,
         rows,
-        steers=[steer] * len(rows),
+        steers=steers,
         max_new_tokens=p.max_new_tokens,
         temperature=p.temperature,
         top_p=p.top_p,
@@ -215,19 +237,28 @@ def solve(
         batch_size=p.batch_size,
         pad_id=int(tokenizer.pad_token_id),
         logprobs=plain,
+        row_keys=[k % per_condition for k in range(len(rows))],
     )
-    nll = continuation_nll(
-        model, rows, outs, pad_id=int(tokenizer.pad_token_id), batch_size=p.batch_size, known=plain
-    )
+    # condition by condition: scoring families form by prompt, and four rows of one prompt
+    # (two conditions) made more and narrower batches than two (57 s against 45 s)
+    nll: list[float | None] = []
+    for start in range(0, len(rows), per_condition):
+        part = range(start, start + per_condition)
+        nll += continuation_nll(
+            model, [rows[k] for k in part], [outs[k] for k in part],
+            pad_id=int(tokenizer.pad_token_id), batch_size=p.batch_size,
+            known={k - start: plain[k] for k in part if k in plain},
+        )  # fmt: skip
     special = set(tokenizer.all_special_ids)
     records = []
     for k, (out, value) in enumerate(zip(outs, nll, strict=True)):
-        problem = problems[k // p.n_samples]["index"]
+        condition, row = conditions[k // per_condition], k % per_condition
+        problem = problems[row // p.n_samples]["index"]
         text = str(tokenizer.decode(out, skip_special_tokens=True))
         finished = bool(out) and out[-1] in special
         records.append(
-            {**fields, "problem": problem, "sample": k % p.n_samples, "ids": list(out)}
-            | {"text": text, "n_tokens": len(out), "finished": finished}
+            {**condition.fields, "problem": problem, "sample": row % p.n_samples}
+            | {"ids": list(out), "text": text, "n_tokens": len(out), "finished": finished}
             | {"nll": None if value is None else round(value, 4)}
         )
     return records
