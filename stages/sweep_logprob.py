@@ -2,8 +2,8 @@
 
     dvc repro sweep_logprob
     paths from dvc.yaml's cmd: --vectors --examples --scores
-    reads `model`, `prepare.kinds`, `sampling.batch_size`, `sweep` (layers, positions,
-    logprob_examples, logprob_coefficient), `steer.scale`
+    reads `model`, `prepare.kinds`, `sweep` (layers, positions, logprob_examples,
+    logprob_coefficient, logprob_batch_size), `steer.scale`
 
 For each cell, the change in the teacher-forced log-probability of the first
 ``sweep.logprob_examples`` training examples of each kind's step openings when the cell's
@@ -22,7 +22,6 @@ from steerpipe.lm.hooks import Steer
 from steerpipe.lm.models import ModelParams, load_from_params
 from steerpipe.steering.logprob import cell_score, opening_logprobs, scored_rows
 from steerpipe.steering.prepare import PrepareParams
-from steerpipe.steering.sampling import SamplingParams
 from steerpipe.steering.steer import SteerParams, cell_vector
 from steerpipe.steering.sweep import SweepParams, check_cell
 from steerpipe.storage import read_parquet, read_tensors, write_parquet
@@ -59,7 +58,7 @@ def main() -> None:
         [row for row in rows for _ in steers],
         [s for _ in rows for s in steers],
         pad_id=int(tok.pad_token_id),
-        batch_size=load(SamplingParams).batch_size,
+        batch_size=p.logprob_batch_size,
     )
     per = len(steers)
     plain = logp[0::per]

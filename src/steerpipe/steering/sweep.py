@@ -54,6 +54,7 @@ class SweepParams:
     metric: Metric  # which one steer's auto layer, position and coefficient follow
     logprob_examples: int  # per kind: the first training examples the logprob metric scores
     logprob_coefficient: float  # the logprob metric's coefficient, in steer.scale's units
+    logprob_batch_size: int  # rows a teacher-forced forward of the logprob metric
     coefficient_cells: int  # logprob_clean: the best-scoring cells whose samples choose it
     kl_max: float | None  # the automatic choice's budget of KL on neutral text (None: none)
 
@@ -64,6 +65,7 @@ class SweepParams:
         check(self.n_prompts >= 1, "sweep.n_prompts", "at least 1")
         check(self.n_samples >= 1, "sweep.n_samples", "at least 1")
         check(self.logprob_examples >= 1, "sweep.logprob_examples", "at least 1")
+        check(self.logprob_batch_size >= 1, "sweep.logprob_batch_size", "at least 1")
         check(self.coefficient_cells >= 1, "sweep.coefficient_cells", "at least 1")
         check(self.kl_max is None or self.kl_max > 0, "sweep.kl_max", "null or above 0")
 
