@@ -205,8 +205,8 @@ def solve(
     Every condition's rows go to one ``generate`` call, keyed ``problem x n_samples + sample``
     (the same noise under every condition): batches then hold rows of several conditions,
     which share their prefill's instruction and the layers below a vector, and stay full
-    longer as rows end (solve_steered's two coefficients: 86.6 s apart, 78.3 s together at
-    batches of 180, the same tokens; docs/pipeline.md, the seventh step)."""
+    longer as rows end (solve_steered's two coefficients: 87.0 s apart in batches of 90, 74.4 s
+    together in batches of 180, the same tokens; docs/pipeline.md, the seventh step)."""
     context = getattr(model.config, "max_position_embeddings", None)
     rows: list[list[int]] = []
     steers: list[Steer | None] = []
