@@ -6,7 +6,9 @@ command, not by hand).
 Reads the run's output line by line, passes it through, stamps each line as it arrives and, at
 the end, prints the set-up (before DVC's first ``Running stage``), each stage's seconds (from
 its ``Running stage`` line to the next stage's, so a stage's start-up, imports and model
-loading count as its own), the stages DVC skipped and the total. Only the standard library:
+loading count as its own), the stages DVC skipped and the total. From ``steerpipe.repro``'s
+output (stages side by side) each stage's seconds are the ones it printed, and the stages
+overlap: their sum is more than the total. Only the standard library:
 the pipe starts before ``scripts/setup.sh`` has made the ``.venv``. ``--stamped LOG`` reads a
 log whose lines already start with a Unix time (``while read l; do echo "$(date +%s) $l"``).
 """
@@ -23,6 +25,10 @@ from pathlib import Path
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
 SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
+# steerpipe.repro's lines (stages side by side): each stage's own seconds, as it measured them
+STARTED = re.compile(r"^\[ *\d+ s\] start +(\S+)$")
+RAN = re.compile(r"^\[ *\d+ s\] ran +(\S+) in ([\d.]+) s$")
+UNCHANGED = re.compile(r"^\[ *\d+ s\] unchanged (\S+)$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ def stage_seconds(lines: list[tuple[float, str]]) -> Timing:
     if not lines:
         raise ValueError("no output to time")
     start, end = lines[0][0], lines[-1][0]
+    began = [t for t, text in lines if STARTED.match(text)]
+    if began:  # steerpipe.repro's run: stages overlap, so each gives its own seconds
+        ran = [(m.group(1), round(float(m.group(2)))) for _, t in lines if (m := RAN.match(t))]
+        unchanged = [m.group(1) for _, text in lines if (m := UNCHANGED.match(text))]
+        return Timing(round(began[0] - start), ran, unchanged, round(end - start))
     starts = [(t, m.group(1)) for t, text in lines if (m := RUNNING.search(text))]
     skipped = [m.group(1) for _, text in lines if (m := SKIPPED.search(text))]
     bounds = [t for t, _ in starts[1:]] + [end]

@@ -18,6 +18,7 @@ from steerpipe.transcoders.fidelity import (
     gate_sample,
     next_token_loss,
     next_token_losses,
+    variance_explained,
 )
 from steerpipe.transcoders.training import train_transcoder
 from steerpipe.transcoders.transcoder import Transcoder
@@ -173,3 +174,24 @@ def test_fidelity_gate_refuses_the_wrong_convention(tiny_model) -> None:
         assert f"{stats['fraction_variance_explained']:.3f}" in str(e.value)
         assert "traces.min_fve=0.5" in str(e.value)
     check_fidelity(wrong, stats, None)  # null: measure only
+
+
+def test_variance_explained_is_exact_whatever_the_threads() -> None:
+    """Each row's sum, then the rows' exactly: the float64 sums by hand to 1e-9 (a float32
+    sum of the whole tensor is off by 2e-8 here, and its bits followed the thread count:
+    the traces stage's gate on the packaged model, 0.29598308 on one thread, 0.29598302 on
+    two), the same bits on one thread and on two."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(507, 576, generator=g) * 5 + 1
+    recon = y + torch.randn(507, 576, generator=g)
+    yd, rd = y.double(), recon.double()
+    want = 1 - float(((rd - yd) ** 2).sum()) / float(((yd - y.mean(0).double()) ** 2).sum())
+    threads = torch.get_num_threads()
+    try:
+        got = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got.append(variance_explained(recon, y))
+    finally:
+        torch.set_num_threads(threads)
+    assert got[0] == got[1] and got[0] == pytest.approx(want, abs=1e-9)

@@ -55,3 +55,27 @@ def test_lines_are_passed_through_and_stamped(monkeypatch, capsys) -> None:
     assert capsys.readouterr().out == lines  # the run's output still shows
     result = stage_times.stage_seconds(got)
     assert (result.setup, result.stages, result.total) == (2, [("sweep", 8)], 10)
+
+
+REPRO_LOG = """100 + bash scripts/setup.sh
+150 [     0 s] start   steps_dataset
+150 [     0 s] start   transcoder
+230 [    80 s] ran     steps_dataset in 80.1 s
+230 [    80 s] start   stability
+231 [    81 s] unchanged questions
+383 [   233 s] ran     transcoder in 232.6 s
+390 [   240 s] ran     stability in 9.4 s
+400 Experiment A: ...
+"""
+
+
+def test_stage_seconds_of_stages_side_by_side() -> None:
+    """steerpipe.repro's lines: each stage's own seconds (they overlap), set-up before the
+    first start."""
+    got = stage_times.stage_seconds(stage_times.from_log(REPRO_LOG))
+    assert got == stage_times.Timing(
+        setup=50,
+        stages=[("steps_dataset", 80), ("transcoder", 233), ("stability", 9)],
+        skipped=["questions"],
+        total=300,
+    )

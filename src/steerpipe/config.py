@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,13 @@ IN_STAGE = (
 )
 if IN_STAGE:
     gc.disable()
+
+# MKL's strict reproducible mode: a matrix product's bits do not depend on the thread count.
+# Without it MKL splits the inner dimension of a product of few rows (a decoding step's, a
+# short text's) across its threads, and a stage run with one thread (two stages side by side,
+# steerpipe.repro) wrote other last bits than with two. MKL reads it at its first product, so
+# a stage that sets it here, before computing, is in time; MKL_CBWR=AVX2,STRICT pins the path too.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 class StageError(Exception):

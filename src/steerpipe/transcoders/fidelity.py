@@ -12,6 +12,7 @@ wrong input convention.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,10 +84,14 @@ def evaluate(transcoder: Transcoder, x: torch.Tensor, y: torch.Tensor) -> dict[s
 
 
 def variance_explained(recon: torch.Tensor, y: torch.Tensor) -> float:
-    """1 - the residual's sum of squares over ``y``'s about its mean, in float32."""
-    residual = ((recon - y) ** 2).sum()
-    total = ((y - y.mean(0)) ** 2).sum()
-    return float(1 - residual / total)
+    """1 - the residual's sum of squares over ``y``'s about its mean: each row's sum in
+    float32, the rows' exactly (``math.fsum``). A whole tensor's ``sum()`` splits its terms
+    among the threads, so its bits followed the thread count (the traces stage's gate FVE
+    0.29598308 on one thread, 0.29598302 on two; ``steerpipe.repro`` runs stages on one);
+    a row's sum is one thread's."""
+    residual = math.fsum(((recon - y) ** 2).sum(-1).tolist())
+    total = math.fsum(((y - y.mean(0)) ** 2).sum(-1).tolist())
+    return 1 - residual / total
 
 
 def next_token_loss(
