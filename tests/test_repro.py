@@ -51,19 +51,22 @@ def span(repo: Path, name: str) -> tuple[float, float]:
 def test_order_takes_the_longest_chain_first_then_dvc_yaml() -> None:
     upstream = {"x": set(), "a": set(), "b": {"a"}, "c": {"b"}, "y": set(), "z": {"y"}}
     assert repro.order(upstream) == {"a": 0, "b": 1, "y": 2, "x": 3, "c": 4, "z": 5}
+    # a model stage weighs 10: x (10) outweighs the chain a-b-c (3), and z lifts y to 11
+    assert repro.order(upstream, {"x", "z"}) == {"y": 0, "x": 1, "z": 2, "a": 3, "b": 4, "c": 5}
 
 
 def test_the_graph_of_targets_and_what_they_need(scratch: Path) -> None:
-    assert repro.stage_graph(scratch, []) == {
-        "a": set(), "b": set(), "c": {"a", "b"}, "d": {"c"},
-    }  # fmt: skip
-    assert repro.stage_graph(scratch, ["c"]) == {"a": set(), "b": set(), "c": {"a", "b"}}
+    assert repro.stage_graph(scratch, []) == (
+        {"a": set(), "b": set(), "c": {"a", "b"}, "d": {"c"}}, set(),
+    )  # fmt: skip
+    upstream, heavy = repro.stage_graph(scratch, ["c"])
+    assert upstream == {"a": set(), "b": set(), "c": {"a", "b"}} and heavy == set()
     with pytest.raises(SystemExit, match="no stage named nope in dvc.yaml"):
         repro.stage_graph(scratch, ["c", "nope"])
 
 
 def test_stages_run_side_by_side_after_what_they_need(scratch: Path, capsys) -> None:
-    assert repro.run(repro.stage_graph(scratch, []), jobs=2, root=scratch, tick=0.05) == []
+    assert repro.run_stages(*repro.stage_graph(scratch, []), jobs=2, root=scratch, tick=0.05) == []
     a, b, c, d = (span(scratch, n) for n in "abcd")
     assert a[0] < b[1] and b[0] < a[1]  # a and b overlapped
     assert c[0] >= max(a[1], b[1]) and d[0] >= c[1]  # each after what it needs
@@ -72,11 +75,11 @@ def test_stages_run_side_by_side_after_what_they_need(scratch: Path, capsys) -> 
     assert "Running stage 'a'" in (scratch / ".dvc/tmp/repro/a.log").read_text()
     # DVC recorded every stage: nothing to do, by its own status and by a second run
     assert "up to date" in run(scratch, "dvc", "status").stdout
-    assert repro.run(repro.stage_graph(scratch, []), jobs=2, root=scratch, tick=0.05) == []
+    assert repro.run_stages(*repro.stage_graph(scratch, []), jobs=2, root=scratch, tick=0.05) == []
     assert capsys.readouterr().out.count("unchanged ") == 4
     assert span(scratch, "d") == d
     # one job: one stage at a time
-    assert repro.run(repro.stage_graph(scratch, []), jobs=1, force=True, root=scratch) == []
+    assert repro.run_stages(*repro.stage_graph(scratch, []), jobs=1, force=True, root=scratch) == []
     a, b = span(scratch, "a"), span(scratch, "b")
     assert a[1] <= b[0] or b[1] <= a[0]
 
