@@ -1,7 +1,7 @@
 """What the CPU's kernels do to the bits and the time of the pipeline's float work.
 
     python benchmarks/cpu_kernels.py
-    ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 python benchmarks/cpu_kernels.py
+    ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT python benchmarks/cpu_kernels.py
     STEERPIPE_MKL_VENDOR_CHECK=1 python benchmarks/cpu_kernels.py
 
 Prints, for the packaged SmolLM2: a hash of layer 15's residual stream and of the logits of one

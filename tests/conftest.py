@@ -29,7 +29,8 @@ from steerpipe.lm.models import PACKAGED_SMOLLM2, load_tokenizer, randomize_norm
 # Under pytest-xdist (scripts/test.sh runs two workers on the two-core CI machine) each worker
 # and the stages it starts get one torch thread: OpenMP threads that outnumber the cores spin
 # against each other (a 14 s test took 100 s with two workers of two threads each). The thread
-# count does not change the bits (benchmarks/cpu_kernels.py).
+# count does not change the bits (MKL's strict mode, which config.py sets; docs/pipeline.md,
+# "Reproducibility").
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
