@@ -180,7 +180,11 @@ def test_answer_margins_equal_a_by_hand_log_softmax_row_by_row(tiny_model) -> No
     flipped = answer_margins(
         tiny_model, prompts[:1], steers[:1], transcoders, [False], yes_id=30, no_id=31
     )
-    assert flipped[0] == pytest.approx(-got[0], abs=1e-9)
+    alone = answer_margins(
+        tiny_model, prompts[:1], steers[:1], transcoders, [True], yes_id=30, no_id=31
+    )
+    # alone, not padded beside the longer rows: the negation to the bit
+    assert flipped[0] == -alone[0] and alone[0] == pytest.approx(got[0], abs=1e-6)
 
 
 def test_margins_after_a_context_equal_a_forward_of_prompt_and_context(tiny_model) -> None:
