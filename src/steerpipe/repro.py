@@ -5,8 +5,8 @@ pipeline in less time on a machine of few cores, with the same outputs.
 
 Why: a stage gains only about 1.7x from a second core (its start-up, tokenizing and sampling
 run on one; the matrix products of few rows split poorly), so two stages with a thread each
-do more in the same time. On the 2-core machine the default pipeline's stages took 675 s side
-by side against about 830 s one at a time (docs/pipeline.md, "Wall time").
+do more in the same time. On the 2-core machine `bash scripts/pipeline.sh` took 746 s with
+it, against 866 and 875 s with `dvc repro` (docs/pipeline.md, "Wall time").
 
 How: each stage is `dvc repro --single-item STAGE`, started once every stage it depends on
 has finished, so DVC still decides whether it runs (unchanged, it is skipped) and records it
@@ -87,8 +87,8 @@ def stage_graph(root: Path, targets: list[str]) -> tuple[dict[str, set[str]], se
 def order(upstream: dict[str, set[str]], heavy: Set[str] = frozenset()) -> dict[str, int]:
     """Each stage's rank among ready ones (0 first): the longest chain of stages after it,
     a stage of ``heavy`` counting 10 and any other 1, then dvc.yaml's order (``upstream``'s).
-    With the default pipeline's measured seconds in place of those weights, the order would
-    save 3 s more on the 2-core machine; with every stage counting 1, 24 s less
+    Simulated on the seconds of one default run on the 2-core machine: 716 s of stages,
+    against 713 s ordered by those seconds themselves and 737 s with every stage counting 1
     (docs/pipeline.md, "Wall time")."""
     after = {name: {n for n, deps in upstream.items() if name in deps} for name in upstream}
 
