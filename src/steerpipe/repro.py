@@ -128,7 +128,7 @@ def run_stages(
             ]
             for name in sorted(ready, key=rank.__getitem__)[: 0 if failed else jobs - len(running)]:
                 cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", *(["-f"] * force), name]
-                with (root / LOGS / f"{log_name(name)}.log").open("wb") as log:
+                with log_path(name, root).open("wb") as log:
                     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=log)
                 running[name] = Running(proc, time.monotonic())
                 say(begin, f"start   {name}")
@@ -138,7 +138,7 @@ def run_stages(
                     continue
                 del running[name]
                 seconds = time.monotonic() - r.start
-                text = (root / LOGS / f"{log_name(name)}.log").read_text(errors="replace")
+                text = log_path(name, root).read_text(errors="replace")
                 if r.process.returncode != 0:
                     failed.append(name)
                     tail = "\n".join(text.strip().splitlines()[-20:])
@@ -159,8 +159,9 @@ def run_stages(
     return failed
 
 
-def log_name(stage: str) -> str:
-    return stage.replace("@", "-")
+def log_path(stage: str, root: Path = Path(".")) -> Path:
+    """Where a stage's output goes (``judge@sweep``: ``judge-sweep.log``)."""
+    return root / LOGS / f"{stage.replace('@', '-')}.log"
 
 
 def say(begin: float, text: str) -> None:
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     upstream, heavy = stage_graph(Path("."), args.targets)
     failed = run_stages(upstream, heavy, jobs=args.jobs, force=args.force)
     if failed:
-        logs = ", ".join(str(LOGS / f"{log_name(n)}.log") for n in failed)
+        logs = ", ".join(str(log_path(n)) for n in failed)
         raise SystemExit(f"failed: {', '.join(failed)} (logs: {logs})")
     print(f"{len(upstream)} stages up to date", flush=True)
 
