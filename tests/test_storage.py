@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -13,6 +18,7 @@ from steerpipe.storage import (
     read_json,
     read_metadata,
     read_parquet,
+    read_table,
     read_tensors,
     tensor_file,
     write_json,
@@ -80,6 +86,24 @@ def test_parquet_round_trip(tmp_path) -> None:
     rows = [{"a": 1, "b": [1, 2]}, {"a": 2, "b": []}]
     write_parquet(rows, tmp_path / "r.parquet")
     assert read_parquet(tmp_path / "r.parquet") == rows
+
+
+def test_a_parquet_file_reads_as_pyarrows_read_table_without_its_dataset_module(tmp_path) -> None:
+    """``read_table`` gives ``pq.read_table``'s table (schema metadata included) without
+    importing ``pyarrow.dataset`` and pandas, 0.3 s of each stage's start-up."""
+    path = tmp_path / "r.parquet"
+    rows = [{"a": i, "b": [i] * i, "c": None if i % 3 else f"x{i}"} for i in range(40)]
+    table = pa.Table.from_pylist(rows).replace_schema_metadata({b"separator": b"\n\n"})
+    pq.write_table(table, path, row_group_size=16)  # three row groups
+    got = read_table(path)
+    assert got.equals(pq.read_table(path)) and got.schema.metadata == {b"separator": b"\n\n"}
+    code = (
+        "import sys; from steerpipe.storage import read_parquet; "
+        f"rows = read_parquet({str(path)!r}); "
+        "print(len(rows), 'pyarrow.dataset' in sys.modules, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["40", "False", "False"]
 
 
 def _bad_files(tmp_path, good) -> dict[str, object]:

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from steerpipe.config import StageError
-from steerpipe.storage import load_table, reading
+from steerpipe.storage import load_table, read_table, reading
 
 SCHEMA = pa.schema(
     [
@@ -64,7 +63,7 @@ def steps_table(rows: list[dict[str, Any]], separator: str) -> pa.Table:
 def read_steps(path: str | Path) -> tuple[list[dict[str, Any]], str]:
     """The rows of a data set written by ``steps_table``, validated, and its separator."""
     with reading(path, "Parquet file of steps"):
-        table = pq.read_table(path)
+        table = read_table(path)
     separator = (table.schema.metadata or {}).get(b"separator")
     if separator is None:
         raise StageError(f"{path} has no step separator in its metadata; re-run steps_dataset")
