@@ -25,18 +25,23 @@ pytestmark = pytest.mark.slow
 COEFFICIENTS = (0.5, 2.0)
 
 
-def dies_before_the_ref(exp: cluster.Experiment, git_url: str, dvc_url: str) -> dict:
-    """``run_experiment``, whose worker process dies between the data's push and the ref's
-    while the count in $DIE_FILE is below $DIE_TIMES (for the experiment $DIE_NAME only)."""
+def dies_twice(exp: cluster.Experiment, git_url: str, dvc_url: str) -> dict:
+    """``run_experiment``, whose worker process dies twice for the experiment $DIE_NAME (the
+    count is in $DIE_FILE): first between the data's push and the ref's, then as the next
+    task starts (its work would be the retry's, so a death before it tests the same retry)."""
     counter = Path(os.environ["DIE_FILE"])
+    mine = exp.name == os.environ["DIE_NAME"]
 
-    def die() -> None:
-        n = int(counter.read_text()) if counter.exists() else 0
-        if exp.name == os.environ["DIE_NAME"] and n < int(os.environ["DIE_TIMES"]):
-            counter.write_text(str(n + 1))
+    def deaths() -> int:
+        return int(counter.read_text()) if counter.exists() else 0
+
+    def die(at: int) -> None:
+        if mine and deaths() == at:
+            counter.write_text(str(at + 1))
             os._exit(1)  # the worker dies: a system failure to Ray, not an exception
 
-    return cluster.run_experiment(exp, git_url, dvc_url, before_ref=die)
+    die(at=1)
+    return cluster.run_experiment(exp, git_url, dvc_url, before_ref=lambda: die(at=0))
 
 
 def metrics_of(shown: object, name: str) -> dict | None:
@@ -69,7 +74,7 @@ def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path,
     assert not (work / ".dvc/tmp/repro.dat").exists()
 
     counter = tmp_path / "deaths"
-    env = {"DIE_FILE": str(counter), "DIE_NAME": "ray-2.0", "DIE_TIMES": "2"}
+    env = {"DIE_FILE": str(counter), "DIE_NAME": "ray-2.0"}
     tests = str(Path(__file__).parent)
     env["PYTHONPATH"] = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])
     ray.init(
@@ -77,13 +82,14 @@ def test_queued_experiments_run_on_ray_and_come_back(repo: Path, tmp_path: Path,
         runtime_env={"env_vars": env},
     )  # fmt: skip
     try:
-        kwargs = {"git_url": git_url, "dvc_url": dvc_url, "cwd": repo, "task": dies_before_the_ref}
+        kwargs = {"git_url": git_url, "dvc_url": dvc_url, "cwd": repo, "task": dies_twice}
         # no retries: the death is reported by name, and its experiment is not on the remote
         first = cluster.run(experiments, retries=0, **kwargs)
         assert first == {"done": ["ray-0.5"], "skipped": [], "failed": ["ray-2.0"]}
         assert cluster.pushed(git_url, tmp_path) == {"ray-0.5"}
-        # with retries: it dies once more, the retry finishes it, taking the sampling stage's
-        # outputs that the dead tasks pushed (`dvc exp run --pull`) instead of sampling again
+        # with retries: it dies once more (as it starts), the retry finishes it, taking the
+        # sampling stage's outputs that the first dead task pushed (`dvc exp run --pull`)
+        # instead of sampling again
         # (judge@steer and report write metrics that DVC keeps in git, not on its remote: they
         # run again)
         capsys.readouterr()
