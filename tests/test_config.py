@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import platform
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_type_hints
@@ -216,3 +217,52 @@ def test_a_stage_loads_with_the_collector_off_and_runs_with_it_on(tmp_path, fold
         f"paused {not stage}",
         f"after True {stage}",
     ]
+
+
+MALLOC_PROBE = """
+import ctypes
+import steerpipe.config
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h)
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+    )]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+block = libc.malloc(64 << 20)  # a batch's logits, say
+mapped = libc.mallinfo2().hblkhd >= 64 << 20
+libc.free(block)
+print("mapped", mapped, "kept", libc.mallinfo2().arena >= 64 << 20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize(
+    ("folder", "defaults", "expected"),
+    [
+        ("stages", None, "mapped False kept True"),
+        ("stages", "1", "mapped True kept False"),  # STEERPIPE_MALLOC_DEFAULTS=1: glibc's own
+        ("scripts", None, "mapped True kept False"),  # not a stage: left alone
+    ],
+)
+def test_a_stage_keeps_the_memory_it_frees(tmp_path, folder, defaults, expected) -> None:
+    """In a stage, a 64 MiB block comes from malloc's heap instead of a mapping of its own, and
+    stays there when freed (config.keep_freed_memory): the next tensor reuses its pages
+    instead of the kernel zeroing new ones."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / folder / "probe.py"
+    script.parent.mkdir()
+    script.write_text(MALLOC_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "STEERPIPE_MALLOC_DEFAULTS"}
+    env |= {"STEERPIPE_MALLOC_DEFAULTS": defaults} if defaults else {}
+    out = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.strip() == expected
