@@ -70,3 +70,32 @@ def test_top_p_keeps_the_nucleus_of_hf_s_warper() -> None:
     got = TopP(0.95, k=64)(ids[:2], wide)
     assert torch.equal(got, TopPLogitsWarper(0.95)(ids[:2], wide))
     assert int(torch.isfinite(got[0]).sum()) == 475
+
+
+def test_sampler_picks_the_tokens_of_the_processors_and_argmax() -> None:
+    # Sampler computes the noise and the argmax on the nucleus alone; the reference is the
+    # full step it replaces: HF's temperature warper, TopP and RowNoise over the whole
+    # vocabulary, then argmax (generation.py before it, and HF generate's path still)
+    from steerpipe.lm.noise import RowNoise, Sampler, row_seed
+
+    torch.manual_seed(0)
+    rows, vocab = 12, 3000
+    ids = torch.zeros(rows, 1, dtype=torch.long)
+    seeds = [row_seed(3, i) for i in range(rows)]
+    for scale in (0.05, 1.0, 4.0, 30.0):  # nuclei past the top k (flat) down to one token
+        for top_p in (0.5, 0.95, 1.0):
+            scores = torch.randn(rows, vocab) * scale
+            scores[0, :2990] = float("-inf")  # few finite tokens
+            scores[1, [7, 2000]] = 50.0  # two tokens far above the rest: a nucleus of two
+            scores[2] = float("-inf")  # no finite score at all
+            fused = Sampler(0.7, top_p, RowNoise(seeds))
+            full = Sampler(0.7, top_p, RowNoise(seeds)).processors()
+            fused.top_p.k = full[1].k = 64  # type: ignore[attr-defined]
+            for _ in range(3):  # steps: each draws new noise
+                want = full(ids, scores).argmax(-1)
+                assert torch.equal(fused(ids, scores), want), (scale, top_p)
+            fused.select(torch.tensor([5, 1]))  # rows dropped as they finish
+            full[2].select(torch.tensor([5, 1]))  # type: ignore[attr-defined]
+            assert torch.equal(
+                fused(ids[:2], scores[[5, 1]]), full(ids[:2], scores[[5, 1]]).argmax(-1)
+            )

@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
 from steerpipe.lm.batch_sizes import fit_rows, in_batches
 from steerpipe.lm.cache import GrowingCache
 from steerpipe.lm.hooks import Steer, add_to_resid_pre, batch_deltas
-from steerpipe.lm.noise import RowNoise, TopP, row_seed
+from steerpipe.lm.noise import RowNoise, Sampler, row_seed
 from steerpipe.lm.prefill import MIN_PREFIX, after_prefix, left_pad, prefill, prefix_length
 from steerpipe.lm.shared_layers import RowHooks
 
@@ -135,16 +134,15 @@ def generate(
 
     def work(batch: list[list[int]]) -> None:
         idx = [i for g in batch for i in g]
+        sampler = None
         if temperature > 0:
             keys = [first_row + i if row_keys is None else row_keys[i] for i in idx]
-            noise = RowNoise([row_seed(seed, key) for key in keys])
-            warpers = [TemperatureLogitsWarper(temperature), TopP(top_p), noise]
-            kwargs["logits_processor"] = LogitsProcessorList(warpers)
+            sampler = Sampler(temperature, top_p, RowNoise([row_seed(seed, key) for key in keys]))
         plain: dict[int, list[float]] | None = None
         if logprobs is not None:
             plain = {i: [] for i in idx if start(i) is None}
         new = _generate_batch(
-            model, batch, prompts, hooks, start, pad, eos_ids, kwargs,
+            model, batch, prompts, hooks, start, pad, eos_ids, kwargs, sampler,
             share_layers=share_layers, first_step=first_step, logprobs=plain,
         )  # fmt: skip
         for row, i in zip(new, idx, strict=True):
@@ -172,6 +170,7 @@ def _generate_batch(
     pad: int,
     eos_ids: list[int],
     kwargs: dict[str, object],
+    sampler: Sampler | None,
     *,
     share_layers: bool,
     first_step: Callable[[list[int], torch.Tensor], None] | None,
@@ -179,7 +178,8 @@ def _generate_batch(
 ) -> list[list[int]]:
     """New tokens (uncut) of the batch's rows, in batch order; a group's rows share a prefill,
     and with ``share_layers`` groups of one prompt the layers below their hooks. ``logprobs``'s
-    rows (prompts' indices) get their tokens' log-probabilities."""
+    rows (prompts' indices) get their tokens' log-probabilities. ``sampler`` picks each step's
+    tokens (None: greedy)."""
     idx = [i for g in batch for i in g]
     first = [g[0] for g in batch]  # one row per group: what is prefilled
     expand = torch.tensor([j for j, g in enumerate(batch) for _ in g])
@@ -205,6 +205,7 @@ def _generate_batch(
         if logprobs is not None:
             logprobs.clear()  # the caller scores them
         ids, mask = ids[expand], mask[expand]
+        processors = {} if sampler is None else {"logits_processor": sampler.processors()}
         with torch.no_grad(), hooks(idx):
             result = model.generate(  # type: ignore[operator]
                 input_ids=ids.to(model.device),
@@ -212,6 +213,7 @@ def _generate_batch(
                 pad_token_id=pad,
                 eos_token_id=eos_ids or None,
                 **kwargs,
+                **processors,
             )
         return list(result[:, ids.shape[1] :].tolist())
     cache = GrowingCache(model.config, ids.shape[1] + new_tokens)
@@ -222,11 +224,9 @@ def _generate_batch(
         )  # fmt: skip
         cache.batch_select_indices(expand.to(model.device))
     ids, mask = ids[expand], mask[expand]
-    processors = kwargs.get("logits_processor")
-    assert processors is None or isinstance(processors, LogitsProcessorList)
     scored: list[list[float]] | None = None if logprobs is None else [[] for _ in idx]
     new = _decode(
-        model, ids, mask, cache, steps=new_tokens, processors=processors, eos_ids=eos_ids,
+        model, ids, mask, cache, steps=new_tokens, sampler=sampler, eos_ids=eos_ids,
         hooks=lambda rows: hooks([idx[r] for r in rows]),
         first_step=None if first_step is None else lambda logits: first_step(idx, logits),
         logprobs=scored,
@@ -243,7 +243,7 @@ def _decode(
     cache: GrowingCache,
     *,
     steps: int,
-    processors: LogitsProcessorList | None,
+    sampler: Sampler | None,
     eos_ids: list[int],
     hooks: RowHooks,
     first_step: Callable[[torch.Tensor], None] | None = None,
@@ -258,7 +258,8 @@ def _decode(
     then are computed and ignored (90 solutions: 35 s with none dropped, 24 s dropping each
     as it finishes, 22 s by eighths; ``benchmarks/cpu_generation.py``). ``hooks(rows)``
     enters the steering of the live rows (positions in the batch); it is re-entered after
-    each drop. ``first_step(logits)`` receives the first step's logits (before ``processors``);
+    each drop. ``sampler`` picks each step's tokens (None: the argmax). ``first_step(logits)``
+    receives the first step's logits (before ``sampler``);
     ``logprobs[j]``, if given, row j's log-probability of each token it keeps, from them.
     """
     device = model.device
@@ -290,10 +291,9 @@ def _decode(
                 )
             if step == 0 and first_step is not None:
                 first_step(logits)
-            # before the processors, which may change their input (as continuation_nll)
+            # the model's own distribution, as continuation_nll's
             logp = torch.log_softmax(logits.double(), -1) if logprobs is not None else None
-            scores = processors(ids, logits) if processors is not None else logits  # type: ignore[arg-type]
-            new = scores.argmax(-1)
+            new = sampler(ids, logits) if sampler is not None else logits.argmax(-1)  # type: ignore[arg-type]
             for row, token, finished in zip(live, new.tolist(), done.tolist(), strict=True):
                 if not finished:
                     out[row].append(token)
@@ -313,9 +313,8 @@ def _decode(
                 keep = (~done).nonzero().flatten()
                 stack.close()
                 cache.batch_select_indices(keep)
-                for p in processors or []:
-                    if isinstance(p, RowNoise):
-                        p.select(keep)
+                if sampler is not None:
+                    sampler.select(keep)
                 ids, inputs, positions = ids[keep], inputs[keep], positions[keep]
                 attention = attention[keep] if attention is not None else None
                 live = [live[k] for k in keep.tolist()]
