@@ -67,13 +67,18 @@ class TopP(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.top_p >= 1.0:  # only tokens of no probability at all go
             return self.full(input_ids, scores)  # type: ignore[return-value]
-        idx, keep = self.nucleus(scores)
+        return self.apply(input_ids, scores, *self.nucleus(scores))  # type: ignore[return-value]
+
+    def apply(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """``scores`` with -inf outside each row's nucleus, given ``nucleus(scores)``."""
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, idx, torch.where(keep, scores.gather(1, idx), float("-inf")))
         wide = keep[:, -1].nonzero().flatten()  # the nucleus may go on past the top k
         if len(wide):
             out[wide] = self.full(input_ids[wide], scores[wide])  # type: ignore[arg-type]
-        return out  # type: ignore[return-value]
+        return out
 
     def nucleus(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's ``k`` most probable tokens, and which of them are in its nucleus (a row
@@ -166,6 +171,6 @@ class Sampler:
         tokens = idx.masked_fill(noisy != best, scores.shape[-1]).min(-1).values
         redo = (keep[:, -1] | ~torch.isfinite(best[:, 0])).nonzero().flatten()
         if len(redo):
-            nucleus = self.top_p(input_ids[redo], scores[redo])  # type: ignore[arg-type]
+            nucleus = self.top_p.apply(input_ids[redo], scores[redo], idx[redo], keep[redo])
             tokens[redo] = self.noise.add(keys[redo], nucleus).argmax(-1)
         return tokens
