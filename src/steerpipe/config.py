@@ -56,7 +56,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (macOS): its allocator is left alone
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, Windows): left alone
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     # glibc's malloc.h: M_TRIM_THRESHOLD -1, M_TOP_PAD -2, M_MMAP_THRESHOLD -3; each returns 1
