@@ -55,33 +55,6 @@ def test_exp_run_with_set_param(repo: Path) -> None:
     assert "data/report/metrics.json" in text and "fisher_p" in text
 
 
-def test_queued_sweep(repo: Path) -> None:
-    # a sweep of steer's coefficient (the solve stages steer at the sweep's best cell for it)
-    for coefficient in (0.5, 2.0):
-        run(
-            repo,
-            "dvc",
-            "exp",
-            "run",
-            "--queue",
-            "-S",
-            f"steer.coefficient={coefficient}",
-            "-n",
-            f"q-coefficient-{coefficient}",
-        )
-    status = run_queue(repo)
-    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
-    for coefficient in (0.5, 2.0):
-        name = f"q-coefficient-{coefficient}"
-        line = next(x for x in status.splitlines() if name in x)
-        assert "Success" in line, status
-        data = experiment(shown, name)
-        assert data is not None, f"{name} not in dvc exp show"
-        assert data["params"]["params.yaml"]["data"]["steer"]["coefficient"] == coefficient
-        metrics = data["metrics"]["data/report/metrics.json"]["data"]
-        assert metrics["cell"]["coefficient"] == coefficient and metrics["steered"]["n"] == 3 * 2
-
-
 def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) -> None:
     want = (repo / "data/report/metrics.json").read_text()
     server = FakeServer(FakeState(answer=rule_answer))
@@ -127,26 +100,33 @@ def test_anthropic_backend_gives_the_same_metrics(repo: Path, tmp_path: Path) ->
         restore(repo)
 
 
-def test_queued_experiments_share_the_judges_work(repo: Path, tmp_path: Path) -> None:
-    """Two experiments queued with the Claude judge and one store, run at once: the sweep's
-    samples are the same in both, so their judge requests overlap; each id is sent once (the
-    claims in the store), and the store holds one answer per id."""
+def test_a_queued_sweep_shares_the_judges_work(repo: Path, tmp_path: Path) -> None:
+    """A sweep of steer's coefficient, queued with the Claude judge and one store, run two at
+    once: each experiment lands with its coefficient in its params and its report. The sweep's
+    samples are the same in both (and control's: the same seed), so their judge requests
+    overlap; each id is sent once (the claims in the store), and the store holds one answer
+    per id."""
     server = FakeServer(FakeState(answer=rule_answer))
     env = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-ant-test-key"}
     store = tmp_path / "store"
     judge = ["judge.backend=anthropic", f"judge.store={store}", "judge.poll_seconds=0.05",
              "judge.max_poll_seconds=0.2"]  # fmt: skip
     try:
-        for seed in (11, 12):
-            sets = [a for s in [*judge, f"steer.seed={seed}"] for a in ("-S", s)]
-            run(repo, "dvc", "exp", "run", "--queue", *sets, "-n", f"shared-{seed}", "report")
+        for coefficient in (0.5, 2.0):
+            sets = [a for s in [*judge, f"steer.coefficient={coefficient}"] for a in ("-S", s)]
+            run(repo, "dvc", "exp", "run", "--queue", *sets, "-n", f"q-{coefficient}", "report")
         status = run_queue(repo, env=env)
         shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
         requested = 0
-        for seed in (11, 12):
-            assert "Success" in next(x for x in status.splitlines() if f"shared-{seed}" in x)
-            data = experiment(shown, f"shared-{seed}")
-            assert data is not None
+        for coefficient in (0.5, 2.0):
+            name = f"q-{coefficient}"
+            assert "Success" in next(x for x in status.splitlines() if name in x), status
+            data = experiment(shown, name)
+            assert data is not None, f"{name} not in dvc exp show"
+            assert data["params"]["params.yaml"]["data"]["steer"]["coefficient"] == coefficient
+            metrics = data["metrics"]["data/report/metrics.json"]["data"]
+            assert metrics["cell"]["coefficient"] == coefficient
+            assert metrics["steered"]["n"] == 3 * 2
             for item in ("sweep", "steer"):
                 requested += data["metrics"][f"data/{item}/judge.json"]["data"]["unique_requests"]
         attempts = server.state.attempts
