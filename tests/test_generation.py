@@ -231,6 +231,42 @@ def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model
     assert min(sizes[1:]) < 18
 
 
+def test_log_probabilities_are_computed_for_the_unsteered_rows_only(tiny_model, monkeypatch):
+    """``logprobs`` asks for the unsteered rows' log-probabilities; the float64 log-softmax
+    over the vocabulary runs on those rows alone, step by step as rows end, and not at all in
+    a batch with none (a steered row's would be the steered model's, which no caller wants)."""
+    kwargs = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.95, "progress": False}
+    prompts = [p for p in PROMPTS for _ in range(6)]
+    steers = [None, Steer(1, 3 * torch.ones(64)), None] * 6
+    endless = generate(tiny_model, prompts, steers=steers, seed=5, eos_ids=[], **kwargs)
+    eos = [endless[i][1 + i % 3] for i in range(0, len(prompts), 2)]
+    rows: list[int] = []
+    log_softmax = torch.log_softmax
+
+    def counted(x: torch.Tensor, dim: int) -> torch.Tensor:
+        if x.dtype == torch.float64:
+            rows.append(x.shape[0])
+        return log_softmax(x, dim)
+
+    monkeypatch.setattr(torch, "log_softmax", counted)
+    plain: dict[int, list[float]] = {}
+    got = generate(
+        tiny_model, prompts, steers=steers, seed=5, eos_ids=eos, batch_size=32, logprobs=plain,
+        **kwargs,
+    )  # fmt: skip
+    assert got == [_cut(row, eos) for row in endless]
+    assert sorted(plain) == [i for i, s in enumerate(steers) if s is None]
+    assert all(len(plain[i]) == len(got[i]) for i in plain)
+    # the 12 unsteered rows at the first step, fewer once some have ended and left the batch
+    # (a finished row may stay a few steps, until an eighth of the batch has ended)
+    assert rows[0] == 12 and min(rows) < 12 and len(rows) == max(map(len, got))
+    steered_only = [Steer(1, 3 * torch.ones(64))] * len(prompts)
+    rows.clear()
+    plain.clear()
+    generate(tiny_model, prompts, steers=steered_only, seed=5, logprobs=plain, **kwargs)
+    assert plain == {} and rows == []
+
+
 def test_batch_hook_follows_the_rows_left(tiny_model) -> None:
     vecs = 0.5 * torch.randn(len(PROMPTS) * 4, 64, generator=torch.Generator().manual_seed(2))
     prompts = [p for p in PROMPTS for _ in range(4)]
