@@ -208,20 +208,26 @@ def _cut(tokens: list[int], eos: int | list[int]) -> list[int]:
     return tokens
 
 
-def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model) -> None:
-    # sampled, with steered and control rows, so that the noise and the steering of the rows
-    # left are carried over when the finished ones are dropped
-    kwargs = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.95, "progress": False}
-    prompts = [p for p in PROMPTS for _ in range(6)]
-    steers = [None, Steer(1, 3 * torch.ones(64)), None] * 6
-    endless = generate(tiny_model, prompts, steers=steers, seed=5, eos_ids=[], **kwargs)
+# sampled, with steered and control rows, so that the noise and the steering of the rows left
+# are carried over when the finished ones are dropped
+ENDING = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.95, "seed": 5, "progress": False}
+ENDING_PROMPTS = [p for p in PROMPTS for _ in range(6)]
+ENDING_STEERS = [None, Steer(1, 3 * torch.ones(64)), None] * 6
+
+
+def _endless_and_eos(model: torch.nn.Module) -> tuple[list[list[int]], list[int]]:
+    """The 18 ending rows' 12 tokens with no EOS, and EOS ids that half the rows write at
+    their second to fourth token."""
+    endless = generate(model, ENDING_PROMPTS, steers=ENDING_STEERS, eos_ids=[], **ENDING)
     assert all(len(t) == 12 for t in endless)
-    # EOS ids that half the rows write at their second to fourth token
-    eos = [endless[i][1 + i % 3] for i in range(0, len(prompts), 2)]
+    return endless, [endless[i][1 + i % 3] for i in range(0, len(ENDING_PROMPTS), 2)]
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model) -> None:
+    prompts, steers, kwargs = ENDING_PROMPTS, ENDING_STEERS, ENDING
+    endless, eos = _endless_and_eos(tiny_model)
     with _forward_shapes(tiny_model) as shapes:
-        got = generate(
-            tiny_model, prompts, steers=steers, seed=5, eos_ids=eos, batch_size=32, **kwargs
-        )
+        got = generate(tiny_model, prompts, steers=steers, eos_ids=eos, batch_size=32, **kwargs)
     sizes = [rows for rows, _ in shapes]
     assert got == [_cut(row, eos) for row in endless]
     assert sum(len(row) < 12 for row in got) >= 9
@@ -231,15 +237,14 @@ def test_finished_rows_leave_the_batch_and_the_rest_keep_their_tokens(tiny_model
     assert min(sizes[1:]) < 18
 
 
-def test_log_probabilities_are_computed_for_the_unsteered_rows_only(tiny_model, monkeypatch):
+def test_log_probabilities_are_computed_for_the_unsteered_rows_only(
+    tiny_model, monkeypatch
+) -> None:
     """``logprobs`` asks for the unsteered rows' log-probabilities; the float64 log-softmax
     over the vocabulary runs on those rows alone, step by step as rows end, and not at all in
     a batch with none (a steered row's would be the steered model's, which no caller wants)."""
-    kwargs = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.95, "progress": False}
-    prompts = [p for p in PROMPTS for _ in range(6)]
-    steers = [None, Steer(1, 3 * torch.ones(64)), None] * 6
-    endless = generate(tiny_model, prompts, steers=steers, seed=5, eos_ids=[], **kwargs)
-    eos = [endless[i][1 + i % 3] for i in range(0, len(prompts), 2)]
+    prompts, steers, kwargs = ENDING_PROMPTS, ENDING_STEERS, ENDING
+    endless, eos = _endless_and_eos(tiny_model)
     rows: list[int] = []
     log_softmax = torch.log_softmax
 
@@ -251,9 +256,8 @@ def test_log_probabilities_are_computed_for_the_unsteered_rows_only(tiny_model, 
     monkeypatch.setattr(torch, "log_softmax", counted)
     plain: dict[int, list[float]] = {}
     got = generate(
-        tiny_model, prompts, steers=steers, seed=5, eos_ids=eos, batch_size=32, logprobs=plain,
-        **kwargs,
-    )  # fmt: skip
+        tiny_model, prompts, steers=steers, eos_ids=eos, batch_size=32, logprobs=plain, **kwargs
+    )
     assert got == [_cut(row, eos) for row in endless]
     assert sorted(plain) == [i for i, s in enumerate(steers) if s is None]
     assert all(len(plain[i]) == len(got[i]) for i in plain)
@@ -263,7 +267,7 @@ def test_log_probabilities_are_computed_for_the_unsteered_rows_only(tiny_model, 
     steered_only = [Steer(1, 3 * torch.ones(64))] * len(prompts)
     rows.clear()
     plain.clear()
-    generate(tiny_model, prompts, steers=steered_only, seed=5, logprobs=plain, **kwargs)
+    generate(tiny_model, prompts, steers=steered_only, logprobs=plain, **kwargs)
     assert plain == {} and rows == []
 
 
